@@ -1,0 +1,353 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the decoded mysite.toml. The zero value is valid: no app (the
+// info page answers), no static directories, prefix derived from the request.
+type Config struct {
+	// File is the path the config was read from; "" when none existed.
+	File string `toml:"-"`
+
+	App    App               `toml:"app"`
+	Static map[string]string `toml:"static"` // URL prefix as the app sees it → directory
+	Server Server            `toml:"server"`
+	Limits Limits            `toml:"limits"`
+}
+
+// App describes the HTTP application behind the shim. Command and Upstream
+// are exclusive; with neither, the built-in info page is served.
+type App struct {
+	// Command is the child app's argv; "{socket}" and "{port}" are replaced
+	// with a private unix socket path or a free loopback port.
+	Command []string `toml:"command"`
+	// Upstream is an app that is already running: "http://host:port" or
+	// "unix:/path/to.sock".
+	Upstream string            `toml:"upstream"`
+	Workdir  string            `toml:"workdir"` // "" = the config file's directory
+	Env      map[string]string `toml:"env"`     // extra environment for the child
+	// EnvAllow names variables of our own environment passed to the child in
+	// addition to the built-in allow-list (PATH, HOME, LANG, …).
+	EnvAllow []string `toml:"env_allow"`
+	// ReadyPath, when set, must answer a GET with a status below 500 before
+	// requests are forwarded. "" = accepting connections is enough.
+	ReadyPath    string   `toml:"ready_path"`
+	ReadyTimeout Duration `toml:"ready_timeout"` // 0 = 30s
+	StopGrace    Duration `toml:"stop_grace"`    // SIGTERM→SIGKILL; 0 = 10s
+	Timeout      Duration `toml:"timeout"`       // wait for response headers; 0 = 60s
+	Log          string   `toml:"log"`           // file for the app's output; "" = our stderr
+	RuntimeDir   string   `toml:"runtime_dir"`   // private state dir; "" = derived
+	// IdleStop stops the shared app after this long without any copy of
+	// mysite.fcgi alive; 0 = 30s.
+	IdleStop Duration `toml:"idle_stop"`
+	// PassHeaders lets X-Sendfile / X-Accel-* response headers from the app
+	// through to the web server. Off by default.
+	PassSendfile bool `toml:"pass_sendfile"`
+}
+
+// Server holds how we serve: the prefix repair, recycling, restart watching,
+// and the runfcgi-style options (same names as Django's runfcgi).
+type Server struct {
+	// ForceScriptName, when set (even to ""), is the mount prefix; unset =
+	// derive it from SCRIPT_URL/REDIRECT_URL minus PATH_INFO, as Django did.
+	ForceScriptName *string `toml:"force_script_name"`
+	// MaxRequests recycles the process after this many requests; 0 = never.
+	MaxRequests int `toml:"maxrequests"`
+	// Watch selects restart detection: "auto" (inotify, polling on NFS or
+	// when inotify fails), "poll", or "off". "" = "auto".
+	Watch        string   `toml:"watch"`
+	PollInterval Duration `toml:"poll_interval"` // 0 = 2s
+	Grace        Duration `toml:"grace"`         // drain on stop; 0 = 2.5s (inside mod_fcgid's 3s)
+
+	Protocol    string `toml:"protocol"` // fcgi, scgi, ajp, http
+	Host        string `toml:"host"`
+	Port        int    `toml:"port"`
+	Socket      string `toml:"socket"`
+	Method      string `toml:"method"` // prefork, threaded
+	MaxChildren int    `toml:"maxchildren"`
+	MinSpare    int    `toml:"minspare"`
+	MaxSpare    int    `toml:"maxspare"`
+	Daemonize   *bool  `toml:"daemonize"`
+	Pidfile     string `toml:"pidfile"`
+	Workdir     string `toml:"workdir"`
+	Umask       string `toml:"umask"`
+	Outlog      string `toml:"outlog"`
+	Errlog      string `toml:"errlog"`
+	Debug       bool   `toml:"debug"`
+	Secret      string `toml:"secret"` // AJP secret; "" = not required
+}
+
+// Limits bound what one peer can make us hold. Zero means the default.
+type Limits struct {
+	MaxParamsBytes int      `toml:"max_params_bytes"`  // 0 = 1 MiB
+	MaxHeaderBytes int      `toml:"max_header_bytes"`  // 0 = 1 MiB
+	MaxReqsPerConn int      `toml:"max_reqs_per_conn"` // 0 = 64
+	MaxConns       int      `toml:"max_conns"`         // 0 = 1024
+	MaxBodyBytes   int64    `toml:"max_body_bytes"`    // 0 = unlimited
+	HeaderTimeout  Duration `toml:"header_timeout"`    // 0 = 30s
+	IdleTimeout    Duration `toml:"idle_timeout"`      // 0 = 120s
+	RequestTimeout Duration `toml:"request_timeout"`   // 0 = none
+}
+
+// Duration is a time.Duration written as "1.5s", "250ms" in TOML.
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Error is a config problem at a place in a file.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // dotted key, "" when not about one key
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": key %q", e.Key)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// PathFor returns the conventional config path for a binary: its name with
+// the extension replaced by ".toml" (mysite.fcgi → mysite.toml).
+func PathFor(binary string) string {
+	ext := filepath.Ext(binary)
+	return strings.TrimSuffix(binary, ext) + ".toml"
+}
+
+// Load reads and validates path. A missing file is not an error: it yields
+// the zero Config with File "".
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Config{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes data (named path in errors) strictly and validates it.
+func Parse(path string, data []byte) (*Config, error) {
+	var c Config
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+		}
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return nil, &Error{File: path, Line: lineOf(data, k), Key: k.String(), Msg: "unknown key" + suggest(k)}
+	}
+	c.File = path
+	if err := c.validate(data); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) validate(data []byte) error {
+	bad := func(key, format string, args ...any) error {
+		parts := strings.Split(key, ".")
+		return &Error{File: c.File, Line: lineOf(data, toml.Key(parts)), Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+	a := c.App
+	if len(a.Command) > 0 && a.Upstream != "" {
+		return bad("app.upstream", "set either app.command or app.upstream, not both")
+	}
+	if len(a.Command) > 0 && a.Command[0] == "" {
+		return bad("app.command", "the first element (the program) is empty")
+	}
+	if a.Upstream != "" && !strings.HasPrefix(a.Upstream, "http://") && !strings.HasPrefix(a.Upstream, "unix:") {
+		return bad("app.upstream", "want http://host:port or unix:/path, got %q", a.Upstream)
+	}
+	if a.ReadyPath != "" && !strings.HasPrefix(a.ReadyPath, "/") {
+		return bad("app.ready_path", "must start with /")
+	}
+	for prefix, dir := range c.Static {
+		if !strings.HasPrefix(prefix, "/") {
+			return bad("static."+prefix, "URL prefix must start with /")
+		}
+		if dir == "" {
+			return bad("static."+prefix, "directory is empty")
+		}
+	}
+	switch c.Server.Watch {
+	case "", "auto", "poll", "off":
+	default:
+		return bad("server.watch", "want auto, poll or off, got %q", c.Server.Watch)
+	}
+	switch c.Server.Protocol {
+	case "", "fcgi", "scgi", "ajp", "http":
+	default:
+		return bad("server.protocol", "want fcgi, scgi, ajp or http, got %q", c.Server.Protocol)
+	}
+	switch c.Server.Method {
+	case "", "prefork", "fork", "threaded", "thread":
+	default:
+		return bad("server.method", "want prefork or threaded, got %q", c.Server.Method)
+	}
+	if c.Server.MaxRequests < 0 {
+		return bad("server.maxrequests", "must not be negative")
+	}
+	return nil
+}
+
+// Dir returns the directory relative paths in the config are resolved
+// against: the config file's own directory, or "." without a file.
+func (c *Config) Dir() string {
+	if c.File == "" {
+		return "."
+	}
+	return filepath.Dir(c.File)
+}
+
+// Resolve makes p absolute relative to the config's directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	d, err := filepath.Abs(c.Dir())
+	if err != nil {
+		return p
+	}
+	return filepath.Join(d, p)
+}
+
+// StaticPrefixes returns the [static] prefixes longest first, so the most
+// specific mapping wins.
+func (c *Config) StaticPrefixes() []string {
+	ps := make([]string, 0, len(c.Static))
+	for p := range c.Static {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		if len(ps[i]) != len(ps[j]) {
+			return len(ps[i]) > len(ps[j])
+		}
+		return ps[i] < ps[j]
+	})
+	return ps
+}
+
+var tableRe = regexp.MustCompile(`^\s*\[+\s*([^\]]+?)\s*\]+\s*(#.*)?$`)
+
+// lineOf finds the line where key is written: the last component assigned
+// inside the table named by the other components. 0 when not found.
+func lineOf(data []byte, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	table := strings.Join(k[:len(k)-1], ".")
+	name := k[len(k)-1]
+	cur := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		if m := tableRe.FindStringSubmatch(line); m != nil {
+			cur = strings.ReplaceAll(m[1], `"`, "")
+			cur = strings.ReplaceAll(cur, " ", "")
+			if cur == strings.Join(k, ".") {
+				return i + 1
+			}
+			continue
+		}
+		t := strings.TrimSpace(line)
+		eq := strings.IndexByte(t, '=')
+		if eq < 0 {
+			continue
+		}
+		lhs := strings.Trim(strings.TrimSpace(t[:eq]), `"'`)
+		full := lhs
+		if cur != "" {
+			full = cur + "." + lhs
+		}
+		if full == strings.Join(k, ".") || (cur == table && lhs == name) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+var known = []string{
+	"app", "static", "server", "limits",
+	"command", "upstream", "workdir", "env", "env_allow", "ready_path", "ready_timeout",
+	"stop_grace", "timeout", "log", "runtime_dir", "idle_stop", "pass_sendfile",
+	"force_script_name", "maxrequests", "watch", "poll_interval", "grace", "protocol",
+	"host", "port", "socket", "method", "maxchildren", "minspare", "maxspare",
+	"daemonize", "pidfile", "umask", "outlog", "errlog", "debug", "secret",
+	"max_params_bytes", "max_header_bytes", "max_reqs_per_conn", "max_conns",
+	"max_body_bytes", "header_timeout", "idle_timeout", "request_timeout",
+}
+
+// suggest names a known key close to the last component of k, if any.
+func suggest(k toml.Key) string {
+	name := k[len(k)-1]
+	best, bestD := "", 3
+	for _, w := range known {
+		if d := distance(name, w); d < bestD {
+			best, bestD = w, d
+		}
+	}
+	if best == "" || best == name {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
