@@ -1,0 +1,148 @@
+package handler
+
+import (
+	"encoding/json"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// InfoPage is the built-in app served when no [app] is configured. It shows
+// how the process was started and the request as an app would see it, and
+// never the values of the process environment or of non-standard CGI
+// variables (a SetEnv DB_PASSWORD stays private).
+type InfoPage struct {
+	Process *Process
+}
+
+// info is the JSON document; its keys are a contract (DESIGN.md).
+type info struct {
+	PID            int     `json:"pid"`
+	Mode           string  `json:"mode"`
+	Protocol       string  `json:"protocol"`
+	Method         string  `json:"method"`
+	ScriptName     string  `json:"script_name"`
+	PathInfo       string  `json:"path_info"`
+	RequestURI     string  `json:"request_uri"`
+	QueryString    string  `json:"query_string"`
+	RemoteAddr     string  `json:"remote_addr"`
+	HTTPS          bool    `json:"https"`
+	Host           string  `json:"host"`
+	RemoteUser     string  `json:"remote_user"`
+	ContentType    string  `json:"content_type"`
+	BodyBytes      int64   `json:"body_bytes"`
+	BodyError      string  `json:"body_error,omitempty"`
+	RequestsServed int64   `json:"requests_served"`
+	Started        string  `json:"started"`
+	UptimeSeconds  float64 `json:"uptime_seconds"`
+	Version        string  `json:"version"`
+	// VarNames lists the CGI variables the web server sent, names only.
+	VarNames []string `json:"cgi_variable_names"`
+}
+
+func (p *InfoPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Read the whole body so a person can test their host's upload limit.
+	n, err := io.Copy(io.Discard, r.Body)
+	req := RequestOf(r)
+	in := info{
+		PID:         os.Getpid(),
+		Method:      r.Method,
+		ScriptName:  req.ScriptName,
+		PathInfo:    req.PathInfo,
+		RequestURI:  r.RequestURI,
+		QueryString: r.URL.RawQuery,
+		HTTPS:       r.TLS != nil,
+		Host:        r.Host,
+		ContentType: r.Header.Get("Content-Type"),
+		BodyBytes:   n,
+	}
+	if err != nil {
+		in.BodyError = err.Error()
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		in.RemoteAddr = host
+	} else {
+		in.RemoteAddr = r.RemoteAddr
+	}
+	if req.Vars != nil {
+		in.RemoteUser = req.Vars["REMOTE_USER"]
+		for k := range req.Vars {
+			in.VarNames = append(in.VarNames, k)
+		}
+		slices.Sort(in.VarNames)
+	}
+	if in.RequestURI == "" {
+		in.RequestURI = r.URL.RequestURI()
+	}
+	if pr := p.Process; pr != nil {
+		in.Mode, in.Protocol, in.Version = pr.Mode, pr.Protocol, pr.Version
+		in.RequestsServed = pr.Served.Load()
+		in.Started = pr.Started.Format(time.RFC3339Nano)
+		in.UptimeSeconds = time.Since(pr.Started).Seconds()
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if wantsJSON(r) {
+		h.Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(in)
+		return
+	}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	_ = infoTemplate.Execute(w, in)
+}
+
+func wantsJSON(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(mt) == "application/json" {
+			return true
+		}
+	}
+	return r.URL.Query().Get("format") == "json"
+}
+
+var infoTemplate = template.Must(template.New("info").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fcgishim is running</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em;color:#222}
+th{text-align:left;padding-right:1em;font-weight:600;vertical-align:top}td{font-family:ui-monospace,monospace}
+code{background:#f2f2f2;padding:0 .2em}</style></head><body>
+<h1>fcgishim is running</h1>
+<p>This is the built-in info page: no <code>[app]</code> is configured in the
+<code>.toml</code> file beside the binary. Add one to serve your application.</p>
+<h2>This process</h2>
+<table>
+<tr><th>mode</th><td>{{.Mode}}</td></tr>
+<tr><th>protocol</th><td>{{.Protocol}}</td></tr>
+<tr><th>pid</th><td>{{.PID}}</td></tr>
+<tr><th>started</th><td>{{.Started}}</td></tr>
+<tr><th>uptime</th><td>{{printf "%.1f" .UptimeSeconds}} s</td></tr>
+<tr><th>requests served</th><td>{{.RequestsServed}}</td></tr>
+<tr><th>version</th><td>{{.Version}}</td></tr>
+</table>
+<h2>This request, as your app would see it</h2>
+<table>
+<tr><th>method</th><td>{{.Method}}</td></tr>
+<tr><th>SCRIPT_NAME (mount prefix)</th><td>{{.ScriptName}}</td></tr>
+<tr><th>PATH_INFO</th><td>{{.PathInfo}}</td></tr>
+<tr><th>REQUEST_URI</th><td>{{.RequestURI}}</td></tr>
+<tr><th>QUERY_STRING</th><td>{{.QueryString}}</td></tr>
+<tr><th>REMOTE_ADDR</th><td>{{.RemoteAddr}}</td></tr>
+<tr><th>REMOTE_USER</th><td>{{.RemoteUser}}</td></tr>
+<tr><th>HTTPS</th><td>{{.HTTPS}}</td></tr>
+<tr><th>Host</th><td>{{.Host}}</td></tr>
+<tr><th>body bytes read</th><td>{{.BodyBytes}}</td></tr>
+</table>
+{{with .VarNames}}<h2>CGI variables sent by the web server (names only)</h2>
+<p>{{range $i, $n := .}}{{if $i}}, {{end}}<code>{{$n}}</code>{{end}}</p>{{end}}
+<p>JSON: send <code>Accept: application/json</code>.</p>
+</body></html>
+`))
