@@ -1,0 +1,143 @@
+package spawn
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Listen opens addr: "unix:/path", "/path" (unix), or "host:port" (TCP).
+// A unix socket is created with the given umask (0002 → mode 0775 so a web
+// server in the same group can connect; use 0077 for a private socket). A
+// stale socket file (nothing listening) is replaced; a live one, or a file
+// that is not a socket, is an error.
+func Listen(addr string, umask int) (net.Listener, error) {
+	if path, ok := unixPath(addr); ok {
+		return listenUnix(path, umask)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+func unixPath(addr string) (string, bool) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return p, true
+	}
+	return addr, strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./")
+}
+
+func listenUnix(path string, umask int) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("listen unix:%s: exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen unix:%s: another server is listening there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	old := syscall.Umask(umask)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	// Remove the file when the listener closes, but not on a re-exec
+	// handover (the fd is passed on and the path must stay).
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	return l, nil
+}
+
+// KeepSocketFile stops l from removing its socket file on Close; used when
+// its fd is handed to a re-executed program.
+func KeepSocketFile(l net.Listener) {
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+}
+
+// AllowList wraps a TCP listener so that only connections from the given
+// addresses are accepted; others are closed at once. addrs is the
+// comma-separated FCGI_WEB_SERVER_ADDRS value; "" allows everyone. Unix
+// sockets are not filtered.
+func AllowList(l net.Listener, addrs string, log func(remote string)) (net.Listener, error) {
+	addrs = strings.TrimSpace(addrs)
+	if addrs == "" {
+		return l, nil
+	}
+	allowed := map[string]bool{}
+	for _, a := range strings.Split(addrs, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		ip := net.ParseIP(a)
+		if ip == nil {
+			return nil, fmt.Errorf("FCGI_WEB_SERVER_ADDRS: %q is not an IP address", a)
+		}
+		allowed[ip.String()] = true
+	}
+	return &allowListener{Listener: l, allowed: allowed, log: log}, nil
+}
+
+type allowListener struct {
+	net.Listener
+	allowed map[string]bool
+	log     func(string)
+}
+
+func (a *allowListener) Accept() (net.Conn, error) {
+	for {
+		c, err := a.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ta, ok := c.RemoteAddr().(*net.TCPAddr)
+		if !ok || a.allowed[ta.IP.String()] || a.allowed[ta.IP.To4().String()] {
+			return c, nil
+		}
+		if a.log != nil {
+			a.log(c.RemoteAddr().String())
+		}
+		c.Close()
+	}
+}
+
+// File returns a duplicate of a listener's file descriptor with
+// close-on-exec cleared, for handing it to a re-executed program. Keep the
+// *os.File reachable until the exec: its finalizer closes the descriptor.
+func File(l net.Listener) (*os.File, error) {
+	if al, ok := l.(*allowListener); ok {
+		return File(al.Listener)
+	}
+	type filer interface{ File() (*os.File, error) }
+	fl, ok := l.(filer)
+	if !ok {
+		return nil, errors.New("listener cannot export its file descriptor")
+	}
+	f, err := fl.File()
+	if err != nil {
+		return nil, err
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_SETFD, 0); e != 0 {
+		f.Close()
+		return nil, fmt.Errorf("clear close-on-exec: %w", e)
+	}
+	return f, nil
+}
