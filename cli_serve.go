@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+
+	"github.com/fcgishim/fcgishim/shim"
+)
+
+// cmdServe is the modern spelling: serve --http ADDR, or --listen ADDR with
+// --protocol.
+func cmdServe(ctx context.Context, o shim.Options, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	httpAddr := fs.String("http", "", "serve plain HTTP on `ADDR` (a local preview)")
+	listen := fs.String("listen", "", "serve on `ADDR`: host:port or unix:/path")
+	protocol := fs.String("protocol", "fcgi", "fcgi, scgi or ajp")
+	cfg := fs.String("config", "", "config `FILE` (default: the binary's name with .toml)")
+	umask := fs.String("umask", "077", "umask for a unix socket (octal)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	switch {
+	case *httpAddr != "" && *listen != "":
+		return usageError{"serve: use --http or --listen, not both"}
+	case *httpAddr != "":
+		o.Listen, o.Protocol = *httpAddr, "http"
+	case *listen != "":
+		o.Listen, o.Protocol = *listen, *protocol
+	default:
+		return usageError{"serve: need --http ADDR or --listen ADDR"}
+	}
+	switch o.Protocol {
+	case "fcgi", "scgi", "ajp", "http":
+	default:
+		return usageError{fmt.Sprintf("serve: unknown protocol %q (want fcgi, scgi or ajp)", o.Protocol)}
+	}
+	m, err := strconv.ParseUint(*umask, 8, 32)
+	if err != nil {
+		return usageError{fmt.Sprintf("serve: umask %q is not octal", *umask)}
+	}
+	o.Umask = int(m)
+	o.ConfigPath = *cfg
+	return shim.Run(ctx, o)
+}

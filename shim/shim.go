@@ -1,0 +1,438 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fcgishim/fcgishim/ajp"
+	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/fcgi"
+	"github.com/fcgishim/fcgishim/handler"
+	"github.com/fcgishim/fcgishim/reload"
+	"github.com/fcgishim/fcgishim/scgi"
+	"github.com/fcgishim/fcgishim/spawn"
+)
+
+// Version is reported by the info page; the build may set it with -ldflags.
+var Version = "dev"
+
+// Environment variables carrying a listener across a re-exec.
+const (
+	envListenFD   = "FCGISHIM_LISTEN_FD"
+	envListenAddr = "FCGISHIM_LISTEN_ADDR"
+	envMode       = "FCGISHIM_MODE"
+)
+
+// Options configure Run. Zero values work: detection decides the mode and
+// the config beside the executable decides the handler.
+type Options struct {
+	// Handler is the app. nil = built from the config (static dirs, the
+	// supervised [app], or the info page).
+	Handler http.Handler
+	// Config is used as is when set; otherwise ConfigPath (or the
+	// executable's name with ".toml") is loaded.
+	Config     *config.Config
+	ConfigPath string
+	// Executable is the path this program was started as; "" = argv[0]
+	// made absolute. Touching or replacing it restarts the program.
+	Executable string
+
+	// Listen serves Protocol on an explicit address ("host:port",
+	// "unix:/path") instead of what detection finds; Mode is then
+	// "external", or "http" for Protocol "http".
+	Listen   string
+	Protocol string // fcgi (default), scgi, ajp, http
+	Umask    int    // for unix sockets; 0 = 0o077 (private)
+
+	Args   []string  // argv for a re-exec; nil = os.Args
+	Env    []string  // nil = os.Environ()
+	Stdout io.Writer // nil = os.Stdout (the terminal status; the CGI response)
+	Stderr io.Writer // nil = os.Stderr (the web server's error log)
+	Log    *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.Args == nil {
+		o.Args = os.Args
+	}
+	if o.Env == nil {
+		o.Env = os.Environ()
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(o.Stderr, nil)).With("pid", os.Getpid())
+	}
+	if o.Executable == "" {
+		o.Executable = Executable(o.Args)
+	}
+	if o.ConfigPath == "" {
+		o.ConfigPath = config.PathFor(o.Executable)
+	}
+	if o.Protocol == "" {
+		o.Protocol = "fcgi"
+	}
+	if o.Umask == 0 {
+		o.Umask = 0o077
+	}
+}
+
+// Executable returns the path the program was started as, made absolute. It
+// prefers argv[0] over /proc/self/exe: after a rename-deploy the latter
+// names the old, deleted file, and a symlinked mysite.fcgi would be lost.
+func Executable(args []string) string {
+	if len(args) > 0 && strings.Contains(args[0], "/") {
+		if p, err := filepath.Abs(args[0]); err == nil {
+			return p
+		}
+	}
+	p, err := os.Executable()
+	if err != nil && len(args) > 0 {
+		return args[0]
+	}
+	return p
+}
+
+// Main serves h as Run does, with the mode detected from how the process was
+// started, and exits. Flags: --http ADDR (local preview), --listen ADDR and
+// --protocol fcgi|scgi|ajp (an external server).
+func Main(h http.Handler) {
+	o := Options{Handler: h}
+	args := os.Args[1:]
+	if spawn.Detect(os.Getenv) != spawn.ModeCGI { // CGI: argv is the query string
+		for i := 0; i+1 < len(args); i++ {
+			switch strings.TrimLeft(args[i], "-") {
+			case "http":
+				o.Listen, o.Protocol = args[i+1], "http"
+			case "listen":
+				o.Listen = args[i+1]
+			case "protocol":
+				o.Protocol = args[i+1]
+			}
+		}
+	}
+	ctx := context.Background()
+	if err := Run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// Run serves until a stop signal, a restart (which re-executes the program
+// and so does not return on success), or an error.
+func Run(ctx context.Context, o Options) error {
+	o.fill()
+	getenv := envLookup(o.Env)
+	started := time.Now()
+	proc := &handler.Process{Started: started, Version: Version}
+
+	mode := spawn.Detect(getenv)
+	var listeners []net.Listener
+	switch {
+	case getenv(envListenFD) != "":
+		fd, err := strconv.Atoi(getenv(envListenFD))
+		if err != nil {
+			return fmt.Errorf("%s=%q: %w", envListenFD, getenv(envListenFD), err)
+		}
+		l, err := spawn.InheritedListener(fd)
+		if err != nil {
+			return err
+		}
+		if ul, ok := l.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true)
+		}
+		listeners = []net.Listener{l}
+		mode = spawn.Mode(getenv(envMode))
+		o.Listen = getenv(envListenAddr)
+	case o.Listen != "":
+		l, err := spawn.Listen(o.Listen, o.Umask)
+		if err != nil {
+			return err
+		}
+		listeners = []net.Listener{l}
+		mode = spawn.ModeExternal
+		if o.Protocol == "http" {
+			mode = spawn.ModeHTTP
+		}
+	case mode == spawn.ModeFastCGIStdin:
+		l, err := spawn.StdinListener()
+		if err != nil {
+			return err
+		}
+		listeners = []net.Listener{l}
+		o.Protocol = "fcgi"
+	case mode == spawn.ModeSocketActivation:
+		ls, err := spawn.Activated(getenv)
+		if err != nil {
+			return err
+		}
+		listeners = ls
+	case mode == spawn.ModeCGI:
+		o.Protocol = "cgi"
+	case mode == spawn.ModeTerminal || mode == "":
+		return Status(o.Stdout, o)
+	}
+	proc.Mode = string(mode)
+	proc.Protocol = protocolName(o.Protocol)
+	log := o.Log.With("mode", proc.Mode)
+
+	if mode == spawn.ModeExternal && o.Protocol != "http" {
+		for i, l := range listeners {
+			al, err := spawn.AllowList(l, getenv("FCGI_WEB_SERVER_ADDRS"), func(remote string) {
+				log.Warn("connection refused: not in FCGI_WEB_SERVER_ADDRS", "remote", remote)
+			})
+			if err != nil {
+				return err
+			}
+			listeners[i] = al
+		}
+	}
+
+	cfg, cfgErr := o.Config, error(nil)
+	if cfg == nil {
+		cfg, cfgErr = config.Load(o.ConfigPath)
+	}
+	var site http.Handler
+	var closeSite func(context.Context) error
+	switch {
+	case cfgErr != nil:
+		log.Error("config error; serving an error page until the config is fixed", "err", cfgErr)
+		site = configErrorPage(cfgErr)
+		cfg = &config.Config{}
+	case o.Handler != nil:
+		site = o.Handler
+	default:
+		s, err := handler.New(handler.Options{Config: cfg, Process: proc, Log: log, Executable: o.Executable})
+		if err != nil {
+			log.Error("cannot serve the site", "err", err)
+			site = configErrorPage(err)
+		} else {
+			site, closeSite = s, s.Close
+		}
+	}
+	if closeSite == nil {
+		closeSite = func(context.Context) error { return nil }
+	}
+
+	gw := &handler.Gateway{Next: site, Process: proc, ForceScriptName: cfg.Server.ForceScriptName}
+	if mode == spawn.ModeCGI {
+		env := envMap(o.Env)
+		gw.Vars = func(*http.Request) map[string]string { return env }
+		defer closeSite(context.Background())
+		return serveCGI(gw, o.Stdout)
+	}
+
+	restartFiles := []string{o.Executable, o.ConfigPath, filepath.Join(filepath.Dir(o.Executable), "restart.txt")}
+	w, err := reload.New(reload.Options{
+		Files: restartFiles, Mode: cfg.Server.Watch,
+		PollInterval: cfg.Server.PollInterval.Duration, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+
+	grace := cfg.Server.Grace.Duration
+	if grace == 0 {
+		grace = 2500 * time.Millisecond
+	}
+	restartNow := make(chan string, 1)
+	if n := int64(cfg.Server.MaxRequests); n > 0 {
+		gw.AfterCount = func(count int64) {
+			if count == n {
+				select {
+				case restartNow <- "maxrequests reached":
+				default:
+				}
+			}
+		}
+	}
+
+	srvs := make([]server, len(listeners))
+	serveErr := make(chan error, len(listeners))
+	for i, l := range listeners {
+		srv, vars := newServer(o.Protocol, gw, cfg, log)
+		if i == 0 {
+			gw.Vars = vars
+		}
+		srvs[i] = srv
+		go func() { serveErr <- srv.Serve(l) }()
+	}
+	log.Info("serving", "protocol", proc.Protocol, "watch", w.Backend(), "config", cfgSummary(o.ConfigPath, cfgErr))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	shutdown := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		for _, s := range srvs {
+			if err := s.Shutdown(sctx); err != nil {
+				log.Warn("drain incomplete; closing remaining connections", "err", err)
+				s.Close()
+			}
+		}
+		_ = closeSite(sctx)
+	}
+
+	var reason string
+	for reason == "" {
+		select {
+		case <-ctx.Done():
+			shutdown()
+			return nil
+		case err := <-serveErr:
+			if errors.Is(err, fcgi.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) {
+				continue
+			}
+			shutdown()
+			return fmt.Errorf("serve: %w", err)
+		case s := <-sigs:
+			// Under a spawning web server every signal means "stop"
+			// (mod_fcgid sends SIGTERM, a hard restart sends SIGHUP to
+			// the group). Started by hand, SIGHUP and SIGUSR1 restart.
+			if (s == syscall.SIGHUP || s == syscall.SIGUSR1) && (mode == spawn.ModeExternal || mode == spawn.ModeHTTP || mode == spawn.ModeSocketActivation) {
+				reason = "signal " + s.String()
+				continue
+			}
+			log.Info("stopping", "signal", s.String())
+			go func() { // a second signal while draining changes nothing
+				for range sigs {
+				}
+			}()
+			shutdown()
+			return nil
+		case f := <-w.C:
+			if f == o.Executable && !reload.Exists(f) {
+				continue // deleted binary: keep serving
+			}
+			reason = "changed: " + f
+		case r := <-restartNow:
+			reason = r
+		}
+	}
+	return restart(o, mode, listeners, shutdown, log, reason)
+}
+
+// restart drains, then replaces this program with a fresh copy of the
+// (possibly new) executable in the same process. Listening sockets stay
+// open throughout (fd 0 and systemd's fds are never closed by us; an
+// explicit listener is passed by fd number), so connections arriving
+// meanwhile wait in the kernel's backlog instead of being refused.
+func restart(o Options, mode spawn.Mode, listeners []net.Listener, shutdown func(), log *slog.Logger, reason string) error {
+	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode)
+	var keep *os.File
+	if mode == spawn.ModeExternal || mode == spawn.ModeHTTP {
+		f, err := spawn.File(listeners[0])
+		if err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
+		keep = f
+		spawn.KeepSocketFile(listeners[0])
+		env = append(env, fmt.Sprintf("%s=%d", envListenFD, f.Fd()), envListenAddr+"="+o.Listen, envMode+"="+string(mode))
+	}
+	log.Info("restarting", "reason", reason)
+	shutdown()
+	err := syscall.Exec(o.Executable, o.Args, env)
+	_ = keep // held open until here
+	return fmt.Errorf("restart: exec %s: %w", o.Executable, err)
+}
+
+// server is what fcgi, scgi, ajp and net/http servers have in common.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Logger) (server, func(*http.Request) map[string]string) {
+	lim := cfg.Limits
+	switch protocol {
+	case "scgi":
+		return &scgi.Server{Handler: h, ErrorLog: log, MaxHeaderBytes: lim.MaxHeaderBytes, MaxBodyBytes: lim.MaxBodyBytes,
+			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, scgi.Params
+	case "ajp":
+		return &ajp.Server{Handler: h, ErrorLog: log, Secret: cfg.Server.Secret, MaxBodyBytes: lim.MaxBodyBytes,
+			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, ajp.Params
+	case "http":
+		return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, nil
+	default:
+		return &fcgi.Server{Handler: h, ErrorLog: log, MaxConns: lim.MaxConns, MaxReqsPerConn: lim.MaxReqsPerConn,
+			MaxParamsBytes: lim.MaxParamsBytes, MaxBodyBytes: lim.MaxBodyBytes, HeaderTimeout: lim.HeaderTimeout.Duration,
+			IdleTimeout: lim.IdleTimeout.Duration, RequestTimeout: lim.RequestTimeout.Duration}, fcgi.Params
+	}
+}
+
+func protocolName(p string) string {
+	if p == "fcgi" {
+		return "fastcgi"
+	}
+	return p
+}
+
+// serveCGI answers the one request of a CGI invocation on stdout.
+func serveCGI(h http.Handler, stdout io.Writer) error {
+	req, err := cgi.Request()
+	if err != nil {
+		fmt.Fprint(stdout, "Status: 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbad CGI request\n")
+		return fmt.Errorf("cgi: %w", err)
+	}
+	return serveOneCGI(h, req, stdout)
+}
+
+func envLookup(env []string) func(string) string {
+	m := envMap(env)
+	return func(k string) string { return m[k] }
+}
+
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func withoutKeys(env []string, keys ...string) []string {
+	out := make([]string, 0, len(env))
+outer:
+	for _, kv := range env {
+		for _, k := range keys {
+			if strings.HasPrefix(kv, k+"=") {
+				continue outer
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func cfgSummary(path string, err error) string {
+	if err != nil {
+		return "error"
+	}
+	if _, serr := os.Stat(path); serr != nil {
+		return "none (" + path + " not found)"
+	}
+	return path
+}
