@@ -1,0 +1,195 @@
+package scgi
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+type paramsKey struct{}
+
+// Params returns a copy of the CGI variables r arrived with, minus the ones
+// dropped for safety (HTTP_PROXY and the framing headers), or nil if r was
+// not built by this package. Front-end-asserted facts such as REMOTE_USER
+// live only here, never in r.Header.
+func Params(r *http.Request) map[string]string {
+	p, _ := r.Context().Value(paramsKey{}).(map[string]string)
+	if p == nil {
+		return nil
+	}
+	return maps.Clone(p)
+}
+
+// droppedParams never become headers: httpoxy, and framing that the front
+// end already consumed.
+var droppedParams = [...]string{
+	"HTTP_PROXY", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING", "HTTP_CONNECTION",
+	"HTTP_UPGRADE", "HTTP_TE", "HTTP_EXPECT", "HTTP_KEEP_ALIVE",
+}
+
+// newRequest builds the request from SCGI variables with its body read from
+// body. On error it returns the status to answer with.
+func newRequest(ctx context.Context, params map[string]string, body io.Reader, maxBody int64) (*http.Request, int, error) {
+	for _, k := range droppedParams {
+		delete(params, k)
+	}
+	n, ok := parseLength(params["CONTENT_LENGTH"])
+	if !ok {
+		return nil, http.StatusBadRequest, fmt.Errorf("CONTENT_LENGTH %q", params["CONTENT_LENGTH"])
+	}
+	if maxBody > 0 && n > maxBody {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("CONTENT_LENGTH %d over %d", n, maxBody)
+	}
+	method := params["REQUEST_METHOD"]
+	if !validToken(method) {
+		return nil, http.StatusBadRequest, fmt.Errorf("REQUEST_METHOD %q", method)
+	}
+	proto := params["SERVER_PROTOCOL"]
+	if proto == "" {
+		proto = "HTTP/1.0"
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		return nil, http.StatusBadRequest, fmt.Errorf("SERVER_PROTOCOL %q", proto)
+	}
+	uri, ok := params["REQUEST_URI"]
+	if !ok {
+		uri = params["SCRIPT_NAME"] + params["PATH_INFO"]
+		if q := params["QUERY_STRING"]; q != "" {
+			uri += "?" + q
+		}
+	}
+	host := params["HTTP_HOST"]
+	if badText(uri) || badText(host) {
+		return nil, http.StatusBadRequest, errors.New("control character in REQUEST_URI or HTTP_HOST")
+	}
+	u, err := requestURL(uri, host)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	h := make(http.Header)
+	for k, v := range params {
+		name, ok := strings.CutPrefix(k, "HTTP_")
+		if !ok {
+			if k != "CONTENT_TYPE" {
+				continue
+			}
+			name = k
+		}
+		if k == "HTTP_HOST" || k == "HTTP_CONTENT_TYPE" && params["CONTENT_TYPE"] != "" {
+			continue
+		}
+		name = strings.ReplaceAll(name, "_", "-")
+		if !validToken(name) {
+			return nil, http.StatusBadRequest, fmt.Errorf("header name %q", k)
+		}
+		if badText(v) {
+			return nil, http.StatusBadRequest, fmt.Errorf("control character in %s", k)
+		}
+		h[http.CanonicalHeaderKey(name)] = []string{v}
+	}
+
+	r := &http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         proto,
+		ProtoMajor:    major,
+		ProtoMinor:    minor,
+		Header:        h,
+		ContentLength: n,
+		Host:          host,
+		RequestURI:    uri,
+		RemoteAddr:    params["REMOTE_ADDR"],
+		Body:          http.NoBody,
+	}
+	if p := params["REMOTE_PORT"]; p != "" && r.RemoteAddr != "" {
+		r.RemoteAddr = net.JoinHostPort(r.RemoteAddr, p)
+	}
+	if https := strings.ToLower(params["HTTPS"]); https == "on" || https == "1" {
+		r.TLS = &tls.ConnectionState{HandshakeComplete: true}
+	}
+	if n > 0 {
+		r.Body = &bodyReader{r: io.LimitReader(body, n), left: n}
+	}
+	return r.WithContext(context.WithValue(ctx, paramsKey{}, params)), 0, nil
+}
+
+// requestURL parses a request target: origin form, "*", or absolute form
+// whose host must agree with HTTP_HOST (it is then reduced to origin form).
+func requestURL(uri, host string) (*url.URL, error) {
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil, fmt.Errorf("REQUEST_URI: %w", err)
+	}
+	if u.IsAbs() {
+		if !strings.EqualFold(u.Host, host) {
+			return nil, fmt.Errorf("REQUEST_URI host %q differs from HTTP_HOST %q", u.Host, host)
+		}
+		u.Scheme, u.Host, u.User = "", "", nil
+	}
+	return u, nil
+}
+
+// parseLength accepts only ^[0-9]+$ within int64.
+func parseLength(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
+// badText reports CR, LF or NUL, which would let a value split a header.
+func badText(s string) bool {
+	return strings.ContainsAny(s, "\r\n\x00")
+}
+
+// validToken reports whether s is a non-empty RFC 9110 token.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// bodyReader turns a body cut short by the peer into io.ErrUnexpectedEOF.
+type bodyReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return nil }
