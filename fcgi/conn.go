@@ -1,0 +1,465 @@
+package fcgi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+const readBufSize = 8 << 10
+
+// conn is one FastCGI connection. Its serve goroutine is the only reader;
+// handler goroutines write through writeFor under wmu.
+type conn struct {
+	s      *Server
+	rwc    net.Conn
+	br     *bufio.Reader
+	hb     [headerLen]byte
+	ctx    context.Context
+	cancel context.CancelFunc
+	values []byte // reader-owned scratch for FCGI_GET_VALUES
+
+	wmu  sync.Mutex // serializes writes to rwc
+	wbuf []byte     // guarded by wmu: replies built by the reader goroutine
+
+	mu       sync.Mutex
+	reqs     map[uint16]*request // open ids
+	active   int                 // requests begun and not yet fully written
+	inHeader int                 // requests still receiving FCGI_PARAMS
+	draining bool                // no new requests; close when active reaches 0
+	closed   bool
+
+	handlers sync.WaitGroup
+}
+
+func (s *Server) newConn(base context.Context, rwc net.Conn) *conn {
+	c := &conn{s: s, rwc: rwc, reqs: make(map[uint16]*request)}
+	c.ctx, c.cancel = context.WithCancel(base)
+	return c
+}
+
+// serve reads records until the connection fails or is closed, then
+// cancels the open requests and waits for their handlers.
+func (c *conn) serve() {
+	c.br = bufio.NewReaderSize(c.rwc, readBufSize)
+	c.mu.Lock()
+	c.setDeadlineLocked()
+	c.mu.Unlock()
+	err := c.readLoop()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.s.log.Debug("fcgi: connection ended", "remote", c.rwc.RemoteAddr(), "err", err)
+	}
+	c.rwc.Close()
+	c.cancel()
+	c.mu.Lock()
+	c.closed = true
+	for _, r := range c.reqs {
+		r.body.fail()
+	}
+	c.mu.Unlock()
+	c.handlers.Wait()
+	c.mu.Lock()
+	for _, r := range c.reqs {
+		r.release()
+	}
+	clear(c.reqs)
+	c.mu.Unlock()
+	c.s.trackConn(c, false)
+	<-c.s.sem
+}
+
+func (c *conn) readLoop() error {
+	for {
+		if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+			return err
+		}
+		var h header
+		h.decode(c.hb[:])
+		if h.Version != version1 {
+			return fmt.Errorf("fcgi: record version %d", h.Version)
+		}
+		if err := c.record(&h); err != nil {
+			return err
+		}
+		if h.PaddingLength > 0 {
+			if _, err := c.br.Discard(int(h.PaddingLength)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *conn) record(h *header) error {
+	n := int(h.ContentLength)
+	if h.ID == 0 {
+		return c.management(h.Type, n)
+	}
+	switch h.Type {
+	case typeBeginRequest:
+		return c.begin(h.ID, n)
+	case typeParams:
+		return c.params(h.ID, n)
+	case typeStdin:
+		return c.stdin(h.ID, n)
+	case typeAbortRequest:
+		if err := c.skip(n); err != nil {
+			return err
+		}
+		if r := c.lookup(h.ID); r != nil {
+			c.abort(r)
+		}
+		return nil
+	default:
+		// FCGI_DATA and anything else addressed to a request are ignored.
+		return c.skip(n)
+	}
+}
+
+func (c *conn) skip(n int) error {
+	_, err := c.br.Discard(n)
+	return err
+}
+
+// chunk returns the next up to n content bytes, valid until the next read.
+func (c *conn) chunk(n int) ([]byte, error) {
+	b, err := c.br.Peek(min(n, readBufSize))
+	if err != nil {
+		return nil, err
+	}
+	c.br.Discard(len(b))
+	return b, nil
+}
+
+func (c *conn) lookup(id uint16) *request {
+	c.mu.Lock()
+	r := c.reqs[id]
+	c.mu.Unlock()
+	return r
+}
+
+// writeReply writes a record built by fn on the reader goroutine.
+func (c *conn) writeReply(fn func([]byte) []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = fn(c.wbuf[:0])
+	_, err := c.rwc.Write(c.wbuf)
+	return err
+}
+
+func (c *conn) management(t recType, n int) error {
+	switch t {
+	case typeBeginRequest:
+		return errors.New("fcgi: FCGI_BEGIN_REQUEST with request id 0")
+	case typeGetValues:
+		c.values = c.values[:0]
+		for n > 0 {
+			b, err := c.chunk(n)
+			if err != nil {
+				return err
+			}
+			c.values = append(c.values, b...)
+			n -= len(b)
+		}
+		return c.writeReply(c.appendValues)
+	default:
+		if err := c.skip(n); err != nil {
+			return err
+		}
+		return c.writeReply(func(b []byte) []byte { return appendUnknownType(b, t) })
+	}
+}
+
+// appendValues answers the names asked for in c.values and no others.
+func (c *conn) appendValues(b []byte) []byte {
+	var content []byte
+	var seen [3]bool
+	for s := string(c.values); len(s) > 0; {
+		name, _, rest, err := nextPair(s)
+		if err != nil {
+			break
+		}
+		s = rest
+		switch name {
+		case "FCGI_MAX_CONNS":
+			if !seen[0] {
+				content = appendPair(content, name, strconv.Itoa(c.s.cfg.maxConns))
+			}
+			seen[0] = true
+		case "FCGI_MAX_REQS":
+			if !seen[1] {
+				content = appendPair(content, name, strconv.Itoa(c.s.cfg.maxReqs))
+			}
+			seen[1] = true
+		case "FCGI_MPXS_CONNS":
+			if !seen[2] {
+				mpx := "1"
+				if c.s.cfg.maxReqs == 1 {
+					mpx = "0"
+				}
+				content = appendPair(content, name, mpx)
+			}
+			seen[2] = true
+		}
+	}
+	return appendRecord(b, typeGetValuesResult, 0, content)
+}
+
+func (c *conn) begin(id uint16, n int) error {
+	if n != 8 {
+		return fmt.Errorf("fcgi: FCGI_BEGIN_REQUEST body of %d bytes", n)
+	}
+	b, err := c.br.Peek(8)
+	if err != nil {
+		return err
+	}
+	role := uint16(b[0])<<8 | uint16(b[1])
+	keep := b[2]&flagKeepConn != 0
+	c.br.Discard(8)
+
+	c.mu.Lock()
+	if _, dup := c.reqs[id]; dup {
+		c.mu.Unlock()
+		return fmt.Errorf("fcgi: FCGI_BEGIN_REQUEST for active request id %d", id)
+	}
+	var status uint8 = statusRequestComplete
+	switch {
+	case c.draining || len(c.reqs) >= c.s.cfg.maxReqs:
+		status = statusOverloaded
+	case role == roleResponder:
+	case role == roleAuthorizer && c.s.Authorizer != nil:
+	default:
+		status = statusUnknownRole
+	}
+	if status != statusRequestComplete {
+		if !keep {
+			c.draining = true
+		}
+		closeNow := c.draining && c.active == 0
+		c.mu.Unlock()
+		err := c.writeReply(func(b []byte) []byte { return appendEndRequest(b, id, 0, status) })
+		if closeNow {
+			c.rwc.Close()
+		}
+		return err
+	}
+	r := c.s.newRequest(c, id, role, keep)
+	c.reqs[id] = r
+	c.active++
+	c.inHeader++
+	if c.inHeader == 1 {
+		c.setDeadlineLocked()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// setDeadlineLocked sets the read deadline for the connection's state:
+// HeaderTimeout while a request is receiving PARAMS, IdleTimeout with no
+// request open, none while requests run.
+func (c *conn) setDeadlineLocked() {
+	if c.closed {
+		return
+	}
+	var d time.Duration
+	switch {
+	case c.inHeader > 0:
+		d = c.s.cfg.headerTimeout
+	case c.active == 0:
+		d = c.s.cfg.idleTimeout
+	}
+	var t time.Time
+	if d > 0 {
+		t = time.Now().Add(d)
+	}
+	c.rwc.SetReadDeadline(t)
+}
+
+func (c *conn) params(id uint16, n int) error {
+	r := c.lookup(id)
+	if r == nil || r.state != stateParams {
+		return c.skip(n)
+	}
+	if n == 0 {
+		return c.endParams(r)
+	}
+	if len(r.pbuf)+n > c.s.cfg.maxParams {
+		if err := c.skip(n); err != nil {
+			return err
+		}
+		c.s.log.Warn("fcgi: FCGI_PARAMS too large", "id", id, "limit", c.s.cfg.maxParams)
+		c.respondError(r, 431)
+		return errors.New("fcgi: FCGI_PARAMS too large")
+	}
+	if r.pbuf == nil {
+		r.pbuf = c.s.getParamsBuf()
+	}
+	for n > 0 {
+		b, err := c.chunk(n)
+		if err != nil {
+			return err
+		}
+		r.pbuf = append(r.pbuf, b...)
+		n -= len(b)
+	}
+	return nil
+}
+
+func (c *conn) endParams(r *request) error {
+	raw := string(r.pbuf)
+	c.s.putParamsBuf(r.pbuf)
+	r.pbuf = nil
+	c.mu.Lock()
+	r.inHeader = false
+	c.inHeader--
+	if c.inHeader == 0 {
+		c.setDeadlineLocked()
+	}
+	c.mu.Unlock()
+
+	status, err := r.build(raw)
+	if err != nil {
+		c.s.log.Warn("fcgi: bad request", "id", r.id, "err", err)
+		c.respondError(r, status)
+		if errors.Is(err, errMalformedPair) {
+			return err // the stream can no longer be trusted
+		}
+		return nil
+	}
+	if r.req.Body == http.NoBody {
+		r.state = stateDone
+	} else {
+		r.state = stateBody
+	}
+	r.started = true
+	c.handlers.Add(1)
+	go r.run()
+	return nil
+}
+
+func (c *conn) stdin(id uint16, n int) error {
+	r := c.lookup(id)
+	if r == nil || r.state == stateDone {
+		return c.skip(n)
+	}
+	if r.state == stateParams {
+		return fmt.Errorf("fcgi: FCGI_STDIN before end of FCGI_PARAMS for id %d", id)
+	}
+	if n == 0 {
+		r.body.endInput()
+		r.state = stateDone
+		return nil
+	}
+	for n > 0 {
+		b, err := c.chunk(n)
+		if err != nil {
+			return err
+		}
+		r.body.put(b)
+		n -= len(b)
+	}
+	return nil
+}
+
+// abort handles FCGI_ABORT_REQUEST: one FCGI_END_REQUEST now, nothing more
+// for this request afterwards, its context cancelled.
+func (c *conn) abort(r *request) {
+	if !r.claim() {
+		return
+	}
+	r.cancel()
+	r.body.fail()
+	r.state = stateDone
+	started := c.unlink(r)
+	c.finishWrite(r, appendEndRequest(nil, r.id, 0, statusRequestComplete), false)
+	if !started {
+		r.release()
+	}
+}
+
+// respondError answers r without running a handler. The caller is the
+// reader goroutine.
+func (c *conn) respondError(r *request, status int) {
+	if !r.claim() {
+		return
+	}
+	r.state = stateDone
+	c.unlink(r)
+	c.finishWrite(r, appendErrorResponse(nil, r.id, status), false)
+	r.release()
+}
+
+// unlink frees r's id; it must be called after winning r.claim and before
+// FCGI_END_REQUEST is written, so that a peer reusing the id at once finds
+// it free. It reports whether r's handler was started.
+func (c *conn) unlink(r *request) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reqs[r.id] == r {
+		delete(c.reqs, r.id)
+	}
+	if r.inHeader {
+		r.inHeader = false
+		c.inHeader--
+	}
+	if !r.keepConn {
+		c.draining = true
+	}
+	return r.started
+}
+
+// finishWrite writes r's last bytes (ending with FCGI_END_REQUEST unless
+// abrupt), then retires r and closes the connection if it is draining and
+// this was its last request. abrupt closes the connection without END.
+func (c *conn) finishWrite(r *request, b []byte, abrupt bool) {
+	var err error
+	if !abrupt {
+		c.wmu.Lock()
+		_, err = c.rwc.Write(b)
+		c.wmu.Unlock()
+	}
+	c.mu.Lock()
+	c.active--
+	closeNow := abrupt || err != nil || (c.draining && c.active == 0)
+	if c.active == 0 && !closeNow {
+		c.setDeadlineLocked()
+	}
+	c.mu.Unlock()
+	if closeNow {
+		c.rwc.Close()
+	}
+}
+
+// writeFor writes STDOUT records for r unless r has ended (aborted).
+func (c *conn) writeFor(r *request, b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if r.ended.Load() {
+		return errRequestEnded
+	}
+	if _, err := c.rwc.Write(b); err != nil {
+		c.rwc.Close()
+		return err
+	}
+	return nil
+}
+
+// shutdown starts draining: idle connections close now, busy ones after
+// their last request.
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	c.draining = true
+	idle := c.active == 0
+	c.mu.Unlock()
+	if idle {
+		c.rwc.Close()
+	}
+}
+
+var errRequestEnded = errors.New("fcgi: request already ended")

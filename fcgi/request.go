@@ -1,0 +1,521 @@
+package fcgi
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Input states of a request, owned by the reader goroutine.
+const (
+	stateParams = iota // receiving FCGI_PARAMS
+	stateBody          // handler running, FCGI_STDIN feeds the body
+	stateDone          // further FCGI_STDIN is discarded
+)
+
+// request is one FastCGI request id's lifetime.
+type request struct {
+	c        *conn
+	id       uint16
+	role     uint16
+	keepConn bool
+	state    int  // reader goroutine only
+	started  bool // handler goroutine launched; set before launch
+	inHeader bool // guarded by c.mu
+	ended    atomic.Bool
+
+	pbuf []byte // PARAMS accumulated so far (pooled)
+	raw  string // the whole PARAMS stream
+
+	req    *http.Request
+	url    url.URL
+	ctx    reqContext
+	cancel context.CancelFunc
+	body   body
+	w      response
+
+	paramsOnce sync.Once
+	params     map[string]string
+}
+
+// reqContext carries the request's cancellation and finds the request for
+// Params. It wraps the cancelCtx so derived contexts stay cheap.
+type reqContext struct {
+	context.Context
+	r *request
+}
+
+type paramsKey struct{}
+
+func (x *reqContext) Value(key any) any {
+	if _, ok := key.(paramsKey); ok {
+		return x.r
+	}
+	return x.Context.Value(key)
+}
+
+func (s *Server) newRequest(c *conn, id, role uint16, keep bool) *request {
+	r := &request{c: c, id: id, role: role, keepConn: keep, inHeader: true}
+	r.body.init(s)
+	r.w.r = r
+	return r
+}
+
+// claim makes the caller the one writer of FCGI_END_REQUEST for r.
+func (r *request) claim() bool { return r.ended.CompareAndSwap(false, true) }
+
+// release returns pooled buffers. Called once, when nothing else uses r.
+func (r *request) release() {
+	if r.pbuf != nil {
+		r.c.s.putParamsBuf(r.pbuf)
+		r.pbuf = nil
+	}
+	r.body.Close()
+	if r.cancel != nil {
+		r.cancel()
+	}
+}
+
+// run is the handler goroutine.
+func (r *request) run() {
+	c := r.c
+	defer c.handlers.Done()
+	h := c.s.Handler
+	if r.role == roleAuthorizer {
+		h = c.s.Authorizer
+	}
+	r.w.start(r.req.Method == http.MethodHead)
+	if h == nil {
+		r.w.WriteHeader(http.StatusInternalServerError)
+	} else if panicked := r.serve(h); panicked {
+		r.body.Close()
+		r.cancel()
+		r.w.fail()
+		r.release()
+		return
+	}
+	r.body.Close()
+	r.w.finish()
+	r.release()
+}
+
+func (r *request) serve(h http.Handler) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			if v != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				r.c.s.log.Error("fcgi: handler panic", "id", r.id, "uri", r.req.RequestURI,
+					"panic", fmt.Sprint(v), "stack", string(buf))
+			}
+		}
+	}()
+	h.ServeHTTP(&r.w, r.req)
+	return false
+}
+
+// Params returns every CGI variable the web server sent for r (including
+// SCRIPT_NAME, PATH_INFO, REMOTE_USER, HTTPS and custom variables), or nil
+// if r was not received by this package. If a name was sent twice the last
+// value is kept. The map is shared: callers must not modify it.
+func Params(r *http.Request) map[string]string {
+	st, _ := r.Context().Value(paramsKey{}).(*request)
+	if st == nil {
+		return nil
+	}
+	st.paramsOnce.Do(func() {
+		m := make(map[string]string, 32)
+		for s := st.raw; len(s) > 0; {
+			name, value, rest, err := nextPair(s)
+			if err != nil {
+				break
+			}
+			m[name] = value
+			s = rest
+		}
+		st.params = m
+	})
+	return st.params
+}
+
+// Bits for parameters whose duplication rejects the request.
+func securityBit(name string) uint32 {
+	switch name {
+	case "REMOTE_ADDR":
+		return 1 << 0
+	case "REMOTE_PORT":
+		return 1 << 1
+	case "REMOTE_USER":
+		return 1 << 2
+	case "REMOTE_HOST":
+		return 1 << 3
+	case "REMOTE_IDENT":
+		return 1 << 4
+	case "AUTH_TYPE":
+		return 1 << 5
+	case "HTTPS":
+		return 1 << 6
+	case "CONTENT_LENGTH":
+		return 1 << 7
+	case "SERVER_NAME":
+		return 1 << 8
+	case "SERVER_PORT":
+		return 1 << 9
+	case "SERVER_ADDR":
+		return 1 << 10
+	case "SERVER_PROTOCOL":
+		return 1 << 11
+	case "SERVER_SOFTWARE":
+		return 1 << 12
+	case "SERVER_ADMIN":
+		return 1 << 13
+	}
+	return 0
+}
+
+// droppedHeader reports HTTP_* params that never become request headers:
+// httpoxy, and framing that belongs to CONTENT_LENGTH and FCGI_STDIN.
+func droppedHeader(name string) bool {
+	switch name {
+	case "HTTP_PROXY", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING", "HTTP_CONNECTION",
+		"HTTP_UPGRADE", "HTTP_TE", "HTTP_EXPECT", "HTTP_KEEP_ALIVE", "HTTP_PROXY_CONNECTION",
+		"HTTP_HOST", "HTTP_CONTENT_TYPE", "HTTP_TRAILER":
+		return true
+	}
+	return false
+}
+
+func hasCRLFNUL(s string) bool {
+	return strings.IndexByte(s, '\r') >= 0 || strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, 0) >= 0
+}
+
+type badRequest string
+
+func (e badRequest) Error() string { return "fcgi: " + string(e) }
+
+// build turns the PARAMS stream into r.req. On failure it returns the
+// status to answer with; a malformed stream wraps errMalformedPair.
+func (r *request) build(raw string) (int, error) {
+	r.raw = raw
+	var method, uri, proto, host, serverName, script, pathInfo, query,
+		remoteAddr, remotePort, https, clen, ctype string
+	var seen uint32
+	haveCL := false
+	nHeaders := 0
+	for s := raw; len(s) > 0; {
+		name, value, rest, err := nextPair(s)
+		if err != nil {
+			return http.StatusBadRequest, err
+		}
+		s = rest
+		if bit := securityBit(name); bit != 0 {
+			if seen&bit != 0 {
+				return http.StatusBadRequest, badRequest("duplicate parameter " + name)
+			}
+			seen |= bit
+		}
+		if strings.HasPrefix(name, "HTTP_") {
+			if hasCRLFNUL(value) {
+				return http.StatusBadRequest, badRequest("CR, LF or NUL in " + name)
+			}
+			if name == "HTTP_HOST" {
+				host = value
+			} else if !droppedHeader(name) {
+				nHeaders++
+			}
+			continue
+		}
+		switch name {
+		case "REQUEST_METHOD":
+			method = value
+		case "REQUEST_URI":
+			uri = value
+		case "SERVER_PROTOCOL":
+			proto = value
+		case "SERVER_NAME":
+			serverName = value
+		case "SCRIPT_NAME":
+			script = value
+		case "PATH_INFO":
+			pathInfo = value
+		case "QUERY_STRING":
+			query = value
+		case "REMOTE_ADDR":
+			remoteAddr = value
+		case "REMOTE_PORT":
+			remotePort = value
+		case "HTTPS":
+			https = value
+		case "CONTENT_LENGTH":
+			clen, haveCL = value, value != ""
+		case "CONTENT_TYPE":
+			ctype = value
+		}
+	}
+
+	if method == "" {
+		if r.role != roleAuthorizer {
+			return http.StatusBadRequest, badRequest("missing REQUEST_METHOD")
+		}
+		method = http.MethodGet
+	} else if !validToken(method) {
+		return http.StatusBadRequest, badRequest("invalid REQUEST_METHOD")
+	}
+	var cl int64 = -1
+	if haveCL {
+		var ok bool
+		if cl, ok = parseContentLength(clen); !ok {
+			return http.StatusBadRequest, badRequest("invalid CONTENT_LENGTH")
+		}
+	}
+	major, minor := 1, 1
+	protoStr := "HTTP/1.1"
+	switch proto {
+	case "", "HTTP/1.1":
+	case "INCLUDED":
+		major, minor, protoStr = 1, 0, "HTTP/1.0"
+	default:
+		var ok bool
+		if major, minor, ok = http.ParseHTTPVersion(proto); !ok {
+			return http.StatusBadRequest, badRequest("invalid SERVER_PROTOCOL")
+		}
+		protoStr = proto
+	}
+	if uri == "" {
+		uri = script + pathInfo
+		if query != "" {
+			uri += "?" + query
+		}
+	}
+	if hasCRLFNUL(uri) {
+		return http.StatusBadRequest, badRequest("CR, LF or NUL in REQUEST_URI")
+	}
+	if err := parseRequestURI(uri, &r.url); err != nil {
+		return http.StatusBadRequest, badRequest("invalid REQUEST_URI")
+	}
+	if host == "" {
+		host = serverName
+	}
+	if remotePort != "" {
+		remoteAddr = net.JoinHostPort(remoteAddr, remotePort)
+	}
+
+	var hdr http.Header
+	if n := nHeaders + btoi(ctype != "") + btoi(haveCL); n > 0 {
+		hdr = make(http.Header, n)
+		vals := make([]string, 0, n)
+		add := func(k, v string) {
+			vals = append(vals, v)
+			hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
+		if nHeaders > 0 {
+			for s := raw; len(s) > 0; {
+				name, value, rest, _ := nextPair(s)
+				s = rest
+				if strings.HasPrefix(name, "HTTP_") && !droppedHeader(name) {
+					if k := headerKey(name[5:]); k != "" {
+						add(k, value)
+					}
+				}
+			}
+		}
+		if ctype != "" {
+			add("Content-Type", ctype)
+		}
+		if haveCL {
+			add("Content-Length", clen)
+		}
+	} else {
+		hdr = http.Header{}
+	}
+
+	s := r.c.s
+	var body *body
+	if r.role == roleAuthorizer || cl == 0 {
+		cl = 0
+	} else {
+		if s.cfg.maxBody >= 0 && cl > s.cfg.maxBody {
+			return http.StatusRequestEntityTooLarge, badRequest("CONTENT_LENGTH over MaxBodyBytes")
+		}
+		body = &r.body
+		r.body.remaining = cl
+	}
+	var ctx context.Context
+	if s.cfg.requestTimeout > 0 {
+		ctx, r.cancel = context.WithTimeout(r.c.ctx, s.cfg.requestTimeout)
+	} else {
+		ctx, r.cancel = context.WithCancel(r.c.ctx)
+	}
+	r.ctx = reqContext{Context: ctx, r: r}
+	req := http.Request{
+		Method:        method,
+		URL:           &r.url,
+		Proto:         protoStr,
+		ProtoMajor:    major,
+		ProtoMinor:    minor,
+		Header:        hdr,
+		ContentLength: cl,
+		Host:          host,
+		RemoteAddr:    remoteAddr,
+		RequestURI:    uri,
+	}
+	if body != nil {
+		req.Body = body
+	} else {
+		req.Body = http.NoBody
+	}
+	if https == "on" || https == "ON" || https == "1" {
+		req.TLS = &tls.ConnectionState{}
+	}
+	r.req = req.WithContext(&r.ctx)
+	if s.cfg.requestTimeout > 0 {
+		context.AfterFunc(ctx, r.body.fail)
+	}
+	return 0, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// parseContentLength accepts only ^[0-9]+$ within int64.
+func parseContentLength(s string) (int64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		d := s[i] - '0'
+		if d > 9 {
+			return 0, false
+		}
+		if n > (1<<63-1-int64(d))/10 {
+			return 0, false
+		}
+		n = n*10 + int64(d)
+	}
+	return n, true
+}
+
+// parseRequestURI fills u from a request-target, without allocating for
+// plain origin-form targets.
+func parseRequestURI(uri string, u *url.URL) error {
+	if len(uri) > 0 && uri[0] == '/' && plainURI(uri) {
+		path, query, _ := strings.Cut(uri, "?")
+		*u = url.URL{Path: path, RawQuery: query}
+		return nil
+	}
+	p, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return err
+	}
+	*u = *p
+	return nil
+}
+
+func plainURI(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '%' || c == '#' {
+			return false
+		}
+	}
+	return !strings.HasPrefix(s, "//")
+}
+
+func isTokenChar(c byte) bool {
+	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerKey turns the part after HTTP_ into a canonical header name
+// (FOO_BAR → Foo-Bar), "" if it is not a valid name.
+func headerKey(s string) string {
+	switch s {
+	case "USER_AGENT":
+		return "User-Agent"
+	case "ACCEPT":
+		return "Accept"
+	case "ACCEPT_ENCODING":
+		return "Accept-Encoding"
+	case "ACCEPT_LANGUAGE":
+		return "Accept-Language"
+	case "COOKIE":
+		return "Cookie"
+	case "REFERER":
+		return "Referer"
+	case "ORIGIN":
+		return "Origin"
+	case "CACHE_CONTROL":
+		return "Cache-Control"
+	case "AUTHORIZATION":
+		return "Authorization"
+	case "X_FORWARDED_FOR":
+		return "X-Forwarded-For"
+	case "X_FORWARDED_PROTO":
+		return "X-Forwarded-Proto"
+	case "X_REAL_IP":
+		return "X-Real-Ip"
+	case "IF_NONE_MATCH":
+		return "If-None-Match"
+	case "IF_MODIFIED_SINCE":
+		return "If-Modified-Since"
+	case "PRAGMA":
+		return "Pragma"
+	case "UPGRADE_INSECURE_REQUESTS":
+		return "Upgrade-Insecure-Requests"
+	case "X_REQUESTED_WITH":
+		return "X-Requested-With"
+	}
+	if s == "" {
+		return ""
+	}
+	var buf [64]byte
+	b := buf[:0]
+	upper := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '_' || c == '-':
+			c = '-'
+			upper = true
+		case !isTokenChar(c):
+			return ""
+		case upper:
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			upper = false
+		default:
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
