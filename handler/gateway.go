@@ -50,6 +50,9 @@ type Gateway struct {
 	// derived as Django's get_script_name did.
 	ForceScriptName *string
 	Process         *Process // counts requests; may be nil
+	// AfterCount, when set, is called with the new count as each request
+	// enters (max-requests recycling).
+	AfterCount func(n int64)
 }
 
 // trustHeaders are set only by us (from server params) or by a reverse proxy
@@ -63,7 +66,10 @@ var trustHeaders = []string{
 
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.Process != nil {
-		g.Process.Served.Add(1)
+		n := g.Process.Served.Add(1)
+		if g.AfterCount != nil {
+			g.AfterCount(n)
+		}
 	}
 	stripTrustHeaders(r.Header)
 	var vars map[string]string

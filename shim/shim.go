@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fcgishim/fcgishim/ajp"
+
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/fcgi"
 	"github.com/fcgishim/fcgishim/handler"
@@ -56,6 +56,18 @@ type Options struct {
 	Listen   string
 	Protocol string // fcgi (default), scgi, ajp, http
 	Umask    int    // for unix sockets; 0 = 0o077 (private)
+
+	// runfcgi-style process options. Zero values: no pidfile, no limit.
+	Pidfile     string // written once listening, removed on exit
+	Debug       bool   // a handler panic shows a traceback page (never by default)
+	MaxRequests int    // restart after this many requests; 0 = config's maxrequests
+	MaxChildren int    // concurrent requests (threaded); 0 = unlimited
+	Prefork     bool   // worker processes instead of goroutines (runfcgi method=prefork)
+	MinSpare    int
+	MaxSpare    int
+	// Ready, when set, is called once: nil when serving, or the error that
+	// stopped the start (the daemon handshake).
+	Ready func(error)
 
 	Args   []string  // argv for a re-exec; nil = os.Args
 	Env    []string  // nil = os.Environ()
@@ -137,8 +149,11 @@ func Main(h http.Handler) {
 
 // Run serves until a stop signal, a restart (which re-executes the program
 // and so does not return on success), or an error.
-func Run(ctx context.Context, o Options) error {
+func Run(ctx context.Context, o Options) (err error) {
 	o.fill()
+	if o.Ready != nil {
+		defer func() { o.Ready(err) }() // no-op once it reported success
+	}
 	getenv := envLookup(o.Env)
 	started := time.Now()
 	proc := &handler.Process{Started: started, Version: Version}
@@ -231,6 +246,12 @@ func Run(ctx context.Context, o Options) error {
 		closeSite = func(context.Context) error { return nil }
 	}
 
+	if o.Debug {
+		site = debugPanics(site, log)
+	}
+	if o.MaxChildren > 0 {
+		site = limitConcurrency(site, o.MaxChildren)
+	}
 	gw := &handler.Gateway{Next: site, Process: proc, ForceScriptName: cfg.Server.ForceScriptName}
 	if mode == spawn.ModeCGI {
 		env := envMap(o.Env)
@@ -254,7 +275,11 @@ func Run(ctx context.Context, o Options) error {
 		grace = 2500 * time.Millisecond
 	}
 	restartNow := make(chan string, 1)
-	if n := int64(cfg.Server.MaxRequests); n > 0 {
+	maxRequests := cfg.Server.MaxRequests
+	if o.MaxRequests > 0 {
+		maxRequests = o.MaxRequests
+	}
+	if n := int64(maxRequests); n > 0 {
 		gw.AfterCount = func(count int64) {
 			if count == n {
 				select {
@@ -276,6 +301,18 @@ func Run(ctx context.Context, o Options) error {
 		go func() { serveErr <- srv.Serve(l) }()
 	}
 	log.Info("serving", "protocol", proc.Protocol, "watch", w.Backend(), "config", cfgSummary(o.ConfigPath, cfgErr))
+	if o.Pidfile != "" {
+		if err := spawn.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
+			for _, s := range srvs {
+				s.Close()
+			}
+			return err
+		}
+		defer spawn.RemovePidfile(o.Pidfile, os.Getpid())
+	}
+	if o.Ready != nil {
+		o.Ready(nil)
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
@@ -300,7 +337,7 @@ func Run(ctx context.Context, o Options) error {
 			shutdown()
 			return nil
 		case err := <-serveErr:
-			if errors.Is(err, fcgi.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) {
+			if isServerClosed(err) {
 				continue
 			}
 			shutdown()
@@ -369,9 +406,6 @@ func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Lo
 	case "scgi":
 		return &scgi.Server{Handler: h, ErrorLog: log, MaxHeaderBytes: lim.MaxHeaderBytes, MaxBodyBytes: lim.MaxBodyBytes,
 			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, scgi.Params
-	case "ajp":
-		return &ajp.Server{Handler: h, ErrorLog: log, Secret: cfg.Server.Secret, MaxBodyBytes: lim.MaxBodyBytes,
-			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, ajp.Params
 	case "http":
 		return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, nil
 	default:
@@ -435,4 +469,13 @@ func cfgSummary(path string, err error) string {
 		return "none (" + path + " not found)"
 	}
 	return path
+}
+
+func isServerClosed(err error) bool {
+	for _, target := range []error{fcgi.ErrServerClosed, scgi.ErrServerClosed, http.ErrServerClosed} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }

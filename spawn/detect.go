@@ -100,15 +100,17 @@ func InheritedListener(fd int) (net.Listener, error) {
 }
 
 func fileListener(fd int, name string) (net.Listener, error) {
-	f := os.NewFile(uintptr(fd), name)
-	if f == nil {
-		return nil, fmt.Errorf("fd %d: not open", fd)
+	// Work on a duplicate: an *os.File for fd itself would close fd when
+	// garbage collected, and fd must outlive us (see StdinListener).
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("listen on fd %d: %w", fd, err)
 	}
+	f := os.NewFile(uintptr(dup), name)
+	defer f.Close()
 	l, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("listen on fd %d: %w", fd, err)
 	}
-	// f's own fd stays open on purpose (see StdinListener); the listener
-	// holds a close-on-exec duplicate.
 	return l, nil
 }
