@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/fcgi"
 	"github.com/fcgishim/fcgishim/handler"
