@@ -289,6 +289,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}
 
+	if o.Prefork && getenv(envWorker) == "" && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
+		return runPrefork(ctx, o, listeners, log)
+	}
 	srvs := make([]server, len(listeners))
 	serveErr := make(chan error, len(listeners))
 	for i, l := range listeners {
