@@ -373,7 +373,9 @@ func (c *conn) abort(r *request) {
 	if !r.claim() {
 		return
 	}
-	r.cancel()
+	if r.cancel != nil {
+		r.cancel()
+	}
 	r.body.fail()
 	r.state = stateDone
 	started := c.unlink(r)
