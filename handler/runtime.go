@@ -1,0 +1,231 @@
+package handler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// The runtime directory is shared by every copy of mysite.fcgi for one
+// config file and by the one supervisor they start. It is private (0700,
+// ours) and holds:
+//
+//	supervisor.lock  held exclusively by the live supervisor for its lifetime
+//	start.lock       held exclusively by the copy that is starting a supervisor
+//	clients.lock     held shared by every copy that uses the app; the
+//	                 supervisor's exclusive try-lock tells it nobody is left
+//	state.json       what the supervisor tells the copies (written by rename)
+//	app-N.sock       the unix socket of app instance N
+//
+// Locks are flock(2) locks, so the kernel drops them when a holder dies, even
+// by SIGKILL: a dead supervisor or a dead copy never leaves a stale lock.
+const (
+	fileSupervisorLock = "supervisor.lock"
+	fileStartLock      = "start.lock"
+	fileClientsLock    = "clients.lock"
+	fileState          = "state.json"
+)
+
+// Variables the client sets in the supervisor's environment.
+const (
+	envRuntimeDir = "FCGISHIM_RUNTIME_DIR"
+	envExecutable = "FCGISHIM_EXECUTABLE"
+)
+
+// maxSocketPath leaves room for "/app-NNNNNN.sock" within sun_path (108).
+const maxSocketPath = 90
+
+// runtimeDir picks the private directory for configPath: dir when set
+// ([app] runtime_dir), else the first of $XDG_RUNTIME_DIR/fcgishim-<hash>,
+// $HOME/.cache/fcgishim/<hash>, $TMPDIR/fcgishim-<uid>-<hash> that is short
+// enough to hold a unix socket path. getenv is os.Getenv outside tests.
+func runtimeDir(dir, configPath string, getenv func(string) string) string {
+	if dir != "" {
+		return dir
+	}
+	sum := sha256.Sum256([]byte(configPath))
+	hash := hex.EncodeToString(sum[:6])
+	var cands []string
+	if x := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
+		cands = append(cands, filepath.Join(x, "fcgishim-"+hash))
+	}
+	if h := getenv("HOME"); filepath.IsAbs(h) {
+		cands = append(cands, filepath.Join(h, ".cache", "fcgishim", hash))
+	}
+	tmp := getenv("TMPDIR")
+	if !filepath.IsAbs(tmp) {
+		tmp = "/tmp"
+	}
+	last := filepath.Join(tmp, "fcgishim-"+strconv.Itoa(os.Getuid())+"-"+hash)
+	for _, c := range cands {
+		if len(c) <= maxSocketPath {
+			return c
+		}
+	}
+	return last
+}
+
+// prepareRuntimeDir creates dir (and its parents) and checks that it is a
+// real directory owned by us with no access for others; a directory another
+// user could have prepared (a symlink, 0777, someone else's) is refused
+// rather than trusted (PROXY-09, CHILD-06).
+func prepareRuntimeDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return fmt.Errorf("runtime dir %s: %w", dir, err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("runtime dir %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("runtime dir %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("runtime dir %s: not a directory", dir)
+	case ok && int(st.Uid) != os.Getuid():
+		return fmt.Errorf("runtime dir %s: owned by uid %d, not by us", dir, st.Uid)
+	case fi.Mode().Perm()&0o077 != 0:
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("runtime dir %s: mode %v: %w", dir, fi.Mode().Perm(), err)
+		}
+	}
+	return nil
+}
+
+// lockFile is an open file used only for flock.
+type lockFile struct{ f *os.File }
+
+func openLock(path string) (*lockFile, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &lockFile{f}, nil
+}
+
+// try takes the lock (syscall.LOCK_EX or LOCK_SH) without blocking and
+// reports whether it got it.
+func (l *lockFile) try(how int) (bool, error) {
+	for {
+		err := syscall.Flock(int(l.f.Fd()), how|syscall.LOCK_NB)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, syscall.EWOULDBLOCK):
+			return false, nil
+		case errors.Is(err, syscall.EINTR):
+			continue
+		default:
+			return false, fmt.Errorf("flock %s: %w", l.f.Name(), err)
+		}
+	}
+}
+
+func (l *lockFile) unlock() { _ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN) }
+
+func (l *lockFile) close() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+// held reports whether someone holds an exclusive lock on path, by trying a
+// shared lock on it. A missing file is not held.
+func held(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	return errors.Is(err, syscall.EWOULDBLOCK)
+}
+
+// Status values of the shared state.
+const (
+	statusStarting = "starting" // no instance ready yet; wait
+	statusReady    = "ready"    // Addr answers
+	statusBackoff  = "backoff"  // the app failed; next try at RetryAt
+)
+
+// state is what the supervisor tells the copies, in state.json. It carries
+// no environment, command line or secret: only where to connect and why not.
+type state struct {
+	Supervisor int       `json:"supervisor_pid"`
+	Status     string    `json:"status"`
+	Addr       string    `json:"addr,omitempty"` // "unix:/path" or "tcp:127.0.0.1:port" when ready
+	Instance   int       `json:"instance"`       // counts starts; changes when Addr does
+	PID        int       `json:"pid,omitempty"`  // of the ready instance
+	Failures   int       `json:"failures"`       // consecutive failed starts or crashes
+	RetryAt    time.Time `json:"retry_at,omitzero"`
+	Cause      string    `json:"cause,omitempty"` // short and safe to show a visitor
+	Generation string    `json:"generation"`      // stamp of binary + config the app runs under
+}
+
+func writeState(dir string, s *state) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".state-*")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, fileState))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+func readState(dir string) (*state, error) {
+	b, err := os.ReadFile(filepath.Join(dir, fileState))
+	if err != nil {
+		return nil, err
+	}
+	var s state
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	return &s, nil
+}
+
+// stamp identifies the versions of files: a new binary, a touched binary, an
+// edited config or a touched restart.txt all give a new stamp. Missing files
+// count as "-".
+func stamp(paths ...string) string {
+	var b []byte
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			b = append(b, "-;"...)
+			continue
+		}
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		b = fmt.Appendf(b, "%d.%d.%d;", fi.ModTime().UnixNano(), fi.Size(), ino)
+	}
+	return string(b)
+}

@@ -1,0 +1,798 @@
+package handler
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fcgishim/fcgishim/config"
+)
+
+// envStage marks the second, detached stage of the supervisor (see Supervise).
+const envStage = "FCGISHIM_SUPERVISE_STAGE"
+
+// Backoff between failed starts: backoffMin doubling up to backoffMax; an
+// instance that stayed up stableAfter resets the count.
+const (
+	backoffMin  = 500 * time.Millisecond
+	backoffMax  = 30 * time.Second
+	stableAfter = 30 * time.Second
+)
+
+// Supervise runs the supervisor of the app configured in configPath (an
+// absolute path): the one process per site that starts the [app] command,
+// restarts it with backoff, replaces it when the binary or the config
+// changes, and stops it once no copy of mysite.fcgi has used it for
+// [app] idle_stop. main dispatches "mysite.fcgi _supervise --config PATH"
+// here; the copies start it that way on first need. It logs to stderr.
+//
+// It runs in two stages, like a daemon's double fork: the first (started by
+// a copy) starts the second in a new session and returns once that one holds
+// the supervisor lock, so the copy gets a clear answer and the long-lived
+// supervisor is nobody's child but init's. The second returns when the app is
+// stopped: idle, ctx cancelled, or [app] command removed from the config. It
+// returns nil at once when another supervisor already runs for the site.
+func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	if len(cfg.App.Command) == 0 {
+		return fmt.Errorf("%s: no [app] command to supervise", configPath)
+	}
+	dir := os.Getenv(envRuntimeDir)
+	if dir == "" {
+		dir = runtimeDir(cfg.Resolve(cfg.App.RuntimeDir), configPath, os.Getenv)
+	}
+	if err := prepareRuntimeDir(dir); err != nil {
+		return err
+	}
+	exe := os.Getenv(envExecutable)
+	if os.Getenv(envStage) != "detached" {
+		return superviseDetach(ctx, dir, configPath, exe, stderr)
+	}
+	lock, err := openLock(filepath.Join(dir, fileSupervisorLock))
+	if err != nil {
+		return fmt.Errorf("supervisor lock: %w", err)
+	}
+	defer lock.close()
+	if ok, err := lock.try(syscall.LOCK_EX); err != nil || !ok {
+		return err // another supervisor runs: nothing to do
+	}
+	clients, err := openLock(filepath.Join(dir, fileClientsLock))
+	if err != nil {
+		return fmt.Errorf("clients lock: %w", err)
+	}
+	defer clients.close()
+	s := &supervisor{
+		dir: dir, configPath: configPath, exe: exe, cfg: cfg,
+		log: stderr, clients: clients,
+		exited: make(chan *instance), readied: make(chan readyEvent),
+		spawn: make(chan func()),
+	}
+	return s.run(ctx)
+}
+
+// superviseDetach is the first stage: start the second in its own session
+// and wait until it holds the supervisor lock (success) or exits (failure).
+func superviseDetach(ctx context.Context, dir, configPath, exe string, stderr io.Writer) error {
+	self := exe
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("find own executable: %w", err)
+		}
+	}
+	cmd := exec.Command(self, "_supervise", "--config", configPath)
+	cmd.Env = append(os.Environ(), envStage+"=detached", envRuntimeDir+"="+dir)
+	cmd.Dir = "/"
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	lockPath := filepath.Join(dir, fileSupervisorLock)
+	for {
+		if held(lockPath) {
+			// Either ours or one that won a race: both serve the site. The
+			// second stage is reparented to init when we return; its
+			// waiting goroutine dies with this process.
+			return nil
+		}
+		select {
+		case err := <-exited:
+			if held(lockPath) {
+				return nil // it lost a race to a supervisor that now runs
+			}
+			return fmt.Errorf("supervisor exited at start: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// supervisor owns the app instances. All fields are owned by run's
+// goroutine; other goroutines report through the channels.
+type supervisor struct {
+	dir, configPath, exe string
+	cfg                  *config.Config
+	log                  io.Writer // our own lines
+	out                  *outLog   // the app's output lines
+	clients              *lockFile
+
+	exited  chan *instance
+	readied chan readyEvent
+	spawn   chan func() // runs on the thread that stays alive (Pdeathsig)
+	wg      sync.WaitGroup
+
+	gen      string    // stamp the current config was read under
+	n        int       // instances started so far
+	cur      *instance // serving, or starting when nothing serves yet
+	next     *instance // replacing cur, until ready
+	failures int
+	retry    *time.Timer // pending restart after a failure; nil when none
+	st       state
+}
+
+// instance is one start of the app.
+type instance struct {
+	n       int
+	pid     int
+	cmd     *exec.Cmd
+	addrs   []string // candidates, "unix:/path" or "tcp:host:port"
+	addr    string   // the one that answered
+	started time.Time
+	ready   time.Time // zero until ready
+	done    chan struct{}
+	err     error // exit status, after done
+	stop    bool  // stopped on purpose: its exit is not a crash
+}
+
+type readyEvent struct {
+	inst  *instance
+	cause string // "" = ready
+	err   error  // detail for the log
+}
+
+func (s *supervisor) logf(format string, args ...any) {
+	fmt.Fprintf(s.log, "fcgishim supervisor[%d]: %s\n", os.Getpid(), fmt.Sprintf(format, args...))
+}
+
+func (s *supervisor) run(ctx context.Context) error {
+	// Pdeathsig fires when the thread that started the child exits, not
+	// the process (golang/go#27505): start every app from one goroutine
+	// locked to its thread for our whole life.
+	spawnDone := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer close(spawnDone)
+		for f := range s.spawn {
+			f()
+		}
+		// Returning while locked ends this thread: any app still running
+		// gets SIGKILL, which is what we want at this point.
+	}()
+	s.gen = s.stampNow()
+	a := s.cfg.App
+	a.Log = s.cfg.Resolve(a.Log)
+	var err error
+	if s.out, err = newOutLog(a, s.log); err != nil {
+		s.logf("%v; app output goes to stderr", err)
+		s.out, _ = newOutLog(config.App{Command: s.cfg.App.Command}, s.log)
+	}
+	s.st = state{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
+	s.save()
+	s.cur = s.start()
+
+	idle := s.cfg.App.IdleStop.Duration
+	if idle <= 0 {
+		idle = 30 * time.Second
+	}
+	tick := time.NewTicker(min(max(idle/5, 20*time.Millisecond), time.Second))
+	var idleSince time.Time
+	var reason string
+loop:
+	for {
+		var retry <-chan time.Time
+		if s.retry != nil {
+			retry = s.retry.C
+		}
+		select {
+		case <-ctx.Done():
+			reason = "stopping"
+			break loop
+		case inst := <-s.exited:
+			s.onExit(inst)
+		case ev := <-s.readied:
+			s.onReady(ev)
+		case <-retry:
+			s.retry = nil
+			s.restart()
+		case <-tick.C:
+			ok, err := s.clients.try(syscall.LOCK_EX)
+			if err != nil || !ok {
+				idleSince = time.Time{}
+			} else if idleSince.IsZero() {
+				idleSince = time.Now()
+				s.clients.unlock()
+			} else if time.Since(idleSince) >= idle {
+				// Keep the lock: a copy arriving now waits until we are
+				// gone, then starts a fresh supervisor.
+				reason = "no client left"
+				break loop
+			} else {
+				s.clients.unlock()
+			}
+			if g := s.stampNow(); g != s.gen {
+				if stop := s.changed(g); stop != "" {
+					reason = stop
+					break loop
+				}
+			}
+		}
+	}
+	tick.Stop()
+	s.logf("%s: stopping the app", reason)
+	os.Remove(filepath.Join(s.dir, fileState))
+	// Nobody handles reports any more: drain them so their senders finish.
+	stopDrain, drained := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-s.readied:
+			case <-s.exited:
+			case <-stopDrain:
+				return
+			}
+		}
+	}()
+	s.stopInstance(s.cur)
+	s.stopInstance(s.next)
+	s.wg.Wait() // every instance has exited, SIGKILL after stop_grace at worst
+	close(stopDrain)
+	<-drained
+	close(s.spawn)
+	<-spawnDone
+	s.out.close()
+	s.removeSockets()
+	return nil
+}
+
+// stampNow is the generation: the binary, the config file and a
+// restart.txt beside the config (Passenger's convention).
+func (s *supervisor) stampNow() string {
+	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"))
+}
+
+// changed handles a new generation: re-read the config and replace the app
+// once. It returns a reason to stop when the config no longer has an app.
+func (s *supervisor) changed(g string) (stop string) {
+	s.gen = g
+	cfg, err := config.Load(s.configPath)
+	if err != nil {
+		s.logf("new config not loaded, the app keeps running: %v", err)
+		return ""
+	}
+	if len(cfg.App.Command) == 0 {
+		return "no [app] command in the config any more"
+	}
+	s.cfg = cfg
+	s.st.Generation = g
+	s.logf("binary or config changed: replacing the app")
+	s.failures = 0
+	if s.retry != nil {
+		s.retry.Stop()
+		s.retry = nil
+	}
+	if s.next != nil {
+		s.stopInstance(s.next)
+		s.next = nil
+	}
+	if s.cur == nil || s.cur.ready.IsZero() {
+		s.stopInstance(s.cur)
+		s.cur = s.start()
+		return ""
+	}
+	s.next = s.start()
+	return ""
+}
+
+// restart runs when a backoff delay is over.
+func (s *supervisor) restart() {
+	switch {
+	case s.cur == nil:
+		s.cur = s.start()
+	case s.next == nil && !s.cur.ready.IsZero():
+		s.next = s.start() // a replacement that failed before
+	}
+}
+
+// start launches an instance and its readiness probe. A launch error is
+// reported like a failed readiness, so there is one failure path. It never
+// returns nil.
+func (s *supervisor) start() *instance {
+	s.n++
+	inst := &instance{n: s.n, done: make(chan struct{}), started: time.Now()}
+	if s.cur == nil || s.cur.ready.IsZero() {
+		s.st.Status = statusStarting
+		s.save()
+	}
+	err := s.launch(inst)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ev := readyEvent{inst: inst}
+		if err != nil {
+			ev.cause, ev.err = launchCause(err), err
+			close(inst.done)
+		} else {
+			ev.cause, ev.err = s.probe(inst)
+		}
+		s.readied <- ev
+	}()
+	return inst
+}
+
+func launchCause(err error) string {
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return "the app's command was not found"
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, exec.ErrDot):
+		return "the app's command is not executable"
+	}
+	return "the app could not be started"
+}
+
+func (s *supervisor) onReady(ev readyEvent) {
+	inst := ev.inst
+	if inst.stop {
+		return // replaced or stopped meanwhile
+	}
+	if ev.cause != "" {
+		s.stopInstance(inst)
+		s.fail(inst, ev.cause, ev.err)
+		return
+	}
+	inst.ready = time.Now()
+	if inst == s.next {
+		old := s.cur
+		s.cur, s.next = inst, nil
+		s.stopInstance(old)
+	}
+	if inst != s.cur {
+		return
+	}
+	s.st.Status, s.st.Addr, s.st.Instance, s.st.PID = statusReady, inst.addr, inst.n, inst.pid
+	s.st.Cause, s.st.RetryAt = "", time.Time{}
+	s.save()
+	s.logf("app %s ready (pid %d, instance %d)", s.name(), inst.pid, inst.n)
+}
+
+func (s *supervisor) onExit(inst *instance) {
+	if inst.stop || inst.ready.IsZero() {
+		return // on purpose, or not ready yet: the probe reports it
+	}
+	up := time.Since(inst.ready)
+	if up >= stableAfter {
+		s.failures = 0
+	}
+	if inst == s.cur && s.next != nil {
+		// A replacement is under way: it takes over when ready.
+		s.logf("app %s (pid %d) exited (%v) while being replaced", s.name(), inst.pid, inst.err)
+		s.cur, s.next = s.next, nil
+		s.st.Status, s.st.Addr, s.st.PID = statusStarting, "", 0
+		s.save()
+		return
+	}
+	s.fail(inst, "the app stopped unexpectedly", fmt.Errorf("exited (%v) after %s", inst.err, up.Round(time.Millisecond)))
+}
+
+// fail counts a failure of inst and schedules the next try. While an older
+// instance still serves, the state keeps pointing at it.
+func (s *supervisor) fail(inst *instance, cause string, err error) {
+	s.failures++
+	delay := backoffMin << min(s.failures-1, 10)
+	delay = min(delay, backoffMax)
+	s.logf("app %s: %s: %v; retrying in %s", s.name(), cause, err, delay)
+	if s.retry != nil {
+		s.retry.Stop()
+	}
+	s.retry = time.NewTimer(delay)
+	switch inst {
+	case s.next:
+		s.next = nil
+		return // the current instance keeps serving
+	case s.cur:
+		s.cur = nil
+	}
+	if s.cur != nil && !s.cur.ready.IsZero() {
+		return
+	}
+	s.st.Status, s.st.Addr, s.st.PID = statusBackoff, "", 0
+	s.st.Failures, s.st.Cause, s.st.RetryAt = s.failures, cause, time.Now().Add(delay)
+	s.save()
+}
+
+func (s *supervisor) save() {
+	if err := writeState(s.dir, &s.st); err != nil {
+		s.logf("%v", err)
+	}
+}
+
+// name is how the app appears in log lines: its program's base name.
+func (s *supervisor) name() string {
+	return strconv.Quote(filepath.Base(s.cfg.App.Command[0]))
+}
+
+// launch starts the process of inst. Its own process group (so the whole
+// tree can be signalled), Pdeathsig SIGKILL, an allow-listed environment,
+// stdin from /dev/null, output through the line logger.
+func (s *supervisor) launch(inst *instance) error {
+	a := s.cfg.App
+	sock := filepath.Join(s.dir, "app-"+strconv.Itoa(inst.n)+".sock")
+	os.Remove(sock)
+	port := ""
+	wantPort, wantSock := false, false
+	for _, arg := range a.Command {
+		wantPort = wantPort || strings.Contains(arg, "{port}")
+		wantSock = wantSock || strings.Contains(arg, "{socket}")
+	}
+	if wantPort || !wantSock {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		port = p
+		inst.addrs = append(inst.addrs, "tcp:127.0.0.1:"+port)
+	}
+	if wantSock || !wantPort {
+		inst.addrs = append(inst.addrs, "unix:"+sock)
+	}
+	argv := make([]string, len(a.Command))
+	for i, arg := range a.Command {
+		argv[i] = strings.NewReplacer("{socket}", sock, "{port}", port).Replace(arg)
+	}
+	workdir := s.cfg.Resolve(a.Workdir)
+	if workdir == "" {
+		workdir = s.cfg.Resolve(".")
+	}
+	env := appEnv(os.Environ(), a.EnvAllow, a.Env)
+	env = append(env, "SOCKET="+sock, "PORT="+port)
+	path, err := lookPath(argv[0], workdir, env)
+	if err != nil {
+		return err
+	}
+	cmd := &exec.Cmd{Path: path, Args: argv, Dir: workdir, Env: env}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	errc := make(chan error, 1)
+	s.spawn <- func() { errc <- cmd.Start() }
+	err = <-errc
+	w.Close()
+	if err != nil {
+		r.Close()
+		return err
+	}
+	inst.cmd, inst.pid = cmd, cmd.Process.Pid
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.out.pump(r, inst.pid)
+	}()
+	go func() {
+		defer s.wg.Done()
+		inst.err = cmd.Wait()
+		// Take the rest of the group with it (workers of a dead master).
+		_ = syscall.Kill(-inst.pid, syscall.SIGKILL)
+		os.Remove(sock)
+		close(inst.done)
+		s.exited <- inst
+	}()
+	return nil
+}
+
+// lookPath finds the program like a shell would with the child's PATH; a
+// relative name with a slash is relative to the workdir.
+func lookPath(name, workdir string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(workdir, name)
+		}
+		fi, err := os.Stat(name)
+		if err != nil {
+			return "", err
+		}
+		if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+			return "", fmt.Errorf("%s: %w", name, fs.ErrPermission)
+		}
+		return name, nil
+	}
+	pathEnv := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	denied := false
+	for _, d := range filepath.SplitList(pathEnv) {
+		if !filepath.IsAbs(d) {
+			continue // never run programs from "." or a relative PATH entry
+		}
+		p := filepath.Join(d, name)
+		fi, err := os.Stat(p)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		if fi.Mode().Perm()&0o111 == 0 {
+			denied = true
+			continue
+		}
+		return p, nil
+	}
+	if denied {
+		return "", fmt.Errorf("%s: %w", name, fs.ErrPermission)
+	}
+	return "", fmt.Errorf("%q in PATH %s: %w", name, pathEnv, exec.ErrNotFound)
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("pick a port: %w", err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
+}
+
+// baseEnv is passed from our environment to the supervisor and the app.
+var baseEnv = []string{"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "TMPDIR"}
+
+// appEnv builds the allow-listed environment: baseEnv and LC_*, the names in
+// allow, then extra (the [app] env table). HTTP_* names are never copied:
+// in CGI mode they are request headers (HTTP_PROXY is httpoxy).
+func appEnv(environ, allow []string, extra map[string]string) []string {
+	var env []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "HTTP_") {
+			continue
+		}
+		ok := strings.HasPrefix(k, "LC_")
+		for _, n := range baseEnv {
+			ok = ok || k == n
+		}
+		for _, n := range allow {
+			ok = ok || k == n
+		}
+		if ok {
+			env = append(env, kv)
+		}
+	}
+	if !slicesHasPrefix(env, "PATH=") {
+		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v) // later entries win in exec
+	}
+	return env
+}
+
+func slicesHasPrefix(list []string, prefix string) bool {
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// probe waits until inst accepts connections on one of its addresses (and
+// answers ready_path below 500), exits, or ready_timeout passes. It returns
+// a cause ("" when ready) and the detail for the log.
+func (s *supervisor) probe(inst *instance) (string, error) {
+	a := s.cfg.App
+	timeout := a.ReadyTimeout.Duration
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	wait := 10 * time.Millisecond
+	for {
+		for _, addr := range inst.addrs {
+			if readyAt(addr, a.ReadyPath) {
+				inst.addr = addr
+				return "", nil
+			}
+		}
+		select {
+		case <-inst.done:
+			if time.Since(inst.started) < 2*time.Second {
+				return "the app exited right after it started", fmt.Errorf("exited at once (%v)", inst.err)
+			}
+			return "the app exited before it was ready", fmt.Errorf("exited (%v)", inst.err)
+		case <-deadline.C:
+			what := "never opened its socket"
+			if a.ReadyPath != "" {
+				what = "never answered " + a.ReadyPath
+			}
+			return "the app did not become ready in time", fmt.Errorf("%s within %s (addresses %s)", what, timeout, strings.Join(inst.addrs, ", "))
+		case <-time.After(wait):
+			wait = min(wait*2, 100*time.Millisecond)
+		}
+	}
+}
+
+// readyAt reports whether addr accepts a connection and, with path set,
+// answers a GET for it with a status below 500.
+func readyAt(addr, path string) bool {
+	network, address := splitAddr(addr)
+	c, err := net.DialTimeout(network, address, time.Second)
+	if err != nil {
+		return false
+	}
+	if path == "" {
+		c.Close()
+		return true
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	req, _ := http.NewRequest("GET", "http://localhost"+path, nil)
+	req.Close = true
+	if err := req.Write(c); err != nil {
+		return false
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode < 500
+}
+
+// splitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
+func splitAddr(addr string) (network, address string) {
+	network, address, _ = strings.Cut(addr, ":")
+	return network, address
+}
+
+// stopInstance sends SIGTERM to inst's process group and SIGKILL after
+// stop_grace. Safe on nil and twice.
+func (s *supervisor) stopInstance(inst *instance) {
+	if inst == nil || inst.stop {
+		return
+	}
+	inst.stop = true
+	if inst.cmd == nil {
+		return
+	}
+	grace := s.cfg.App.StopGrace.Duration
+	if grace <= 0 {
+		grace = 10 * time.Second
+	}
+	_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-inst.done:
+		case <-t.C:
+			s.logf("app %s (pid %d) still running %s after SIGTERM: SIGKILL", s.name(), inst.pid, grace)
+			_ = syscall.Kill(-inst.pid, syscall.SIGKILL)
+		}
+	}()
+}
+
+func (s *supervisor) removeSockets() {
+	socks, _ := filepath.Glob(filepath.Join(s.dir, "app-*.sock"))
+	for _, p := range socks {
+		os.Remove(p)
+	}
+}
+
+// outLog writes the app's output lines, prefixed with its name and pid, to
+// the [app] log file or our stderr, at most outRate lines a second (with a
+// burst of outBurst) so a flooding app cannot fill the disk; drops are
+// counted and reported.
+type outLog struct {
+	name    string
+	mu      sync.Mutex
+	w       io.Writer
+	f       *os.File // when we opened the log file
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+const (
+	outRate    = 200
+	outBurst   = 2000
+	outMaxLine = 4096
+)
+
+func newOutLog(a config.App, stderr io.Writer) (*outLog, error) {
+	o := &outLog{name: filepath.Base(a.Command[0]), w: stderr, tokens: outBurst, last: time.Now()}
+	if a.Log != "" {
+		f, err := os.OpenFile(a.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("app log: %w", err)
+		}
+		o.w, o.f = f, f
+	}
+	return o, nil
+}
+
+func (o *outLog) close() {
+	if o.f != nil {
+		o.f.Close()
+	}
+}
+
+// pump copies lines from r until EOF (when every process holding the pipe
+// has exited).
+func (o *outLog) pump(r *os.File, pid int) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, outMaxLine)
+	prefix := fmt.Sprintf("%s[%d]: ", o.name, pid)
+	skipping := false
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && !skipping {
+			o.write(prefix, line)
+		}
+		skipping = errors.Is(err, bufio.ErrBufferFull) // rest of an overlong line
+		if err != nil && !skipping {
+			return
+		}
+	}
+}
+
+func (o *outLog) write(prefix string, line []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := time.Now()
+	o.tokens = min(outBurst, o.tokens+now.Sub(o.last).Seconds()*outRate)
+	o.last = now
+	if o.tokens < 1 {
+		o.dropped++
+		return
+	}
+	o.tokens--
+	var b []byte
+	if o.dropped > 0 {
+		b = fmt.Appendf(b, "%s(%d lines dropped: too much output)\n", prefix, o.dropped)
+		o.dropped = 0
+	}
+	b = append(b, prefix...)
+	b = append(b, line...)
+	if b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	o.w.Write(b)
+}
