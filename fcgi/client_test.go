@@ -117,6 +117,8 @@ type testClient struct {
 	eos  map[uint16]bool // empty STDOUT seen
 	out  map[uint16]*bytes.Buffer
 	ends map[uint16][]byte
+	sent []byte   // bytes written, not yet parsed into whole records
+	mgmt []record // id-0 records read while waiting for something else
 }
 
 func newTestClient(t testing.TB, c net.Conn) *testClient {
@@ -136,20 +138,21 @@ func (tc *testClient) reset() {
 func (tc *testClient) write(b []byte) {
 	tc.t.Helper()
 	// Track BEGINs we send so the reader can check ids.
-	for s := b; len(s) >= headerLen; {
+	tc.sent = append(tc.sent, b...)
+	for len(tc.sent) >= headerLen {
 		var h header
-		h.decode(s)
+		h.decode(tc.sent)
 		n := headerLen + int(h.ContentLength) + int(h.PaddingLength)
+		if n > len(tc.sent) {
+			break
+		}
 		if h.Type == typeBeginRequest && h.ID != 0 {
 			tc.open[h.ID] = true
 			tc.eos[h.ID] = false
 			tc.out[h.ID] = &bytes.Buffer{}
 			delete(tc.ends, h.ID)
 		}
-		if n > len(s) {
-			break
-		}
-		s = s[n:]
+		tc.sent = tc.sent[n:]
 	}
 	tc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := tc.c.Write(b); err != nil {
@@ -214,8 +217,28 @@ func (tc *testClient) end(id uint16) (stdout string, proto uint8) {
 			delete(tc.ends, id)
 			return tc.out[id].String(), e[4]
 		}
-		if _, err := tc.read(); err != nil {
+		r, err := tc.read()
+		if err != nil {
 			tc.t.Fatalf("waiting for END_REQUEST %d: %v", id, err)
+		}
+		if r.h.ID == 0 {
+			tc.mgmt = append(tc.mgmt, r)
+		}
+	}
+}
+
+// readMgmt returns the next id-0 record.
+func (tc *testClient) readMgmt() (record, error) {
+	tc.t.Helper()
+	if len(tc.mgmt) > 0 {
+		r := tc.mgmt[0]
+		tc.mgmt = tc.mgmt[1:]
+		return r, nil
+	}
+	for {
+		r, err := tc.read()
+		if err != nil || r.h.ID == 0 {
+			return r, err
 		}
 	}
 }
