@@ -19,9 +19,9 @@ import (
 // the runtime directory's files are never served (STATIC-01..05).
 type static struct {
 	next   http.Handler
-	mounts []mount   // longest prefix first
-	deny   []string  // files never served, compared by identity per request
-	runDir string    // its files are never served; "" = none
+	mounts []mount  // longest prefix first
+	deny   []string // files never served, compared by identity per request
+	runDir string   // its files are never served; "" = none
 }
 
 type mount struct {
