@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH=$PATH:/usr/local/go/bin:/usr/sbin
+# The tests run against real web servers. As root with apt-get, install the
+# missing ones; otherwise the tests that need them skip (in CI they fail).
+peers="apache2 libapache2-mod-fcgid nginx lighttpd haproxy libfcgi-bin php-fpm php-cgi python3-django gunicorn wrk spawn-fcgi"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=
+  for p in $peers; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    echo "installing test peers:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # Packages start their services on install; the tests start their own.
+    for s in apache2 nginx lighttpd haproxy php8.2-fpm; do service "$s" stop >/dev/null 2>&1 || true; done
+  fi
+fi
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
 go vet ./...
