@@ -147,20 +147,27 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func getEcho(t *testing.T, req *http.Request) (echo, *http.Response) {
 	t.Helper()
+	var e echo
+	resp := getJSON(t, req, &e)
+	return e, resp
+}
+
+// getJSON does req, wants a 200 and decodes the JSON body into v.
+func getJSON(t *testing.T, req *http.Request, v any) *http.Response {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	var e echo
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
-	if err := json.Unmarshal(body, &e); err != nil {
+	if err := json.Unmarshal(body, v); err != nil {
 		t.Fatalf("decode %q: %v", body, err)
 	}
-	return e, resp
+	return resp
 }
 
 func TestProxyHeadersAndPath(t *testing.T) {
