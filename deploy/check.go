@@ -1,0 +1,679 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/reload"
+)
+
+// CheckOptions say what Check looks at.
+type CheckOptions struct {
+	Dir  string // the site's directory
+	Name string // the binary's name in Dir; "" = "mysite.fcgi"
+	// SelfTest is the binary started for the self-test; "" = Dir/Name.
+	SelfTest string
+	// Timeout bounds the self-test; 0 = 60s.
+	Timeout time.Duration
+	Color   bool                // ANSI colors for the marks (a terminal)
+	Getenv  func(string) string // for PATH and the runtime directory; nil = os.Getenv
+	Out     io.Writer
+}
+
+// Marks of a checklist line.
+const (
+	markOK   = "[ok]"
+	markFail = "[FAIL]"
+	markWarn = "[warn]"
+	markInfo = "[info]"
+)
+
+// Report counts the outcome of Check.
+type Report struct{ Failed, Warned int }
+
+type checker struct {
+	o   CheckOptions
+	r   Report
+	dir string
+	bin string
+}
+
+func (c *checker) line(mark, msg, fix string) {
+	m := fmt.Sprintf("%-6s", mark)
+	if c.o.Color {
+		color := map[string]string{markOK: "32", markFail: "1;31", markWarn: "33", markInfo: "36"}[mark]
+		m = "\x1b[" + color + "m" + m + "\x1b[0m"
+	}
+	fmt.Fprintf(c.o.Out, "%s %s\n", m, msg)
+	if fix != "" {
+		fmt.Fprintf(c.o.Out, "       fix: %s\n", fix)
+	}
+	switch mark {
+	case markFail:
+		c.r.Failed++
+	case markWarn:
+		c.r.Warned++
+	}
+}
+
+func (c *checker) ok(format string, a ...any)   { c.line(markOK, fmt.Sprintf(format, a...), "") }
+func (c *checker) info(format string, a ...any) { c.line(markInfo, fmt.Sprintf(format, a...), "") }
+func (c *checker) fail(msg, fix string)         { c.line(markFail, msg, fix) }
+func (c *checker) warn(msg, fix string)         { c.line(markWarn, msg, fix) }
+
+// Check prints a checklist for the site in o.Dir, one line per item with a
+// fix under each failure, ending with a request through the FastCGI stack.
+func Check(ctx context.Context, o CheckOptions) Report {
+	if o.Name == "" {
+		o.Name = "mysite.fcgi"
+	}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		dir = o.Dir
+	}
+	c := &checker{o: o, dir: dir, bin: filepath.Join(dir, o.Name)}
+	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
+	dirOK := c.checkDir()
+	binOK := c.checkBinary(dirOK)
+	cfg := c.checkConfig()
+	if cfg != nil {
+		c.checkApp(cfg)
+		c.checkStatic(cfg)
+	}
+	c.checkHtaccess()
+	c.checkWatch(cfg)
+	if cfg != nil {
+		c.checkRuntimeDir(cfg)
+	}
+	c.info("uploads: under mod_fcgid, request bodies above FcgidMaxRequestLen (128 KiB by default) get a 500 before reaching the app; POST a file to the site and read body_bytes on the info page to see your host's limit")
+	if cfg != nil {
+		c.selfTest(ctx, binOK)
+	} else {
+		c.warn("self-test skipped: the config does not load", "fix the config error above, then run check again")
+	}
+	fmt.Fprintf(o.Out, "%d failed, %d warnings\n", c.r.Failed, c.r.Warned)
+	return c.r
+}
+
+func owner(fi fs.FileInfo) (uid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
+
+func (c *checker) checkDir() bool {
+	fi, err := os.Stat(c.dir)
+	if err != nil {
+		c.fail(fmt.Sprintf("directory %s: %v", c.dir, err), "create it, or install into it: "+c.o.Name+" install "+c.dir)
+		return false
+	}
+	if !fi.IsDir() {
+		c.fail(c.dir+" is not a directory", "give check the site's directory")
+		return false
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		c.fail(fmt.Sprintf("directory %s is group- or world-writable (mode %04o): suEXEC refuses to run programs in it", c.dir, perm),
+			"chmod go-w "+shellQuote(c.dir))
+		return true
+	}
+	c.ok("directory %s: mode %04o, not writable by group or others", c.dir, fi.Mode().Perm())
+	return true
+}
+
+func (c *checker) checkBinary(dirOK bool) bool {
+	fi, err := os.Stat(c.bin)
+	if err != nil {
+		c.fail(fmt.Sprintf("binary %s: %v", c.bin, err), "install it: <path to the downloaded binary> install "+shellQuote(c.dir))
+		return false
+	}
+	perm := fi.Mode().Perm()
+	good := true
+	switch {
+	case !fi.Mode().IsRegular():
+		c.fail(c.bin+" is not a regular file", "install the binary again: "+c.o.Name+" install "+shellQuote(c.dir))
+		return false
+	case perm&0o100 == 0:
+		c.fail(fmt.Sprintf("binary %s is not executable (mode %04o)", c.bin, perm), "chmod 755 "+shellQuote(c.bin))
+		good = false
+	case perm&0o022 != 0:
+		c.fail(fmt.Sprintf("binary %s is group- or world-writable (mode %04o): suEXEC refuses to run it (the server answers 500)", c.bin, perm),
+			"chmod 755 "+shellQuote(c.bin))
+		good = false
+	case perm&0o001 == 0:
+		c.warn(fmt.Sprintf("binary %s is not executable by others (mode %04o): fine under suEXEC, a 403/500 when the web server runs as its own user", c.bin, perm),
+			"chmod 755 "+shellQuote(c.bin))
+	}
+	if dfi, err := os.Stat(c.dir); err == nil && dirOK {
+		bu, ok1 := owner(fi)
+		du, ok2 := owner(dfi)
+		if ok1 && ok2 && bu != du {
+			c.fail(fmt.Sprintf("binary %s is owned by uid %d, its directory by uid %d: suEXEC runs only files owned like their directory", c.bin, bu, du),
+				fmt.Sprintf("chown %d %s", du, shellQuote(c.bin)))
+			good = false
+		}
+	}
+	if good {
+		c.ok("binary %s: executable, mode %04o, owned like its directory", c.bin, perm)
+	}
+	return good
+}
+
+func (c *checker) configPath() string { return config.PathFor(c.bin) }
+
+func (c *checker) checkConfig() *config.Config {
+	path := c.configPath()
+	cfg, err := config.Load(path)
+	var ce *config.Error
+	switch {
+	case errors.As(err, &ce):
+		fix := "edit " + ce.File
+		if ce.Line > 0 {
+			fix += " line " + strconv.Itoa(ce.Line)
+		}
+		if ce.Key != "" {
+			fix += ", key " + ce.Key
+		}
+		c.fail("config "+ce.Error(), fix)
+		return nil
+	case err != nil:
+		c.fail("config: "+err.Error(), "make "+path+" readable")
+		return nil
+	case cfg.File == "":
+		c.ok("config %s: none (the built-in info page answers)", path)
+	default:
+		c.ok("config %s: valid", path)
+	}
+	return cfg
+}
+
+func (c *checker) checkApp(cfg *config.Config) {
+	a := cfg.App
+	switch {
+	case len(a.Command) == 0 && a.Upstream == "":
+		c.ok("app: none configured: the info page answers (add [app] to %s)", filepath.Base(c.configPath()))
+		return
+	case a.Upstream != "":
+		c.ok("app: upstream %s (already running; not started by %s)", a.Upstream, c.o.Name)
+		return
+	}
+	workdir := cfg.Dir()
+	if a.Workdir != "" {
+		workdir = cfg.Resolve(a.Workdir)
+	}
+	if fi, err := os.Stat(workdir); err != nil || !fi.IsDir() {
+		c.fail(fmt.Sprintf("app workdir %s does not exist (line %d of %s)", workdir, lineOfKey(cfg.File, "workdir"), cfg.File),
+			"create it or fix app.workdir")
+		return
+	}
+	prog := a.Command[0]
+	var path string
+	var err error
+	if strings.ContainsRune(prog, '/') {
+		path = prog
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(workdir, prog)
+		}
+		err = isExecutable(path)
+	} else {
+		path, err = lookPath(prog, c.o.Getenv("PATH"))
+	}
+	if err != nil {
+		c.fail(fmt.Sprintf("app command %q: %v (line %d of %s)", prog, err, lineOfKey(cfg.File, "command"), cfg.File),
+			"install it, or give its full path in app.command (the web server's PATH is short: /usr/local/bin:/usr/bin:/bin)")
+		return
+	}
+	c.ok("app command %s found (%s), workdir %s", prog, path, workdir)
+}
+
+func isExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("not found: %s", path)
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not executable", path)
+	}
+	return nil
+}
+
+func lookPath(prog, pathEnv string) (string, error) {
+	for _, d := range filepath.SplitList(pathEnv) {
+		if d == "" || !filepath.IsAbs(d) {
+			continue
+		}
+		p := filepath.Join(d, prog)
+		if isExecutable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("not found in PATH (%s)", pathEnv)
+}
+
+// lineOfKey finds the first line assigning key in file; 0 when not found.
+func lineOfKey(file, key string) int {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	re := regexp.MustCompile(`^\s*"?` + regexp.QuoteMeta(key) + `"?\s*=`)
+	for i, l := range strings.Split(string(b), "\n") {
+		if re.MatchString(l) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (c *checker) checkStatic(cfg *config.Config) {
+	for _, prefix := range cfg.StaticPrefixes() {
+		d := cfg.Resolve(cfg.Static[prefix])
+		fi, err := os.Stat(d)
+		if err != nil || !fi.IsDir() {
+			c.fail(fmt.Sprintf("static %s: directory %s does not exist (line %d of %s)", prefix, d, lineOfKey(cfg.File, prefix), cfg.File),
+				"create it (Django: manage.py collectstatic) or fix [static]")
+			continue
+		}
+		c.ok("static %s -> %s", prefix, d)
+	}
+}
+
+var (
+	reHandler = regexp.MustCompile(`(?i)^\s*(AddHandler|SetHandler)\s+"?(fcgid-script|fastcgi-script|cgi-script)"?\s*(.*)$`)
+	reFiles   = regexp.MustCompile(`(?i)^\s*<Files(Match)?\s+"?([^">]*)"?\s*>`)
+	reRule    = regexp.MustCompile(`(?i)^\s*RewriteRule\s+(\S+)\s+(\S+)`)
+	reCond    = regexp.MustCompile(`(?i)^\s*RewriteCond\s+(\S+)\s+(\S+)`)
+	reEngine  = regexp.MustCompile(`(?i)^\s*RewriteEngine\s+on\b`)
+)
+
+// checkHtaccess looks for a handler for the binary, a rewrite to it, and a
+// rewrite that would loop (no !-f condition and a pattern that matches the
+// binary's own path).
+func (c *checker) checkHtaccess() {
+	path := filepath.Join(c.dir, ".htaccess")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		c.warn(path+" does not exist: fine if the server config routes requests here (deploy apache-fcgid), else nothing reaches "+c.o.Name,
+			c.o.Name+" install "+shellQuote(c.dir)+" (or: "+c.o.Name+" deploy htaccess-fcgid)")
+		return
+	}
+	if err != nil {
+		c.fail(fmt.Sprintf(".htaccess: %v", err), "make it readable")
+		return
+	}
+	ext := filepath.Ext(c.o.Name)
+	var handler string
+	handlerLine, ruleLine, loopLine := 0, 0, 0
+	engine := false
+	files := "" // the <Files> section we are in
+	var conds []string
+	for i, raw := range strings.Split(string(b), "\n") {
+		l := strings.TrimSpace(raw)
+		if strings.HasPrefix(l, "#") || l == "" {
+			continue
+		}
+		if m := reFiles.FindStringSubmatch(l); m != nil {
+			files = m[2]
+			continue
+		}
+		if strings.HasPrefix(strings.ToLower(l), "</files") {
+			files = ""
+			continue
+		}
+		if m := reHandler.FindStringSubmatch(l); m != nil && handlerLine == 0 {
+			applies := false
+			if strings.EqualFold(m[1], "SetHandler") {
+				applies = files == "" || files == c.o.Name || matchFiles(files, c.o.Name)
+			} else {
+				for _, e := range strings.Fields(m[3]) {
+					if e == ext || "."+strings.TrimPrefix(e, ".") == ext {
+						applies = true
+					}
+				}
+			}
+			if applies {
+				handler, handlerLine = m[2], i+1
+			}
+			continue
+		}
+		if reEngine.MatchString(l) {
+			engine = true
+			continue
+		}
+		if m := reCond.FindStringSubmatch(l); m != nil {
+			conds = append(conds, m[1]+" "+m[2])
+			continue
+		}
+		if m := reRule.FindStringSubmatch(l); m != nil {
+			pattern, target := m[1], m[2]
+			if strings.Contains(target, c.o.Name) && ruleLine == 0 {
+				ruleLine = i + 1
+				guarded := false
+				for _, cd := range conds {
+					if strings.Contains(cd, "REQUEST_FILENAME") && strings.HasPrefix(strings.Fields(cd)[1], "!-f") ||
+						strings.Contains(cd, c.o.Name) && strings.Contains(cd, "!") {
+						guarded = true
+					}
+				}
+				if re, err := regexp.Compile(pattern); !guarded && err == nil && re.MatchString(c.o.Name+"/x") {
+					loopLine = i + 1
+				}
+			}
+			conds = nil
+		}
+	}
+	switch {
+	case handlerLine == 0:
+		c.fail(fmt.Sprintf("%s has no AddHandler/SetHandler for %s: the web server sends the binary as a download or a 403", path, c.o.Name),
+			c.o.Name+" install "+shellQuote(c.dir)+" (adds the fcgishim block), or add: AddHandler fcgid-script "+ext)
+	default:
+		c.ok(".htaccess line %d: handler %s for %s", handlerLine, handler, c.o.Name)
+	}
+	switch {
+	case ruleLine == 0 || !engine:
+		c.warn(fmt.Sprintf("%s has no RewriteEngine On + RewriteRule to %s: only URLs naming %s reach the app", path, c.o.Name, c.o.Name),
+			"add: RewriteEngine On / RewriteCond %{REQUEST_FILENAME} !-f / RewriteRule ^(.*)$ "+c.o.Name+"/$1 [QSA,L]")
+	case loopLine != 0:
+		c.fail(fmt.Sprintf("%s line %d rewrites %s to itself: a rewrite loop (500, \"too many internal redirects\")", path, loopLine, c.o.Name),
+			"put RewriteCond %{REQUEST_FILENAME} !-f on the line before it")
+	default:
+		c.ok(".htaccess line %d: rewrite to %s, guarded against a loop", ruleLine, c.o.Name)
+	}
+}
+
+func matchFiles(pattern, name string) bool {
+	ok, err := filepath.Match(pattern, name)
+	if err == nil && ok {
+		return true
+	}
+	re, err := regexp.Compile(pattern)
+	return err == nil && re.MatchString(name)
+}
+
+func (c *checker) checkWatch(cfg *config.Config) {
+	mode := ""
+	if cfg != nil {
+		mode = cfg.Server.Watch
+	}
+	var logBuf bytes.Buffer
+	w, err := reload.New(reload.Options{
+		Files: []string{c.bin}, Mode: mode,
+		Log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{ReplaceAttr: dropTime})),
+	})
+	if err != nil {
+		c.fail("restart on change: "+err.Error(), "set [server] watch to auto, poll or off")
+		return
+	}
+	backend := w.Backend()
+	w.Close()
+	why := strings.TrimSpace(logBuf.String())
+	switch backend {
+	case "inotify":
+		c.ok("restart on change: inotify works on %s (touch %s restarts it)", c.dir, c.o.Name)
+	case "poll":
+		msg := "restart on change: polling (a touch is seen within a few seconds)"
+		if why != "" {
+			msg += ": " + why
+		}
+		c.ok("%s", msg)
+	default:
+		c.warn("restart on change is off ([server] watch = \"off\"): touching "+c.o.Name+" does nothing", "remove watch from [server]")
+	}
+}
+
+func dropTime(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}
+
+// runtimeDir mirrors the handler's choice of the app's private directory:
+// [app] runtime_dir, else $XDG_RUNTIME_DIR/fcgishim-<hash>,
+// $HOME/.cache/fcgishim/<hash> or $TMPDIR/fcgishim-<uid>-<hash>, the first
+// short enough for a unix socket path.
+func runtimeDir(cfg *config.Config, getenv func(string) string) string {
+	if cfg.App.RuntimeDir != "" {
+		return cfg.Resolve(cfg.App.RuntimeDir)
+	}
+	abs, err := filepath.Abs(cfg.File)
+	if err != nil {
+		abs = cfg.File
+	}
+	sum := sha256.Sum256([]byte(abs))
+	hash := hex.EncodeToString(sum[:6])
+	var cands []string
+	if x := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
+		cands = append(cands, filepath.Join(x, "fcgishim-"+hash))
+	}
+	if h := getenv("HOME"); filepath.IsAbs(h) {
+		cands = append(cands, filepath.Join(h, ".cache", "fcgishim", hash))
+	}
+	tmp := getenv("TMPDIR")
+	if !filepath.IsAbs(tmp) {
+		tmp = "/tmp"
+	}
+	for _, d := range cands {
+		if len(d) <= 90 {
+			return d
+		}
+	}
+	return filepath.Join(tmp, "fcgishim-"+strconv.Itoa(os.Getuid())+"-"+hash)
+}
+
+func (c *checker) checkRuntimeDir(cfg *config.Config) {
+	if len(cfg.App.Command) == 0 {
+		return
+	}
+	d := runtimeDir(cfg, c.o.Getenv)
+	fi, err := os.Lstat(d)
+	if errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(d)
+		for {
+			if _, err := os.Stat(parent); err == nil || parent == "/" {
+				break
+			}
+			parent = filepath.Dir(parent)
+		}
+		if syscall.Access(parent, 2 /* W_OK */) != nil {
+			c.fail("runtime directory "+d+" cannot be created: "+parent+" is not writable", "set [app] runtime_dir to a private directory you own")
+			return
+		}
+		c.ok("runtime directory %s: will be created (0700) at the first request", d)
+		return
+	}
+	if err != nil {
+		c.fail("runtime directory "+d+": "+err.Error(), "set [app] runtime_dir to a private directory you own")
+		return
+	}
+	uid, _ := owner(fi)
+	switch {
+	case !fi.IsDir():
+		c.fail("runtime directory "+d+" is not a directory", "remove it, or set [app] runtime_dir")
+	case uid != os.Getuid():
+		c.fail(fmt.Sprintf("runtime directory %s is owned by uid %d, not by us (uid %d): it is refused", d, uid, os.Getuid()), "remove it, or set [app] runtime_dir")
+	case fi.Mode().Perm()&0o077 != 0:
+		c.warn(fmt.Sprintf("runtime directory %s has mode %04o: others can see the app's sockets (it is made 0700 at the next start)", d, fi.Mode().Perm()), "chmod 700 "+shellQuote(d))
+	case syscall.Access(d, 2) != nil:
+		c.fail("runtime directory "+d+" is not writable", "chmod 700 "+shellQuote(d))
+	default:
+		c.ok("runtime directory %s: private (0700) and writable", d)
+	}
+}
+
+// selfTest starts the binary as a FastCGI server on a private unix socket
+// and sends it one request through our own FastCGI client.
+func (c *checker) selfTest(ctx context.Context, binOK bool) {
+	bin := c.o.SelfTest
+	if bin == "" {
+		bin = c.bin
+		if !binOK {
+			c.warn("self-test skipped: "+c.bin+" cannot run", "fix the binary first")
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	defer cancel()
+	tmp, err := os.MkdirTemp("", "fcgishim-check-")
+	if err != nil {
+		c.fail("self-test: "+err.Error(), "make $TMPDIR writable")
+		return
+	}
+	defer os.RemoveAll(tmp)
+	sock := filepath.Join(tmp, "s.sock")
+	cmd := exec.Command(bin, "serve", "--listen", "unix:"+sock, "--protocol", "fcgi", "--config", c.configPath())
+	cmd.Dir = c.dir
+	stderr := &limitedWriter{n: 64 << 10}
+	cmd.Stderr, cmd.Stdout = stderr, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	fmt.Fprintf(c.o.Out, "       self-test: starting %s serve on %s ...\n", filepath.Base(bin), sock)
+	if err := cmd.Start(); err != nil {
+		c.fail("self-test: start "+bin+": "+err.Error(), "chmod 755 "+shellQuote(bin))
+		return
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+	}()
+
+	// Wait for the socket, showing progress every second.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	lastShown := time.Now()
+	for {
+		conn, err := net.Dial("unix", sock)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			c.fail(fmt.Sprintf("self-test: %s exited before listening (%v): %s", filepath.Base(bin), err, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 to see the error")
+			return
+		case <-ctx.Done():
+			c.fail(fmt.Sprintf("self-test: no socket after %s", c.o.Timeout), "run "+bin+" serve --http 127.0.0.1:8000 to see what it does")
+			return
+		case <-tick.C:
+		}
+		if time.Since(lastShown) >= time.Second {
+			lastShown = time.Now()
+			fmt.Fprintf(c.o.Out, "       self-test: waiting for the socket (%.0fs) ...\n", time.Since(start).Seconds())
+		}
+	}
+	fmt.Fprintf(c.o.Out, "       self-test: sending GET / ...\n")
+	t0 := time.Now()
+	type result struct {
+		resp *Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := FastCGIGet(ctx, "unix", sock, "/", http.Header{"Accept": {"application/json, text/html;q=0.9"}})
+		done <- result{resp, err}
+	}()
+	var res result
+	for waiting := true; waiting; {
+		select {
+		case res = <-done:
+			waiting = false
+		case <-time.After(time.Second): // progress only; the deadline is ctx
+			fmt.Fprintf(c.o.Out, "       self-test: waiting for the app to answer (%.0fs) ...\n", time.Since(t0).Seconds())
+		}
+	}
+	took := time.Since(t0).Round(time.Millisecond)
+	switch {
+	case res.err != nil:
+		c.fail(fmt.Sprintf("self-test: GET / through FastCGI: %v after %s: %s", res.err, took, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 and open it to see the error")
+	case res.resp.Status >= 500:
+		c.fail(fmt.Sprintf("self-test: GET / through FastCGI answered %d %s in %s: %s", res.resp.Status, http.StatusText(res.resp.Status), took, firstLine(res.resp.Body)),
+			"read the app's error above, or run "+bin+" serve --http 127.0.0.1:8000")
+	default:
+		what := ""
+		var in struct {
+			Version string `json:"version"`
+			Mode    string `json:"mode"`
+		}
+		if json.Unmarshal(res.resp.Body, &in) == nil && in.Version != "" {
+			what = ", the info page of version " + in.Version
+		}
+		c.ok("self-test: GET / through FastCGI answered %d %s in %s%s", res.resp.Status, http.StatusText(res.resp.Status), took, what)
+	}
+}
+
+// limitedWriter keeps the first n bytes written to it; safe for concurrent
+// use (the child's output is copied in by os/exec's goroutine).
+type limitedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	n  int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if k := min(len(p), l.n-l.b.Len()); k > 0 {
+		l.b.Write(p[:k])
+	}
+	return len(p), nil
+}
+
+func (l *limitedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
