@@ -36,7 +36,7 @@ type app struct {
 	upstream   string // "unix:/p" or "tcp:host:port" for [app] upstream
 	timeout    time.Duration
 	ready      time.Duration
-	errOut     *os.File // the supervisor's stderr: the app log, or ours
+	logPath    string // [app] log: the supervisor's stderr; "" = ours
 
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
@@ -116,14 +116,7 @@ func newApp(o Options) (*app, error) {
 		if err := prepareRuntimeDir(a.dir); err != nil {
 			return nil, err
 		}
-		a.errOut = os.Stderr
-		if c.App.Log != "" {
-			f, err := os.OpenFile(c.Resolve(c.App.Log), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-			if err != nil {
-				return nil, fmt.Errorf("[app] log: %w", err)
-			}
-			a.errOut = f
-		}
+		a.logPath = c.Resolve(c.App.Log)
 	}
 	a.transport = &http.Transport{
 		Proxy:                 nil, // never from HTTP_PROXY: in CGI mode that is a request header
@@ -155,9 +148,6 @@ func (a *app) Close(context.Context) error {
 	a.transport.CloseIdleConnections()
 	err := a.clients.close()
 	a.clients = nil
-	if a.errOut != nil && a.errOut != os.Stderr {
-		a.errOut.Close()
-	}
 	return err
 }
 
@@ -546,7 +536,15 @@ func (a *app) startSupervisor(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, a.exe, "_supervise", "--config", a.configPath)
 	cmd.Env = env
 	cmd.Dir = "/"
-	cmd.Stderr = a.errOut // an *os.File: inherited, no pipe to outlive us
+	cmd.Stderr = os.Stderr // an *os.File: inherited, no pipe to outlive us
+	if a.logPath != "" {
+		f, err := os.OpenFile(a.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("[app] log: %w", err)
+		}
+		defer f.Close()
+		cmd.Stderr = f
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("start app supervisor (%s _supervise): %w", a.exe, err)

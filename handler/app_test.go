@@ -44,6 +44,9 @@ func newTestSite(t *testing.T, switches, extra string) *testSite {
 	if !strings.Contains(extra, "command") {
 		extra = fmt.Sprintf("command = [%q, \"app\", \"{socket}\"]\n", os.Args[0]) + extra
 	}
+	if !strings.Contains(extra, "env_allow") {
+		extra += "env_allow = [\"GORACE\"]\n"
+	}
 	if !strings.Contains(extra, "idle_stop") {
 		extra += "idle_stop = \"300ms\"\n"
 	}
@@ -171,6 +174,7 @@ func getJSON(t *testing.T, req *http.Request, v any) *http.Response {
 }
 
 func TestProxyHeadersAndPath(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/a%2Fb/c?x=1&y=%20", nil)
@@ -224,7 +228,7 @@ func TestProxyChildEnvironment(t *testing.T) {
 	t.Setenv("HTTP_PROXY", "http://evil.example:3128")
 	t.Setenv("SECRET_TOKEN", "s3cr3t")
 	t.Setenv("ALLOWED_ONE", "yes")
-	s := newTestSite(t, "", `env_allow = ["ALLOWED_ONE", "HTTP_PROXY"]`+"\n")
+	s := newTestSite(t, "", `env_allow = ["ALLOWED_ONE", "HTTP_PROXY", "GORACE"]`+"\n")
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/?env=1", nil)
 	e, _ := getEcho(t, req)
@@ -242,6 +246,7 @@ func TestProxyChildEnvironment(t *testing.T) {
 }
 
 func TestProxyResponseHeaders(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	_, srv := s.handler()
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -267,6 +272,7 @@ func TestProxyResponseHeaders(t *testing.T) {
 }
 
 func TestProxyStreamingBodies(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	_, srv := s.handler()
 	// A chunked upload (unknown length) arrives whole.
@@ -295,6 +301,7 @@ func TestProxyStreamingBodies(t *testing.T) {
 }
 
 func TestProxySSEFlushes(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	_, srv := s.handler()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -321,6 +328,7 @@ func TestProxySSEFlushes(t *testing.T) {
 }
 
 func TestProxyCrashMidResponseIsBroken(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	_, srv := s.handler()
 	resp, err := http.Get(srv.URL + "/mysite/crash")
@@ -344,6 +352,7 @@ func TestProxyCrashMidResponseIsBroken(t *testing.T) {
 }
 
 func TestProxySlowStartWaits(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "slow-start=1500ms", "")
 	_, srv := s.handler()
 	var wg sync.WaitGroup
@@ -369,6 +378,7 @@ func TestProxySlowStartWaits(t *testing.T) {
 }
 
 func TestProxyCrashLoop503(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "crash-at-start", "")
 	_, srv := s.handler()
 	resp, err := http.Get(srv.URL + "/mysite/")
@@ -391,6 +401,7 @@ func TestProxyCrashLoop503(t *testing.T) {
 }
 
 func TestProxyCommandNotFound(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", `command = ["/nonexistent/bin/gunicorn", "{socket}"]`+"\n")
 	_, srv := s.handler()
 	resp, err := http.Get(srv.URL + "/mysite/")
@@ -411,6 +422,7 @@ func TestProxyCommandNotFound(t *testing.T) {
 }
 
 func TestProxyNeverListens(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "hang", `ready_timeout = "500ms"`+"\n")
 	_, srv := s.handler()
 	resp, err := http.Get(srv.URL + "/mysite/")
@@ -442,6 +454,7 @@ func TestProxyUpstreamDown502(t *testing.T) {
 }
 
 func TestProxyTimeout504(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", `timeout = "300ms"`+"\n")
 	_, srv := s.handler()
 	resp, err := http.Get(srv.URL + "/mysite/slow?d=10s")
@@ -457,6 +470,7 @@ func TestProxyTimeout504(t *testing.T) {
 // Several copies of mysite.fcgi (in-process Sites hold separate flocks,
 // just as processes do) started at once share one app instance.
 func TestSharedInstance(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "slow-start=300ms", "")
 	var srvs []*httptest.Server
 	for range 6 {
@@ -490,6 +504,7 @@ func TestSharedInstance(t *testing.T) {
 // A new config (or binary) replaces the app once: a new pid answers, the
 // old one got SIGTERM.
 func TestReplacement(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	_, srv1 := s.handler()
 	_, srv2 := s.handler()
@@ -521,6 +536,7 @@ func TestReplacement(t *testing.T) {
 
 // An app that ignores SIGTERM gets SIGKILL after stop_grace when replaced.
 func TestReplacementKillsStubbornApp(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "ignore-term", `stop_grace = "300ms"`+"\n")
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
@@ -534,6 +550,7 @@ func TestReplacementKillsStubbornApp(t *testing.T) {
 // Copies killed with SIGKILL leave no app behind: the supervisor notices
 // that no client holds clients.lock and stops the app after idle_stop.
 func TestNoOrphansAfterSIGKILL(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "", "")
 	var clients []*os.Process
 	var appPID int
@@ -564,6 +581,7 @@ func TestNoOrphansAfterSIGKILL(t *testing.T) {
 }
 
 func TestNoisyAppIsRateLimited(t *testing.T) {
+	t.Parallel()
 	s := newTestSite(t, "noisy", "")
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)

@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 		testClient(cfg)
 		os.Exit(0)
 	}
+	// The race runtime sleeps 1s at exit by default; the supervisor's first
+	// stage and every app exit would pay it.
+	os.Setenv("GORACE", "atexit_sleep_ms=0 "+os.Getenv("GORACE"))
 	os.Exit(m.Run())
 }
 
