@@ -2,16 +2,137 @@ package shim
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/fcgishim/fcgishim/reload"
+	"github.com/fcgishim/fcgishim/spawn"
 )
 
-// envWorker marks a prefork worker process.
-const envWorker = "FCGISHIM_WORKER"
+// Environment of a prefork worker (besides the listener's, envListenFD=3).
+const (
+	envWorker            = "FCGISHIM_WORKER"             // "1": serve, do not supervise
+	envWorkerMaxRequests = "FCGISHIM_WORKER_MAXREQUESTS" // connections before the worker retires; "" = no limit
+)
 
-// runPrefork supervises worker processes sharing listeners (runfcgi
-// method=prefork). Placeholder until prefork lands.
-func runPrefork(ctx context.Context, o Options, listeners []net.Listener, log *slog.Logger) error {
-	return errors.New("prefork: not built yet; use method=threaded")
+// runPrefork supervises worker processes sharing the listener (runfcgi
+// method=prefork) until a stop signal. Each worker is this program again,
+// serving one connection at a time; changes (the watched files) and
+// SIGHUP/SIGUSR1 start a new generation from the executable as it is now,
+// and the old one retires once the new one serves. The listener stays open
+// here throughout, so connections wait in its backlog while no worker
+// accepts, instead of being refused.
+func runPrefork(ctx context.Context, o Options, listeners []net.Listener, changes <-chan string, grace time.Duration, maxRequests int, log *slog.Logger) error {
+	defer func() {
+		for _, l := range listeners {
+			l.Close() // removes a unix socket file
+		}
+	}()
+	if len(listeners) > 1 {
+		log.Warn("prefork serves the first listener only", "listeners", len(listeners))
+	}
+	f, err := spawn.File(listeners[0])
+	if err != nil {
+		return fmt.Errorf("prefork: %w", err)
+	}
+	defer f.Close()
+
+	mode := spawn.ModeExternal
+	if o.Listen == "" {
+		mode = spawn.ModeSocketActivation
+	}
+	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests,
+		spawn.EnvReadyFD, spawn.EnvWorkerFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode))
+	if maxRequests > 0 {
+		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
+	}
+	pool := &spawn.Prefork{
+		Path: o.Executable, Args: o.Args, Env: env, Files: []*os.File{f},
+		MinSpare: o.MinSpare, MaxSpare: o.MaxSpare, MaxChildren: o.MaxChildren,
+		Grace: 2 * grace, Stdout: o.Stdout, Stderr: o.Stderr, Log: log,
+	}
+
+	if o.Pidfile != "" {
+		if err := spawn.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
+			return err
+		}
+		defer spawn.RemovePidfile(o.Pidfile, os.Getpid())
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	pctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	reloads := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- pool.Run(pctx, reloads) }()
+	log.Info("prefork: serving", "protocol", protocolName(o.Protocol), "minspare", pool.MinSpare,
+		"maxspare", pool.MaxSpare, "maxchildren", pool.MaxChildren, "maxrequests", maxRequests)
+	if o.Ready != nil {
+		o.Ready(nil)
+	}
+
+	newGeneration := func(reason string) {
+		log.Info("prefork: restarting workers", "reason", reason)
+		select {
+		case reloads <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			stop()
+		case s := <-sigs:
+			if s == syscall.SIGHUP || s == syscall.SIGUSR1 {
+				newGeneration("signal " + s.String())
+				continue
+			}
+			log.Info("prefork: stopping", "signal", s.String())
+			stop()
+		case path := <-changes:
+			if path == o.Executable && !reload.Exists(path) {
+				continue // deleted binary: keep serving
+			}
+			newGeneration("changed: " + path)
+		case err := <-done:
+			return err
+		}
+	}
+}
+
+// preforkWorker prepares a prefork worker (envWorker set): its listener
+// hands out one connection at a time and reports to the supervisor, and
+// the returned context ends when the worker should exit (its connection
+// quota is used up, the supervisor retires it, or the supervisor is gone).
+// stop releases the control socket once serving has ended.
+func preforkWorker(ctx context.Context, getenv func(string) string, listeners []net.Listener) (context.Context, []net.Listener, func(), error) {
+	fd, err := strconv.Atoi(getenv(spawn.EnvWorkerFD))
+	if err != nil || len(listeners) != 1 {
+		return nil, nil, nil, fmt.Errorf("prefork worker: %s=%q with %d listeners: not started by a supervisor", spawn.EnvWorkerFD, getenv(spawn.EnvWorkerFD), len(listeners))
+	}
+	maxConns, _ := strconv.Atoi(getenv(envWorkerMaxRequests))
+	// The socket file belongs to the supervisor, and the listener must not
+	// leak into the app's processes.
+	spawn.KeepSocketFile(listeners[0])
+	if lfd, err := strconv.Atoi(getenv(envListenFD)); err == nil {
+		syscall.CloseOnExec(lfd)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	wl, stop, err := spawn.WorkerListener(listeners[0], fd, maxConns, cancel)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, []net.Listener{wl}, func() { stop(); cancel() }, nil
 }

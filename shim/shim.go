@@ -203,6 +203,15 @@ func Run(ctx context.Context, o Options) (err error) {
 	case mode == spawn.ModeTerminal || mode == "":
 		return Status(o.Stdout, o)
 	}
+	worker := getenv(envWorker) != "" && len(listeners) > 0 // a prefork worker: see prefork.go
+	if worker {
+		var stopWorker func()
+		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, listeners); err != nil {
+			return err
+		}
+		defer stopWorker()
+		o.Pidfile = ""
+	}
 	proc.Mode = string(mode)
 	proc.Protocol = protocolName(o.Protocol)
 	log := o.Log.With("mode", proc.Mode)
@@ -260,8 +269,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 
 	restartFiles := []string{o.Executable, o.ConfigPath, filepath.Join(filepath.Dir(o.Executable), "restart.txt")}
+	watch := cfg.Server.Watch
+	if worker {
+		watch = "off" // the supervisor watches
+	}
 	w, err := reload.New(reload.Options{
-		Files: restartFiles, Mode: cfg.Server.Watch,
+		Files: restartFiles, Mode: watch,
 		PollInterval: cfg.Server.PollInterval.Duration, Log: log,
 	})
 	if err != nil {
@@ -278,7 +291,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.MaxRequests > 0 {
 		maxRequests = o.MaxRequests
 	}
-	if n := int64(maxRequests); n > 0 {
+	if n := int64(maxRequests); n > 0 && !worker { // a worker counts in its listener
 		gw.AfterCount = func(count int64) {
 			if count == n {
 				select {
@@ -289,8 +302,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}
 
-	if o.Prefork && getenv(envWorker) == "" && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
-		return runPrefork(ctx, o, listeners, log)
+	if o.Prefork && !worker && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
+		defer closeSite(context.Background())
+		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, log)
 	}
 	srvs := make([]server, len(listeners))
 	serveErr := make(chan error, len(listeners))
@@ -367,6 +381,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		case r := <-restartNow:
 			reason = r
 		}
+	}
+	if worker { // the supervisor starts a replacement
+		log.Info("worker stopping", "reason", reason)
+		shutdown()
+		return nil
 	}
 	return restart(o, mode, listeners, shutdown, log, reason)
 }

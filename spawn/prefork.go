@@ -1,0 +1,345 @@
+package spawn
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Prefork supervises worker processes that share listening sockets, as
+// flup's preforkserver did for runfcgi method=prefork: it keeps between
+// MinSpare and MaxSpare idle workers and at most MaxChildren in all,
+// replaces workers that exit (with back-off when they fail at start), and
+// on reload starts a new generation and retires the old one once the new
+// one is ready. The workers are Path run with Args and Env, Files as fd 3
+// onwards, and their control socket as the next descriptor, named by
+// EnvWorkerFD; see WorkerListener for their side.
+type Prefork struct {
+	Path  string
+	Args  []string // argv, Args[0] included
+	Env   []string
+	Files []*os.File // the listeners, passed as fd 3, 4, …
+
+	MinSpare    int // idle workers wanted; 0 = 1
+	MaxSpare    int // idle workers kept; 0 = MinSpare (at least)
+	MaxChildren int // worker processes at most; 0 = 50
+	// Grace is how long a retiring worker may finish its connection before
+	// it gets SIGTERM, and then how long it may drain before SIGKILL; 0 =
+	// 5s.
+	Grace time.Duration
+
+	Stdout, Stderr io.Writer // nil = discard
+	Log            *slog.Logger
+
+	// OnChange, when set, is called from Run's goroutine after every state
+	// change with the counts of live, idle and busy workers (tests, logs).
+	OnChange func(live, idle, busy int)
+}
+
+type workerState byte
+
+const (
+	stateStarting workerState = iota
+	stateIdle
+	stateBusy
+	stateQuitting // accepts no more; exits soon
+)
+
+type worker struct {
+	id, gen  int
+	pid      int
+	cmd      *exec.Cmd
+	ctl      net.Conn
+	cancel   context.CancelFunc // SIGTERM, then SIGKILL after Grace
+	state    workerState
+	ready    bool      // has reported idle once
+	retired  bool      // we asked it to retire
+	deadline time.Time // SIGTERM at this time when retired
+}
+
+type workerEvent struct {
+	w      *worker
+	state  byte // a control byte, or 0 for "exited"
+	exited bool
+	err    error
+}
+
+// Run supervises workers until ctx is done, then retires them all and
+// returns once every worker has exited. A value on reload starts a new
+// generation (the executable may have been replaced).
+func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
+	p.fill()
+	events := make(chan workerEvent, 16)
+	quit := make(chan struct{})
+	defer close(quit)
+
+	workers := map[*worker]bool{}
+	var nextID, gen, failures int
+	var nextSpawn time.Time
+	stopping := false
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+
+	retire := func(w *worker, now time.Time) {
+		if w.retired {
+			return
+		}
+		w.retired = true
+		w.deadline = now.Add(p.Grace)
+		w.ctl.Write([]byte{ctlQuit}) // an exited worker cannot read it; its exit event follows
+	}
+	spawn := func() error {
+		nextID++
+		w := &worker{id: nextID, gen: gen}
+		if err := p.start(w, events, quit); err != nil {
+			return err
+		}
+		workers[w] = true
+		p.Log.Debug("prefork: worker started", "worker", w.pid, "generation", w.gen)
+		return nil
+	}
+
+	for {
+		now := time.Now()
+		// Balance: count the current generation's available workers.
+		var live, avail, idle, busy, curReady int
+		for w := range workers {
+			live++
+			switch {
+			case w.state == stateBusy:
+				busy++
+			case w.state == stateIdle && !w.retired:
+				idle++
+			}
+			if w.gen == gen && !w.retired && (w.state == stateStarting || w.state == stateIdle) {
+				avail++
+				if w.state == stateIdle {
+					curReady++
+				}
+			}
+		}
+		if !stopping {
+			for avail < p.MinSpare && live < p.MaxChildren && !now.Before(nextSpawn) {
+				if err := spawn(); err != nil {
+					p.Log.Error("prefork: cannot start a worker", "err", err)
+					failures++
+					nextSpawn = now.Add(backoff(failures))
+					break
+				}
+				avail++
+				live++
+			}
+			// Too many idle ones in the current generation: retire extras.
+			extra := curReady - p.MaxSpare
+			for w := range workers {
+				if extra <= 0 {
+					break
+				}
+				if w.gen == gen && w.state == stateIdle && !w.retired {
+					retire(w, now)
+					extra--
+				}
+			}
+			// The old generation goes once the new one serves, or at once
+			// when it holds the slots the new one needs.
+			if curReady >= min(p.MinSpare, p.MaxChildren) || (avail < p.MinSpare && live >= p.MaxChildren) {
+				for w := range workers {
+					if w.gen != gen {
+						retire(w, now)
+					}
+				}
+			}
+		}
+		if p.OnChange != nil {
+			p.OnChange(live, idle, busy)
+		}
+		if stopping && len(workers) == 0 {
+			return nil
+		}
+
+		// Wake for the earliest of: a retired worker's SIGTERM, a spawn
+		// after back-off.
+		var wake time.Time
+		for w := range workers {
+			if w.retired && w.cancel != nil && (wake.IsZero() || w.deadline.Before(wake)) {
+				wake = w.deadline
+			}
+		}
+		if !stopping && avail < p.MinSpare && nextSpawn.After(now) && (wake.IsZero() || nextSpawn.Before(wake)) {
+			wake = nextSpawn
+		}
+		timer.Stop()
+		var tc <-chan time.Time
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), 0))
+			tc = timer.C
+		}
+
+		var done <-chan struct{}
+		if !stopping {
+			done = ctx.Done()
+		}
+		select {
+		case <-done:
+			stopping = true
+			p.Log.Info("prefork: stopping workers", "workers", len(workers))
+			for w := range workers {
+				retire(w, time.Now())
+			}
+		case _, ok := <-reload:
+			if !ok {
+				reload = nil
+				continue
+			}
+			gen++
+			failures, nextSpawn = 0, time.Time{}
+			p.Log.Info("prefork: starting a new generation of workers", "generation", gen)
+		case <-tc:
+			now := time.Now()
+			for w := range workers {
+				if w.retired && w.cancel != nil && !now.Before(w.deadline) {
+					p.Log.Info("prefork: worker still busy after retiring; sending SIGTERM", "worker", w.pid)
+					w.cancel()
+					w.cancel = nil
+				}
+			}
+		case ev := <-events:
+			w := ev.w
+			if !workers[w] {
+				continue
+			}
+			if ev.exited {
+				delete(workers, w)
+				w.ctl.Close()
+				if w.cancel != nil {
+					w.cancel()
+				}
+				switch {
+				case w.retired || w.state == stateQuitting:
+					failures = 0
+				case !w.ready:
+					failures++
+					nextSpawn = time.Now().Add(backoff(failures))
+					p.Log.Error("prefork: worker exited before serving", "worker", w.pid, "err", ev.err, "retry_in", backoff(failures))
+				default:
+					p.Log.Warn("prefork: worker exited unexpectedly; replacing it", "worker", w.pid, "err", ev.err)
+				}
+				continue
+			}
+			switch ev.state {
+			case ctlIdle:
+				w.state, w.ready = stateIdle, true
+				failures = 0
+			case ctlBusy:
+				w.state = stateBusy
+			case ctlQuit:
+				w.state = stateQuitting
+			}
+		}
+	}
+}
+
+func (p *Prefork) fill() {
+	if p.MinSpare < 1 {
+		p.MinSpare = 1
+	}
+	if p.MaxSpare < p.MinSpare {
+		p.MaxSpare = p.MinSpare
+	}
+	if p.MaxChildren < 1 {
+		p.MaxChildren = 50
+	}
+	if p.Grace <= 0 {
+		p.Grace = 5 * time.Second
+	}
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// backoff is the wait before starting a worker again after n failed starts.
+func backoff(n int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < n && d < 10*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 10*time.Second)
+}
+
+// start runs a worker with its control socket and the goroutines that
+// report its state changes and its exit on events.
+func (p *Prefork) start(w *worker, events chan<- workerEvent, quit <-chan struct{}) error {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("prefork: control socket: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "prefork-control")
+	theirs := os.NewFile(uintptr(fds[1]), "prefork-control-worker")
+	defer theirs.Close()
+	ctl, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		theirs.Close()
+		return fmt.Errorf("prefork: control socket: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, p.Path, p.Args[1:]...)
+	cmd.Args[0] = p.Args[0]
+	cmd.Env = append(append([]string(nil), p.Env...), EnvWorkerFD+"="+strconv.Itoa(3+len(p.Files)))
+	cmd.ExtraFiles = append(append([]*os.File(nil), p.Files...), theirs)
+	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = p.Grace
+	if err := cmd.Start(); err != nil {
+		cancel()
+		ctl.Close()
+		return fmt.Errorf("prefork: start worker: %w", err)
+	}
+	w.cmd, w.ctl, w.cancel, w.pid = cmd, ctl, cancel, cmd.Process.Pid
+
+	send := func(ev workerEvent) bool {
+		select {
+		case events <- ev:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	readDone := make(chan struct{})
+	go func() { // ends at EOF: the worker exited, or Run closed ctl
+		defer close(readDone)
+		b := make([]byte, 64)
+		for {
+			n, err := ctl.Read(b)
+			for _, c := range b[:n] {
+				if !send(workerEvent{w: w, state: c}) {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		err := cmd.Wait()
+		// Report its last state changes first. EOF follows the exit
+		// unless the worker leaked its control socket to a child of its
+		// own; the deadline only bounds that case.
+		select {
+		case <-readDone:
+		case <-time.After(time.Second):
+		}
+		send(workerEvent{w: w, exited: true, err: err})
+	}()
+	return nil
+}
