@@ -18,7 +18,8 @@ import (
 type conn struct {
 	srv        *Server
 	rwc        net.Conn
-	closed     bool // guarded by srv.mu
+	closed     bool               // guarded by srv.mu
+	cancel     context.CancelFunc // cancels the connection's requests; nil in tests
 	packetSize int
 
 	br     *bufio.Reader

@@ -21,7 +21,12 @@ const (
 	lingerTimeout = 2 * time.Second
 )
 
-// Server serves AJP13 connections with an http.Handler.
+// Server serves AJP13 connections with an http.Handler. Request attributes
+// outside a small allow-list (AJP_REMOTE_PORT, AJP_LOCAL_ADDR,
+// AJP_SSL_PROTOCOL, JK_LB_ACTIVATION) get 403 and a closed connection. The
+// front end's remote_user and auth_type reach the handler only through
+// Params, never as headers. A Shutdown packet is never acted on: like any
+// unexpected packet it closes the connection.
 type Server struct {
 	Handler  http.Handler // required; DefaultServeMux is never used
 	ErrorLog *slog.Logger // nil discards
@@ -134,15 +139,18 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		c := &conn{srv: s, rwc: rw}
+		cctx, cancel := context.WithCancel(ctx)
+		c := &conn{srv: s, rwc: rw, cancel: cancel}
 		if !s.track(c) {
+			cancel()
 			rw.Close()
 			return ErrServerClosed
 		}
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
-			c.serve(ctx)
+			defer cancel()
+			c.serve(cctx)
 		}()
 	}
 }
@@ -260,12 +268,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting and closes every connection at once, then waits for
-// the connection goroutines to return.
+// Close stops accepting, cancels every request's context, closes every
+// connection at once, then waits for the connection goroutines to return:
+// a handler that ignores both its context and write errors holds Close up.
 func (s *Server) Close() error {
 	s.beginClose()
 	s.mu.Lock()
 	for c := range s.conns {
+		if c.cancel != nil {
+			c.cancel()
+		}
 		if !c.closed {
 			c.closed = true
 			c.rwc.Close()

@@ -556,3 +556,43 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("read %v, want EOF from the idle timeout", err)
 	}
 }
+
+func TestCloseCancelsRequests(t *testing.T) {
+	entered := make(chan struct{})
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+	})}
+	addr := listen(t, s)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(get("/").bytes())
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return: request context not cancelled")
+	}
+}
+
+// BenchmarkRequest serves one typical mod_proxy_ajp request per iteration on
+// a reused connection, in memory.
+func BenchmarkRequest(b *testing.B) {
+	one := get("/a", hdr{0xA00E, "", "bench"}, hdr{0xA001, "", "*/*"}, hdr{0xA009, "", "a=1; b=2"}).
+		with(attr{attrQueryString, "", "b=c"}).bytes()
+	in := string(bytes.Repeat(one, 100))
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello")
+	})}
+	b.ReportAllocs()
+	for b.Loop() {
+		serveRaw(s, in)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/request")
+}

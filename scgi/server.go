@@ -128,15 +128,18 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		c := &conn{srv: s, rwc: rw}
+		cctx, cancel := context.WithCancel(ctx)
+		c := &conn{srv: s, rwc: rw, cancel: cancel}
 		if !s.track(c) {
+			cancel()
 			rw.Close()
 			return ErrServerClosed
 		}
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
-			c.serve(ctx)
+			defer cancel()
+			c.serve(cctx)
 		}()
 	}
 }
@@ -233,12 +236,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting and closes every connection at once, then waits for
-// the connection goroutines to return.
+// Close stops accepting, cancels every request's context, closes every
+// connection at once, then waits for the connection goroutines to return:
+// a handler that ignores both its context and write errors holds Close up.
 func (s *Server) Close() error {
 	s.beginClose()
 	s.mu.Lock()
 	for c := range s.conns {
+		if c.cancel != nil {
+			c.cancel()
+		}
 		if !c.closed {
 			c.closed = true
 			c.rwc.Close()
@@ -253,7 +260,8 @@ func (s *Server) Close() error {
 type conn struct {
 	srv    *Server
 	rwc    net.Conn
-	closed bool // guarded by srv.mu
+	cancel context.CancelFunc // cancels the connection's requests; nil in tests
+	closed bool               // guarded by srv.mu
 }
 
 func (c *conn) serve(ctx context.Context) {

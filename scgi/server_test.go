@@ -500,3 +500,35 @@ func TestAcceptEMFILEBacksOff(t *testing.T) {
 		t.Fatalf("Serve = %v", err)
 	}
 }
+
+func TestCloseCancelsRequests(t *testing.T) {
+	entered := make(chan struct{})
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+	})}
+	addr := listen(t, s)
+	go dialRaw(addr, req("", get...))
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return: request context not cancelled")
+	}
+}
+
+// BenchmarkRequest serves one typical nginx request per iteration, in memory.
+func BenchmarkRequest(b *testing.B) {
+	in := req("", with("HTTP_USER_AGENT", "bench", "HTTP_ACCEPT", "*/*", "HTTP_COOKIE", "a=1; b=2",
+		"SERVER_NAME", "example.com", "SERVER_PORT", "80", "DOCUMENT_ROOT", "/srv", "QUERY_STRING", "b=c")...)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello")
+	})}
+	b.ReportAllocs()
+	for b.Loop() {
+		serveRaw(s, in)
+	}
+}
