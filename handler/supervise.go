@@ -47,6 +47,10 @@ const (
 // stopped: idle, ctx cancelled, or [app] command removed from the config. It
 // returns nil at once when another supervisor already runs for the site.
 func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
+	configPath, err := filepath.Abs(configPath)
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(configPath)
 	if err != nil {
 		return err
