@@ -674,3 +674,19 @@ func execTestClient(cfgPath string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "FCGISHIM_TEST_CLIENT="+cfgPath)
 	return cmd
 }
+
+// {port} gives a loopback port; ready_path is asked before forwarding.
+func TestProxyPortAndReadyPath(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", fmt.Sprintf("command = [%q, \"app\", \"{port}\"]\nready_path = \"/ready\"\n", os.Args[0]))
+	_, srv := s.handler()
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/p", nil)
+	e, _ := getEcho(t, req)
+	if e.Path != "/mysite/p" {
+		t.Errorf("path %q", e.Path)
+	}
+	st, err := readState(s.runDir)
+	if err != nil || !strings.HasPrefix(st.Addr, "tcp:127.0.0.1:") {
+		t.Errorf("state %+v, %v", st, err)
+	}
+}
