@@ -156,15 +156,18 @@ func (s *Server) getBodyBuf() []byte {
 
 func (s *Server) putBodyBuf(b []byte) { s.bodyPool.Put(&b) }
 
-func (s *Server) getParamsBuf() []byte {
+func (s *Server) getParamsBuf() *[]byte {
 	if p, ok := s.paramsPool.Get().(*[]byte); ok {
-		return (*p)[:0]
+		return p
 	}
-	return make([]byte, 0, 4<<10)
+	b := make([]byte, 0, 4<<10)
+	return &b
 }
 
-func (s *Server) putParamsBuf(b []byte) {
+// putParamsBuf returns p to the pool with b, its grown contents.
+func (s *Server) putParamsBuf(p *[]byte, b []byte) {
 	if cap(b) <= 64<<10 {
-		s.paramsPool.Put(&b)
+		*p = b[:0]
+		s.paramsPool.Put(p)
 	}
 }

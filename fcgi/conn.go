@@ -297,8 +297,9 @@ func (c *conn) params(id uint16, n int) error {
 		c.respondError(r, 431)
 		return errors.New("fcgi: FCGI_PARAMS too large")
 	}
-	if r.pbuf == nil {
-		r.pbuf = c.s.getParamsBuf()
+	if r.pbufp == nil {
+		r.pbufp = c.s.getParamsBuf()
+		r.pbuf = (*r.pbufp)[:0]
 	}
 	for n > 0 {
 		b, err := c.chunk(n)
@@ -313,8 +314,10 @@ func (c *conn) params(id uint16, n int) error {
 
 func (c *conn) endParams(r *request) error {
 	raw := string(r.pbuf)
-	c.s.putParamsBuf(r.pbuf)
-	r.pbuf = nil
+	if r.pbufp != nil {
+		c.s.putParamsBuf(r.pbufp, r.pbuf)
+		r.pbuf, r.pbufp = nil, nil
+	}
 	c.mu.Lock()
 	r.inHeader = false
 	c.inHeader--

@@ -31,8 +31,9 @@ type request struct {
 	inHeader bool // guarded by c.mu
 	ended    atomic.Bool
 
-	pbuf []byte // PARAMS accumulated so far (pooled)
-	raw  string // the whole PARAMS stream
+	pbuf  []byte  // PARAMS accumulated so far (pooled)
+	pbufp *[]byte // pbuf's pool entry
+	raw   string  // the whole PARAMS stream
 
 	req    *http.Request
 	url    url.URL
@@ -73,9 +74,9 @@ func (r *request) claim() bool { return r.ended.CompareAndSwap(false, true) }
 
 // release returns pooled buffers. Called once, when nothing else uses r.
 func (r *request) release() {
-	if r.pbuf != nil {
-		r.c.s.putParamsBuf(r.pbuf)
-		r.pbuf = nil
+	if r.pbufp != nil {
+		r.c.s.putParamsBuf(r.pbufp, r.pbuf)
+		r.pbuf, r.pbufp = nil, nil
 	}
 	r.body.Close()
 	if r.cancel != nil {
@@ -312,26 +313,25 @@ func (r *request) build(raw string) (int, error) {
 	if n := nHeaders + btoi(ctype != "") + btoi(haveCL); n > 0 {
 		hdr = make(http.Header, n)
 		vals := make([]string, 0, n)
-		add := func(k, v string) {
-			vals = append(vals, v)
-			hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
-		}
 		if nHeaders > 0 {
 			for s := raw; len(s) > 0; {
 				name, value, rest, _ := nextPair(s)
 				s = rest
 				if strings.HasPrefix(name, "HTTP_") && !droppedHeader(name) {
 					if k := headerKey(name[5:]); k != "" {
-						add(k, value)
+						vals = append(vals, value)
+						hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 					}
 				}
 			}
 		}
 		if ctype != "" {
-			add("Content-Type", ctype)
+			vals = append(vals, ctype)
+			hdr["Content-Type"] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
 		if haveCL {
-			add("Content-Length", clen)
+			vals = append(vals, clen)
+			hdr["Content-Length"] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
 	} else {
 		hdr = http.Header{}
