@@ -37,12 +37,6 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	if len(listeners) > 1 {
 		log.Warn("prefork serves the first listener only", "listeners", len(listeners))
 	}
-	f, err := spawn.File(listeners[0])
-	if err != nil {
-		return fmt.Errorf("prefork: %w", err)
-	}
-	defer f.Close()
-
 	mode := spawn.ModeExternal
 	if o.Listen == "" {
 		mode = spawn.ModeSocketActivation
@@ -54,7 +48,7 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
 	}
 	pool := &spawn.Prefork{
-		Path: o.Executable, Args: o.Args, Env: env, Files: []*os.File{f},
+		Path: o.Executable, Args: o.Args, Env: env, Listeners: listeners[:1],
 		MinSpare: o.MinSpare, MaxSpare: o.MaxSpare, MaxChildren: o.MaxChildren,
 		Grace: 2 * grace, Stdout: o.Stdout, Stderr: o.Stderr, Log: log,
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Prefork supervises worker processes that share listening sockets, as
@@ -18,14 +20,15 @@ import (
 // MinSpare and MaxSpare idle workers and at most MaxChildren in all,
 // replaces workers that exit (with back-off when they fail at start), and
 // on reload starts a new generation and retires the old one once the new
-// one is ready. The workers are Path run with Args and Env, Files as fd 3
-// onwards, and their control socket as the next descriptor, named by
-// EnvWorkerFD; see WorkerListener for their side.
+// one is ready. The workers are Path run with Args and Env, Listeners as
+// fd 3 onwards, and their control socket as the next descriptor, named by
+// EnvWorkerFD; see WorkerListener for their side. The listeners stay open
+// here, unused, so that connections queue while no worker accepts.
 type Prefork struct {
-	Path  string
-	Args  []string // argv, Args[0] included
-	Env   []string
-	Files []*os.File // the listeners, passed as fd 3, 4, …
+	Path      string
+	Args      []string // argv, Args[0] included
+	Env       []string
+	Listeners []net.Listener
 
 	MinSpare    int // idle workers wanted; 0 = 1
 	MaxSpare    int // idle workers kept; 0 = MinSpare (at least)
@@ -76,6 +79,18 @@ type workerEvent struct {
 // generation (the executable may have been replaced).
 func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
 	p.fill()
+	files := make([]*os.File, len(p.Listeners))
+	for i, l := range p.Listeners {
+		f, err := inheritable(l)
+		if err != nil {
+			for _, f := range files[:i] {
+				f.Close()
+			}
+			return fmt.Errorf("prefork: %w", err)
+		}
+		defer f.Close()
+		files[i] = f
+	}
 	events := make(chan workerEvent, 16)
 	quit := make(chan struct{})
 	defer close(quit)
@@ -98,7 +113,7 @@ func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
 	spawn := func() error {
 		nextID++
 		w := &worker{id: nextID, gen: gen}
-		if err := p.start(w, events, quit); err != nil {
+		if err := p.start(w, files, events, quit); err != nil {
 			return err
 		}
 		workers[w] = true
@@ -275,7 +290,7 @@ func backoff(n int) time.Duration {
 
 // start runs a worker with its control socket and the goroutines that
 // report its state changes and its exit on events.
-func (p *Prefork) start(w *worker, events chan<- workerEvent, quit <-chan struct{}) error {
+func (p *Prefork) start(w *worker, files []*os.File, events chan<- workerEvent, quit <-chan struct{}) error {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("prefork: control socket: %w", err)
@@ -293,8 +308,8 @@ func (p *Prefork) start(w *worker, events chan<- workerEvent, quit <-chan struct
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, p.Path, p.Args[1:]...)
 	cmd.Args[0] = p.Args[0]
-	cmd.Env = append(append([]string(nil), p.Env...), EnvWorkerFD+"="+strconv.Itoa(3+len(p.Files)))
-	cmd.ExtraFiles = append(append([]*os.File(nil), p.Files...), theirs)
+	cmd.Env = append(append([]string(nil), p.Env...), EnvWorkerFD+"="+strconv.Itoa(3+len(files)))
+	cmd.ExtraFiles = append(append([]*os.File(nil), files...), theirs)
 	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -342,4 +357,38 @@ func (p *Prefork) start(w *worker, events chan<- workerEvent, quit <-chan struct
 		send(workerEvent{w: w, exited: true, err: err})
 	}()
 	return nil
+}
+
+// inheritable returns a duplicate of l's descriptor to pass to workers. It
+// must not be an *os.File in non-blocking mode: starting a process calls
+// Fd on it, which switches the shared file description to blocking, and a
+// worker blocked in accept(2) could then not stop accepting when retired.
+func inheritable(l net.Listener) (*os.File, error) {
+	if al, ok := l.(*allowListener); ok {
+		l = al.Listener
+	}
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener %s cannot export its descriptor", l.Addr())
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listener: %w", derr)
+	}
+	// NewFile on a blocking descriptor gives a File that Fd leaves alone;
+	// then the description goes back to non-blocking, as every accepting
+	// process here wants it.
+	syscall.SetNonblock(dup, false)
+	f := os.NewFile(uintptr(dup), "listener")
+	syscall.SetNonblock(dup, true)
+	return f, nil
 }
