@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/fcgishim/fcgishim/handler"
 	"github.com/fcgishim/fcgishim/shim"
@@ -81,6 +83,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		if err := fs.Parse(rest); err != nil {
 			return usageError{err.Error()}
 		}
+		// The supervisor outlives the copy that started it; SIGTERM must
+		// stop its app gracefully rather than kill it outright.
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
 		return handler.Supervise(ctx, *cfg, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "fcgishim", shim.Version)

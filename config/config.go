@@ -49,7 +49,8 @@ type App struct {
 	Log          string   `toml:"log"`           // file for the app's output; "" = our stderr
 	RuntimeDir   string   `toml:"runtime_dir"`   // private state dir; "" = derived
 	// IdleStop stops the shared app after this long without any copy of
-	// mysite.fcgi alive; 0 = 30s.
+	// mysite.fcgi alive; 0 = 15s (so the app is gone within 30 s of the web
+	// server stopping, stop_grace included).
 	IdleStop Duration `toml:"idle_stop"`
 	// PassHeaders lets X-Sendfile / X-Accel-* response headers from the app
 	// through to the web server. Off by default.

@@ -209,7 +209,7 @@ func (s *supervisor) run(ctx context.Context) error {
 
 	idle := s.cfg.App.IdleStop.Duration
 	if idle <= 0 {
-		idle = 30 * time.Second
+		idle = 15 * time.Second
 	}
 	tick := time.NewTicker(min(max(idle/5, 20*time.Millisecond), time.Second))
 	var idleSince time.Time
