@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgishim/fcgishim/ajp"
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/fcgi"
 	"github.com/fcgishim/fcgishim/handler"
@@ -427,6 +428,9 @@ func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Lo
 	case "scgi":
 		return &scgi.Server{Handler: h, ErrorLog: log, MaxHeaderBytes: lim.MaxHeaderBytes, MaxBodyBytes: lim.MaxBodyBytes,
 			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, scgi.Params
+	case "ajp":
+		return &ajp.Server{Handler: h, ErrorLog: log, Secret: cfg.Server.Secret, MaxBodyBytes: lim.MaxBodyBytes,
+			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, ajp.Params
 	case "http":
 		return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, nil
 	default:
@@ -493,7 +497,7 @@ func cfgSummary(path string, err error) string {
 }
 
 func isServerClosed(err error) bool {
-	for _, target := range []error{fcgi.ErrServerClosed, scgi.ErrServerClosed, http.ErrServerClosed} {
+	for _, target := range []error{fcgi.ErrServerClosed, scgi.ErrServerClosed, ajp.ErrServerClosed, http.ErrServerClosed} {
 		if errors.Is(err, target) {
 			return true
 		}
