@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	wire "encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgishim/fcgishim/internal/peer"
+)
+
+// children returns the PIDs of pid's live child processes, from /proc.
+func children(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may contain spaces.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// pollUntil polls cond until it holds, failing t after d.
+func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: still not %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+}
+
+// minspare/maxspare/maxchildren: idle workers start at minspare, held
+// connections (one per worker) grow the pool up to maxchildren and never
+// beyond, and idle ones above maxspare are retired once released.
+func TestPreforkWorkerCounts(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
+		"minspare=2", "maxspare=3", "maxchildren=4")
+	sup := cmd.Process.Pid
+
+	var most atomic.Int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if n := int64(len(children(sup))); n > most.Load() {
+				most.Store(n)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(5 * time.Millisecond): // sampling interval
+			}
+		}
+	}()
+	defer func() { close(stopSampling); <-sampled }()
+
+	pollUntil(t, 10*time.Second, "2 workers (minspare)", func() bool { return len(children(sup)) == 2 })
+	// A connection without a request occupies a worker (one at a time).
+	var conns []net.Conn
+	for i := 0; i < 6; i++ {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	pollUntil(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
+	for _, c := range conns {
+		c.Close()
+	}
+	pollUntil(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(children(sup)) == 3 })
+	if m := most.Load(); m > 4 {
+		t.Errorf("saw %d worker processes; maxchildren=4", m)
+	}
+}
+
+// maxrequests=10 under 200 requests through nginx: none lost, no worker
+// serves more than 10, and the workers are replaced (many PIDs).
+func TestPreforkMaxRequestsRecycling(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
+		"umask=000", "minspare=2", "maxspare=4", "maxchildren=6", "maxrequests=10")
+	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass unix:%s; }`, sock))
+	c := &http.Client{Timeout: 20 * time.Second}
+	var mu sync.Mutex
+	perPID := map[int]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			perPID[in.PID]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.Fatal(srv.Log())
+	}
+	for pid, n := range perPID {
+		if n > 10 {
+			t.Errorf("worker %d served %d requests; maxrequests=10", pid, n)
+		}
+	}
+	if len(perPID) < 20 {
+		t.Errorf("200 requests were served by %d workers; with maxrequests=10 want at least 20", len(perPID))
+	}
+	t.Logf("200 requests, 0 failed, %d worker PIDs", len(perPID))
+}
+
+// SIGKILL of the supervisor: its workers go within a few seconds
+// (Pdeathsig, and the control socket's EOF).
+func TestPreforkWorkersDieWithSupervisor(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "minspare=3", "maxspare=3")
+	sup := cmd.Process.Pid
+	pollUntil(t, 10*time.Second, "3 workers", func() bool { return len(children(sup)) == 3 })
+	workers := children(sup)
+	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 5*time.Second, fmt.Sprintf("workers %v gone", workers), func() bool {
+		for _, w := range workers {
+			if alive(w) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Django's way of stopping a daemon, `kill $(cat pidfile)`: a request in
+// flight is finished, then the supervisor and workers exit and the pidfile
+// and socket are removed.
+func TestPreforkKillPidfileDrains(t *testing.T) {
+	dir := peer.Dir(t)
+	bin := install(t, dir, "mysite.fcgi")
+	sock := filepath.Join(dir, "mysite.sock")
+	pidfile := filepath.Join(dir, "django.pid")
+	errlog := filepath.Join(dir, "err.log")
+	out, err := exec.Command(bin, "runfcgi", "method=prefork", "socket="+sock, "pidfile="+pidfile,
+		"errlog="+errlog, "minspare=2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("runfcgi: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	t.Cleanup(func() { syscall.Kill(sup, syscall.SIGKILL) })
+	pollUntil(t, 10*time.Second, "2 workers", func() bool { return len(children(sup)) == 2 })
+	workers := children(sup)
+
+	// A request whose body is half sent when the stop comes.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	writeRecord(c, 1, beginRequest)
+	writeRecord(c, 4, params("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "5", "REQUEST_URI", "/drain",
+		"SCRIPT_NAME", "", "PATH_INFO", "/drain", "SERVER_PROTOCOL", "HTTP/1.1", "HTTP_ACCEPT", "application/json"))
+	writeRecord(c, 4, nil)
+	writeRecord(c, 5, []byte("hel"))
+	// The worker holds the connection before the stop comes.
+	pollUntil(t, 10*time.Second, "a worker serving", func() bool { return len(children(sup)) == 3 })
+
+	if err := syscall.Kill(sup, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 10*time.Second, "the supervisor stopping", func() bool {
+		b, _ := os.ReadFile(errlog)
+		return bytes.Contains(b, []byte("prefork: stopping workers"))
+	})
+	writeRecord(c, 5, []byte("lo"))
+	writeRecord(c, 5, nil)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := readResponse(c)
+	if err != nil || !strings.Contains(resp, `"body_bytes": 5`) {
+		t.Fatalf("in-flight request: %v\n%s", err, resp)
+	}
+	pollUntil(t, 15*time.Second, "supervisor and workers gone", func() bool {
+		if alive(sup) {
+			return false
+		}
+		for _, w := range workers {
+			if alive(w) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, p := range []string{pidfile, sock} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s left behind", p)
+		}
+	}
+}
+
+// A minimal FastCGI client for holding a request open at a chosen point.
+var beginRequest = []byte{0, 1, 0, 0, 0, 0, 0, 0} // role Responder, no keep-conn
+
+func writeRecord(w io.Writer, typ byte, body []byte) {
+	h := []byte{1, typ, 0, 1, 0, 0, 0, 0}
+	wire.BigEndian.PutUint16(h[4:], uint16(len(body)))
+	w.Write(append(h, body...))
+}
+
+func params(kv ...string) []byte {
+	var b []byte
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = append(b, byte(len(kv[i])), byte(len(kv[i+1])))
+		b = append(b, kv[i]...)
+		b = append(b, kv[i+1]...)
+	}
+	return b
+}
+
+// readResponse returns the STDOUT stream up to END_REQUEST.
+func readResponse(r io.Reader) (string, error) {
+	var out bytes.Buffer
+	h := make([]byte, 8)
+	for {
+		if _, err := io.ReadFull(r, h); err != nil {
+			return out.String(), err
+		}
+		n := int(wire.BigEndian.Uint16(h[4:])) + int(h[6])
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return out.String(), err
+		}
+		switch h[1] {
+		case 6:
+			out.Write(body[:n-int(h[6])])
+		case 3:
+			return out.String(), nil
+		}
+	}
+}
