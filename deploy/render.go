@@ -265,7 +265,12 @@ func lighttpd(p Params) (string, error) {
 	}
 	b.WriteString("server.modules += ( \"mod_alias\", \"mod_fastcgi\" )\n")
 	site := func(indent string, dir, socket string) {
-		fmt.Fprintf(&b, "%sserver.document-root = %q\n", indent, dir)
+		if indent == "" {
+			// lighttpd.conf sets it already; a second assignment is an error.
+			fmt.Fprintf(&b, "# server.document-root = %q  (where lighttpd.conf sets it)\n", dir)
+		} else {
+			fmt.Fprintf(&b, "%sserver.document-root = %q\n", indent, dir)
+		}
 		ds := p.StaticDirs()
 		if len(ds) > 0 {
 			fmt.Fprintf(&b, "%salias.url += (\n", indent)

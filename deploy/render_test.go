@@ -95,7 +95,7 @@ func TestTargetContents(t *testing.T) {
 		{"apache-fastcgi-external", unix, []string{"FastCGIExternalServer /home/ann/public_html/blog/blog.fcgi -socket /home/ann/public_html/blog/blog.sock",
 			"RewriteEngine On", "RewriteCond %{DOCUMENT_ROOT}%{REQUEST_URI} !-f", "RewriteRule ^(/.*)?$ /blog.fcgi$1 [QSA,L,PT]"}},
 		{"apache-fastcgi-external", tcp, []string{"-host 127.0.0.1:3033"}},
-		{"lighttpd", unix, []string{`"mod_fastcgi"`, `server.document-root = "/home/ann/public_html/blog"`, `"/" => (`,
+		{"lighttpd", unix, []string{`"mod_fastcgi"`, `# server.document-root = "/home/ann/public_html/blog"`, `"/" => (`,
 			`"socket" => "/home/ann/public_html/blog/blog.sock"`, `"check-local" => "disable"`, `"fix-root-scriptname" => "enable"`}},
 		{"lighttpd", tcp, []string{`"host" => "127.0.0.1"`, `"port" => 3033`}},
 		{"lighttpd", Params{Sites: []Site{{"www.example1.com", "/foo/site1"}, {"www.example2.com", "/foo/site2"}}},

@@ -1,0 +1,486 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgishim/fcgishim/deploy"
+	"github.com/fcgishim/fcgishim/internal/peer"
+)
+
+// Each deploy target is checked by its server's own config checker and
+// served live: the generated text is used unedited (only flags inject test
+// ports and paths), with the real binary as the backend.
+
+// deployOut runs `mysite.fcgi deploy TARGET args…` and returns what it printed.
+func deployOut(t *testing.T, target string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"deploy", target}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("deploy %s %v: %v\n%s", target, args, err, stderr.String())
+	}
+	return string(out)
+}
+
+// deployProc is a process started by a test, stopped (SIGTERM, then SIGKILL) at
+// cleanup.
+type deployProc struct {
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan error
+}
+
+func deployStart(t *testing.T, cmd *exec.Cmd) *deployProc {
+	t.Helper()
+	p := &deployProc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", cmd.Args, err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	})
+	return p
+}
+
+// deployWaitDial polls until network/addr accepts a connection.
+func deployWaitDial(t *testing.T, p *deployProc, network, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout(network, addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("%v exited: %v\n%s", p.cmd.Args, err, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s not accepting: %v\n%s", network, addr, err, p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness
+	}
+}
+
+// backend installs the binary in dir and runs it as an external FastCGI
+// server on listen ("unix:/path" or host:port). Its unix socket is made
+// world-connectable (Apache's children run as www-data).
+func deployBackend(t *testing.T, dir, listen string) *deployProc {
+	t.Helper()
+	bin := install(t, dir, "mysite.fcgi")
+	p := deployStart(t, exec.Command(bin, "serve", "--listen", listen, "--protocol", "fcgi"))
+	if path, ok := strings.CutPrefix(listen, "unix:"); ok {
+		deployWaitDial(t, p, "unix", path)
+		// --umask 0 means "the default" (077) to serve; open it up here.
+		if err := os.Chmod(path, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		deployWaitDial(t, p, "tcp", listen)
+	}
+	return p
+}
+
+// deployInfo polls url until the info page answers (a server may still be
+// starting its workers), then returns it. host, when set, is the Host header.
+func deployInfo(t *testing.T, url, host string, logs func() string) infoJSON {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		in, err := deployGetInfo(c, url, host)
+		if err == nil {
+			return in
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s (Host %q): %v\n%s", url, host, err, logs())
+		}
+		time.Sleep(50 * time.Millisecond) // polling for readiness
+	}
+}
+
+func deployGetInfo(c *http.Client, url, host string) (infoJSON, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return infoJSON{}, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		return infoJSON{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return infoJSON{}, err
+	}
+	if resp.StatusCode != 200 {
+		return infoJSON{}, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return deployDecode(b)
+}
+
+func deployDecode(b []byte) (infoJSON, error) {
+	var in infoJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return in, fmt.Errorf("decode %q: %v", b, err)
+	}
+	return in, nil
+}
+
+func deployWant(t *testing.T, what string, in infoJSON, mode, script, pathInfo string) {
+	t.Helper()
+	if in.Mode != mode || in.ScriptName != script || in.PathInfo != pathInfo {
+		t.Errorf("%s: mode=%q script_name=%q path_info=%q; want %q %q %q", what, in.Mode, in.ScriptName, in.PathInfo, mode, script, pathInfo)
+	}
+}
+
+func TestDeployHtaccessFcgidLive(t *testing.T) {
+	root := peer.Dir(t)
+	install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fcgid")), 0o644)
+	sub := filepath.Join(root, "app")
+	os.Mkdir(sub, 0o755)
+	install(t, sub, "mysite.fcgi")
+	os.WriteFile(filepath.Join(sub, ".htaccess"), []byte(deployOut(t, "htaccess-fcgid")), 0o644)
+	srv := sharedHost(t, root, "")
+	in := deployInfo(t, srv.URL+"/foo/bar?x=1", "", srv.Log)
+	deployWant(t, "root", in, "fastcgi-stdin", "", "/foo/bar")
+	in = deployInfo(t, srv.URL+"/app/admin/", "", srv.Log)
+	deployWant(t, "subdirectory", in, "fastcgi-stdin", "/app", "/admin/")
+}
+
+func TestDeployHtaccessCGILive(t *testing.T) {
+	root := peer.Dir(t)
+	install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-cgi")), 0o644)
+	srv := peer.Apache(t, []string{"mpm_prefork", "cgi", "rewrite"}, fmt.Sprintf(`
+DocumentRoot %[1]s
+<Directory %[1]s>
+    AllowOverride All
+    Require all granted
+</Directory>
+`, root))
+	in := deployInfo(t, srv.URL+"/foo/bar", "", srv.Log)
+	deployWant(t, "cgi", in, "cgi", "", "/foo/bar")
+}
+
+// mod_fastcgi is not packaged for Debian 12 (or any current distribution):
+// the .htaccess is checked by apache2 -t in a <Directory> section (every
+// line but the handler name is mod_mime/mod_rewrite syntax); serving it live
+// needs the module.
+func TestDeployHtaccessFastCGISyntax(t *testing.T) {
+	root := peer.Dir(t)
+	ht := deployOut(t, "htaccess-fastcgi")
+	srv := peer.Apache(t, []string{"rewrite"}, fmt.Sprintf("DocumentRoot %[1]s\n<Directory %[1]s>\n%[2]s</Directory>\n", root, ht))
+	srv.Stop()
+	if _, err := os.Stat("/usr/lib/apache2/modules/mod_fastcgi.so"); err != nil {
+		t.Skip("mod_fastcgi is not packaged in Debian 12: htaccess-fastcgi checked by apache2 -t only, not served live")
+	}
+}
+
+func TestDeployApacheFcgidLive(t *testing.T) {
+	for _, prefix := range []string{"", "/blog"} {
+		t.Run("prefix="+prefix, func(t *testing.T) {
+			dir := peer.Dir(t)
+			install(t, dir, "mysite.fcgi")
+			port := peer.FreePort(t)
+			conf := deployOut(t, "apache-fcgid", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
+			srv := peer.Apache(t, []string{"fcgid", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\nFcgidIPCDir {{DIR}}/fcgid\nFcgidProcessTableFile {{DIR}}/fcgid_shm\n%s", port, conf))
+			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y", port, prefix)
+			in := deployInfo(t, url, "", srv.Log)
+			deployWant(t, url, in, "fastcgi-stdin", prefix, "/x/y")
+			// FcgidMaxRequestLen 1 GiB: a 1 MiB upload passes (128 KiB is the default).
+			body := make([]byte, 1<<20)
+			in, _, err := getInfo(&http.Client{Timeout: 20 * time.Second}, "POST", url, bytesReader(body))
+			if err != nil || in.BodyBytes != int64(len(body)) {
+				t.Errorf("POST 1 MiB: body_bytes=%d err=%v\n%s", in.BodyBytes, err, srv.Log())
+			}
+		})
+	}
+}
+
+func TestDeployApacheProxyFcgiLive(t *testing.T) {
+	for _, prefix := range []string{"", "/blog"} {
+		t.Run("prefix="+prefix, func(t *testing.T) {
+			dir := peer.Dir(t)
+			sock := filepath.Join(dir, "mysite.sock")
+			be := deployBackend(t, dir, "unix:"+sock)
+			port := peer.FreePort(t)
+			conf := deployOut(t, "apache-proxy-fcgi", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
+			srv := peer.Apache(t, []string{"proxy", "proxy_fcgi", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
+			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y", port, prefix)
+			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
+			deployWant(t, url, in, "external", prefix, "/x/y")
+			if in.PID != be.cmd.Process.Pid {
+				t.Errorf("pid %d, want the backend's %d", in.PID, be.cmd.Process.Pid)
+			}
+		})
+	}
+}
+
+// FastCGIExternalServer needs mod_fastcgi, which Debian 12 does not package.
+func TestDeployApacheFastCGIExternal(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/apache2/modules/mod_fastcgi.so"); err != nil {
+		t.Skip("mod_fastcgi is not packaged in Debian 12: apache-fastcgi-external cannot be checked by apache2 -t or served")
+	}
+	dir := peer.Dir(t)
+	be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
+	port := peer.FreePort(t)
+	conf := deployOut(t, "apache-fastcgi-external", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	srv := peer.Apache(t, []string{"fastcgi", "rewrite", "alias", "actions"}, fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
+	in := deployInfo(t, fmt.Sprintf("http://127.0.0.1:%d/x/y", port), "", func() string { return srv.Log() + be.out.String() })
+	deployWant(t, "fastcgi-external", in, "external", "", "/x/y")
+}
+
+func TestDeployLighttpdLive(t *testing.T) {
+	dir := peer.Dir(t)
+	be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
+	conf := deployOut(t, "lighttpd", "--dir", dir)
+	srv := peer.Lighttpd(t, conf)
+	in := deployInfo(t, srv.URL+"/x/y", "", func() string { return srv.Log() + be.out.String() })
+	deployWant(t, "lighttpd", in, "external", "", "/x/y")
+}
+
+// Several sites on one lighttpd, chosen by $HTTP["host"] as in the guide.
+func TestDeployLighttpdSitesLive(t *testing.T) {
+	a, b := peer.Dir(t), peer.Dir(t)
+	beA := deployBackend(t, a, "unix:"+filepath.Join(a, "mysite.sock"))
+	beB := deployBackend(t, b, "unix:"+filepath.Join(b, "mysite.sock"))
+	conf := deployOut(t, "lighttpd", "--sites", "www.example1.com="+a+",www.example2.com="+b)
+	srv := peer.Lighttpd(t, conf)
+	for host, be := range map[string]*deployProc{"www.example1.com": beA, "www.example2.com": beB} {
+		in := deployInfo(t, srv.URL+"/x", host, srv.Log)
+		deployWant(t, host, in, "external", "", "/x")
+		if in.PID != be.cmd.Process.Pid {
+			t.Errorf("%s: served by pid %d, want %d", host, in.PID, be.cmd.Process.Pid)
+		}
+	}
+}
+
+func TestDeployNginxLive(t *testing.T) {
+	for _, prefix := range []string{"", "/blog"} {
+		t.Run("prefix="+prefix, func(t *testing.T) {
+			dir := peer.Dir(t)
+			be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
+			port := peer.FreePort(t)
+			conf := deployOut(t, "nginx", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
+			srv := peer.Nginx(t, conf, "return 404;") // the harness's own server is unused
+			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, prefix)
+			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
+			deployWant(t, url, in, "external", prefix, "/x/y")
+			if in.QueryString != "q=1" {
+				t.Errorf("query_string %q", in.QueryString)
+			}
+		})
+	}
+}
+
+func TestDeployCaddyLive(t *testing.T) {
+	caddy := peer.Need(t, "caddy")[0]
+	dir := peer.Dir(t)
+	be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
+	port := peer.FreePort(t)
+	conf := deployOut(t, "caddy", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	cdir := t.TempDir()
+	file := filepath.Join(cdir, "Caddyfile")
+	os.WriteFile(file, []byte(conf), 0o644)
+	env := append(os.Environ(), "HOME="+cdir, "XDG_DATA_HOME="+cdir, "XDG_CONFIG_HOME="+cdir)
+	v := exec.Command(caddy, "validate", "--config", file, "--adapter", "caddyfile")
+	v.Env = env
+	if out, err := v.CombinedOutput(); err != nil {
+		t.Fatalf("caddy validate: %v\n%s\n%s", err, out, conf)
+	}
+	run := exec.Command(caddy, "run", "--config", file, "--adapter", "caddyfile")
+	run.Env = env
+	cp := deployStart(t, run)
+	deployWaitDial(t, cp, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	in := deployInfo(t, fmt.Sprintf("http://127.0.0.1:%d/x/y", port), "", func() string { return cp.out.String() + be.out.String() })
+	deployWant(t, "caddy", in, "external", "", "/x/y")
+}
+
+// HAProxy's fcgi-app over two backends: both answer.
+func TestDeployHAProxyLive(t *testing.T) {
+	haproxy := peer.Need(t, "haproxy")[0]
+	dir := peer.Dir(t)
+	addrs := []string{fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t))}
+	pids := map[int]bool{}
+	for _, a := range addrs {
+		d := filepath.Join(dir, strings.ReplaceAll(a, ":", "_"))
+		os.Mkdir(d, 0o755)
+		pids[deployBackend(t, d, a).cmd.Process.Pid] = true
+	}
+	port := peer.FreePort(t)
+	conf := deployOut(t, "haproxy", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--backends", strings.Join(addrs, ","))
+	file := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(file, []byte(conf), 0o644)
+	if out, err := exec.Command(haproxy, "-c", "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s\n%s", err, out, conf)
+	}
+	hp := deployStart(t, exec.Command(haproxy, "-db", "-f", file))
+	deployWaitDial(t, hp, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	seen := map[int]bool{}
+	for i := 0; i < 20 && len(seen) < 2; i++ {
+		in := deployInfo(t, fmt.Sprintf("http://127.0.0.1:%d/x/y", port), "", hp.out.String)
+		deployWant(t, "haproxy", in, "external", "", "/x/y")
+		if !pids[in.PID] {
+			t.Fatalf("pid %d is not a backend (%v)", in.PID, pids)
+		}
+		seen[in.PID] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("requests reached %d of 2 backends", len(seen))
+	}
+}
+
+// deploySplitUnits cuts the systemd target's output at its "# ---- path ----"
+// headers.
+func deploySplitUnits(t *testing.T, out string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	re := regexp.MustCompile(`(?m)^# ---- (\S+) ----\n`)
+	locs := re.FindAllStringSubmatchIndex(out, -1)
+	for i, l := range locs {
+		end := len(out)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		files[filepath.Base(out[l[2]:l[3]])] = out[l[1]:end]
+	}
+	if len(files) != 2 {
+		t.Fatalf("want 2 unit files, got %d:\n%s", len(files), out)
+	}
+	return files
+}
+
+// The units pass systemd-analyze verify; the service's ExecStart, given a
+// socket the way systemd passes it (systemd-socket-activate), serves it.
+func TestDeploySystemdUnits(t *testing.T) {
+	dir := peer.Dir(t)
+	bin := install(t, dir, "mysite.fcgi")
+	out := deployOut(t, "systemd", "--dir", dir, "--user", "root")
+	units := deploySplitUnits(t, out)
+	udir := t.TempDir()
+	for name, text := range units {
+		os.WriteFile(filepath.Join(udir, name), []byte(text), 0o644)
+	}
+	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
+		cmd := exec.Command(analyze, "verify", filepath.Join(udir, "mysite.socket"), filepath.Join(udir, "mysite.service"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+	} else {
+		t.Log("systemd-analyze not installed: units not verified")
+	}
+	activate := peer.Need(t, "systemd-socket-activate")[0]
+	exec0 := regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindStringSubmatch(units["mysite.service"])
+	listen := regexp.MustCompile(`(?m)^ListenStream=(.*)$`).FindStringSubmatch(units["mysite.socket"])
+	if exec0 == nil || listen == nil || strings.Fields(exec0[1])[0] != bin {
+		t.Fatalf("ExecStart/ListenStream missing or wrong:\n%s", out)
+	}
+	p := deployStart(t, exec.Command(activate, append([]string{"-l", listen[1]}, strings.Fields(exec0[1])...)...))
+	deployWaitDial(t, p, "unix", listen[1])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := deploy.FastCGIGet(ctx, "unix", listen[1], "/x", http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		t.Fatalf("FastCGI GET via the activated socket: %v\n%s", err, p.out.String())
+	}
+	in, err := deployDecode(resp.Body)
+	if err != nil || in.Mode != "socket-activation" || in.Protocol != "fastcgi" {
+		t.Errorf("status %d mode=%q protocol=%q err=%v\n%s", resp.Status, in.Mode, in.Protocol, err, p.out.String())
+	}
+}
+
+// The init script starts a runfcgi daemon with a pidfile, reports its
+// status, serves through it, and stops it.
+func TestDeployInitScript(t *testing.T) {
+	sh := peer.Need(t, "sh")[0]
+	dir := peer.Dir(t)
+	install(t, dir, "mysite.fcgi")
+	script := filepath.Join(dir, "mysite-init")
+	os.WriteFile(script, []byte(deployOut(t, "init-script", "--dir", dir)), 0o755)
+	run := func(arg string) (string, error) {
+		cmd := exec.Command(sh, script, arg)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	pidfile := filepath.Join(dir, "mysite.pid")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidfile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	if out, err := run("status"); err == nil || !strings.Contains(out, "not running") {
+		t.Errorf("status before start: %v %q", err, out)
+	}
+	if out, err := run("start"); err != nil {
+		t.Fatalf("start: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "mysite.sock")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket after start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness
+	}
+	if out, err := run("status"); err != nil || !strings.Contains(out, "is running") {
+		t.Errorf("status after start: %v %q", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := deploy.FastCGIGet(ctx, "unix", sock, "/x", http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, err := deployDecode(resp.Body); err != nil || in.Mode != "external" {
+		t.Errorf("mode %q err %v", in.Mode, err)
+	}
+	if out, err := run("start"); err != nil || !strings.Contains(out, "already running") {
+		t.Errorf("second start: %v %q", err, out)
+	}
+	if out, err := run("stop"); err != nil {
+		t.Fatalf("stop: %v\n%s", err, out)
+	}
+	if out, err := run("status"); err == nil || !strings.Contains(out, "not running") {
+		t.Errorf("status after stop: %v %q", err, out)
+	}
+}
