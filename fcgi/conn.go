@@ -33,7 +33,8 @@ type conn struct {
 	reqs     map[uint16]*request // open ids
 	active   int                 // requests begun and not yet fully written
 	inHeader int                 // requests still receiving FCGI_PARAMS
-	draining bool                // no new requests; close when active reaches 0
+	begun    int                 // requests accepted on this connection so far
+	draining bool                // no new requests (after the first); close when active reaches 0
 	closed   bool
 
 	handlers sync.WaitGroup
@@ -230,7 +231,7 @@ func (c *conn) begin(id uint16, n int) error {
 	}
 	var status uint8 = statusRequestComplete
 	switch {
-	case c.draining || len(c.reqs) >= c.s.cfg.maxReqs:
+	case (c.draining && c.begun > 0) || len(c.reqs) >= c.s.cfg.maxReqs:
 		status = statusOverloaded
 	case role == roleResponder:
 	case role == roleAuthorizer && c.s.Authorizer != nil:
@@ -251,6 +252,7 @@ func (c *conn) begin(id uint16, n int) error {
 	}
 	r := c.s.newRequest(c, id, role, keep)
 	c.reqs[id] = r
+	c.begun++
 	c.active++
 	c.inHeader++
 	if c.inHeader == 1 {
@@ -456,11 +458,13 @@ func (c *conn) writeFor(r *request, b []byte) error {
 }
 
 // shutdown starts draining: idle connections close now, busy ones after
-// their last request.
+// their last request. A connection that has not yet begun any request is
+// not idle: the web server connected to send one (mod_fcgid connects, then
+// writes), and it gets served; the header timeout bounds the wait.
 func (c *conn) shutdown() {
 	c.mu.Lock()
 	c.draining = true
-	idle := c.active == 0
+	idle := c.active == 0 && c.begun > 0
 	c.mu.Unlock()
 	if idle {
 		c.rwc.Close()

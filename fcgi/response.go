@@ -372,7 +372,9 @@ func (w *response) abrupt() {
 	r.cancel()
 	r.c.unlink(r)
 	r.c.mu.Lock()
-	shared := r.c.active > 1
+	// Other open ids (not "active", which still counts a finished
+	// request whose final write is in progress).
+	shared := len(r.c.reqs) > 0
 	r.c.mu.Unlock()
 	if !shared {
 		r.c.finishWrite(r, nil, true)

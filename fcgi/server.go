@@ -186,12 +186,16 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		delay = 0
 		c := s.newConn(base, rwc)
-		if !s.trackConn(c, true) {
-			rwc.Close()
-			<-s.sem
+		draining := s.trackConn(c, true)
+		go c.serve()
+		if draining {
+			// Accepted while Shutdown began: the web server has already
+			// sent (or is sending) a request on it. Serve that one request
+			// rather than resetting it; mod_fcgid does not retry a request
+			// once connect() succeeded.
+			c.shutdown()
 			return ErrServerClosed
 		}
-		go c.serve()
 	}
 }
 
@@ -221,15 +225,14 @@ func (s *Server) trackListener(l *net.Listener, add bool) bool {
 	return true
 }
 
+// trackConn adds or removes c. Adding reports whether the server is
+// already shutting down (c is tracked either way, so Shutdown waits for it).
 func (s *Server) trackConn(c *conn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
-		if s.inShutdown {
-			return false
-		}
 		s.conns[c] = struct{}{}
-		return true
+		return s.inShutdown
 	}
 	delete(s.conns, c)
 	s.checkDrainedLocked()

@@ -1,0 +1,71 @@
+package fcgi
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// mod_fcgid connects, then writes its request. A connection accepted
+// before Shutdown but with no request yet is not idle: its request is
+// served, not reset (mod_fcgid does not retry once connect() succeeded, so
+// a reset here is a lost request and a 500 for the client).
+func TestShutdownServesAcceptedConnectionsFirstRequest(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "served")
+	})}
+	s.init()
+	tc := serve(t, s)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // until the server has accepted the connection
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("connection never accepted")
+		}
+		time.Sleep(time.Millisecond) // polling server state
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	// The request arrives after Shutdown began, as it can under mod_fcgid.
+	tc.write(requestBytes(1, false, reqParams("GET", "/late"), nil))
+	out, proto := tc.end(1)
+	if proto != statusRequestComplete {
+		t.Fatalf("protocol status %d", proto)
+	}
+	if r := parseCGI(t, out); r.status != 200 || r.body != "served" {
+		t.Fatalf("got %q", out)
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the request")
+	}
+}
+
+// A keep-conn connection that has served a request and sits idle is closed
+// by Shutdown at once; a second request on it is refused with OVERLOADED
+// only if it raced in (it must never be silently dropped).
+func TestShutdownClosesIdleKeepConn(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	tc := serve(t, s)
+	tc.do(1, reqParams("GET", "/"), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with an idle keep-conn connection: %v", err)
+	}
+	if _, err := tc.read(); err == nil {
+		t.Fatal("idle connection still open after Shutdown")
+	}
+}
