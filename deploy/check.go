@@ -556,6 +556,9 @@ func (c *checker) selfTest(ctx context.Context, binOK bool) {
 	stderr := &limitedWriter{n: 64 << 10}
 	cmd.Stderr, cmd.Stdout = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A supervisor the server starts for [app] detaches but inherits the
+	// output pipe: do not wait for it to close.
+	cmd.WaitDelay = time.Second
 	start := time.Now()
 	fmt.Fprintf(c.o.Out, "       self-test: starting %s serve on %s ...\n", filepath.Base(bin), sock)
 	if err := cmd.Start(); err != nil {
@@ -624,7 +627,7 @@ func (c *checker) selfTest(ctx context.Context, binOK bool) {
 	case res.err != nil:
 		c.fail(fmt.Sprintf("self-test: GET / through FastCGI: %v after %s: %s", res.err, took, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 and open it to see the error")
 	case res.resp.Status >= 500:
-		c.fail(fmt.Sprintf("self-test: GET / through FastCGI answered %d %s in %s: %s", res.resp.Status, http.StatusText(res.resp.Status), took, firstLine(res.resp.Body)),
+		c.fail(fmt.Sprintf("self-test: GET / through FastCGI answered %d %s in %s: %s | log: %s", res.resp.Status, http.StatusText(res.resp.Status), took, firstLine(res.resp.Body), lastLines(stderr.String(), 1)),
 			"read the app's error above, or run "+bin+" serve --http 127.0.0.1:8000")
 	default:
 		what := ""
@@ -670,8 +673,17 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
+var reTags = regexp.MustCompile(`(?s)<(script|style|title).*?</(script|style|title)>|<[^>]*>`)
+
+// firstLine is the first line of text in a response body, HTML tags removed.
 func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	text := reTags.ReplaceAllString(string(b), "\n")
+	s := ""
+	for _, l := range strings.Split(text, "\n") {
+		if s = strings.TrimSpace(l); s != "" {
+			break
+		}
+	}
 	if len(s) > 200 {
 		s = s[:200] + "..."
 	}
