@@ -287,3 +287,131 @@ func readResponse(r io.Reader) (string, error) {
 		}
 	}
 }
+
+// Zero-downtime restart of an external server: under 32 concurrent clients
+// through nginx, a touch of the binary and then SIGHUP each bring up a new
+// program (a new "started") on the same socket, and no request fails.
+func TestExternalRestartUnderLoad(t *testing.T) {
+	for _, method := range []string{"threaded", "prefork"} {
+		for _, network := range []string{"unix", "tcp"} {
+			t.Run(method+"/"+network, func(t *testing.T) {
+				dir := peer.Dir(t)
+				var addr, pass string
+				args := []string{"runfcgi", "method=" + method, "daemonize=false", "umask=000"}
+				if network == "unix" {
+					addr = filepath.Join(dir, "mysite.sock")
+					pass = "unix:" + addr
+					args = append(args, "socket="+addr)
+				} else {
+					port := peer.FreePort(t)
+					addr = fmt.Sprintf("127.0.0.1:%d", port)
+					pass = addr
+					args = append(args, "host=127.0.0.1", fmt.Sprintf("port=%d", port))
+				}
+				cmd := startExternal(t, dir, network, addr, args...)
+				bin := filepath.Join(dir, "mysite.fcgi")
+				// unix: an upstream keep-alive pool, as a busy site has.
+				upstream := fmt.Sprintf("upstream app { server %s; }", pass)
+				keep := ""
+				if network == "unix" {
+					upstream = fmt.Sprintf("upstream app { server %s; keepalive 8; }", pass)
+					keep = "fastcgi_keep_conn on;"
+				}
+				srv := peer.Nginx(t, upstream, fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass app; %s }`, keep))
+				c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+				first, _, err := getInfo(c, "GET", srv.URL+"/warmup", nil)
+				if err != nil {
+					t.Fatalf("warm-up: %v\n%s", err, srv.Log())
+				}
+
+				var (
+					mu      sync.Mutex
+					started = map[string]bool{first.Started: true}
+					n       atomic.Int64
+					errs    = make(chan error, 64)
+					stop    = make(chan struct{})
+					newProg = make(chan string, 64)
+					wg      sync.WaitGroup
+				)
+				for i := 0; i < 32; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for j := 0; ; j++ {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/c%d/%d", srv.URL, i, j), nil)
+							n.Add(1)
+							if err != nil {
+								select {
+								case errs <- err:
+								default:
+								}
+								continue
+							}
+							mu.Lock()
+							if !started[in.Started] {
+								started[in.Started] = true
+								newProg <- in.Started
+							}
+							mu.Unlock()
+						}
+					}()
+				}
+				waitNew := func(what string) {
+					t.Helper()
+					select {
+					case <-newProg:
+					case err := <-errs:
+						t.Fatalf("%s: %v\n%s", what, err, srv.Log())
+					case <-time.After(30 * time.Second):
+						t.Fatalf("%s: no new program within 30s", what)
+					}
+					// Drain: a prefork generation has several workers.
+					for len(newProg) > 0 {
+						<-newProg
+					}
+				}
+				now := time.Now()
+				if err := os.Chtimes(bin, now, now); err != nil {
+					t.Fatal(err)
+				}
+				waitNew("touch")
+				// Let the new program serve a while, then SIGHUP.
+				for target := n.Load() + 500; n.Load() < target; {
+					select {
+					case err := <-errs:
+						t.Fatalf("after touch: %v\n%s", err, srv.Log())
+					case <-time.After(20 * time.Millisecond): // polling the counter
+					}
+				}
+				if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+				waitNew("SIGHUP")
+				for target := n.Load() + 500; n.Load() < target; {
+					select {
+					case err := <-errs:
+						t.Fatalf("after SIGHUP: %v\n%s", err, srv.Log())
+					case <-time.After(20 * time.Millisecond): // polling the counter
+					}
+				}
+				close(stop)
+				wg.Wait()
+				close(errs)
+				failed := 0
+				for err := range errs {
+					failed++
+					t.Error(err)
+				}
+				t.Logf("%s over %s: %d requests, %d failed, %d program starts seen", method, network, n.Load(), failed, len(started))
+				if failed > 0 {
+					t.Log(srv.Log())
+				}
+			})
+		}
+	}
+}
