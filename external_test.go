@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,8 +21,13 @@ func startExternal(t *testing.T, dir string, network, addr string, args ...strin
 	t.Helper()
 	bin := install(t, dir, "mysite.fcgi")
 	cmd := exec.Command(bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	// A file, not a pipe: the app supervisor it may start inherits stderr
+	// and outlives it by design, which would keep Wait waiting on a pipe.
+	stderr, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -35,14 +39,20 @@ func startExternal(t *testing.T, dir string, network, addr string, args ...strin
 		case <-exited:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
-			t.Errorf("mysite.fcgi did not stop on SIGTERM within 10s")
+			<-exited
+			t.Errorf("mysite.fcgi did not stop on SIGTERM within 10s\n%s", fileText(stderr.Name()))
 		}
 	})
-	waitDial(t, network, addr, exited, &stderr)
+	waitDial(t, network, addr, exited, stderr.Name())
 	return cmd
 }
 
-func waitDial(t *testing.T, network, addr string, exited <-chan struct{}, log *bytes.Buffer) {
+func fileText(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+func waitDial(t *testing.T, network, addr string, exited <-chan struct{}, logPath string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -53,11 +63,11 @@ func waitDial(t *testing.T, network, addr string, exited <-chan struct{}, log *b
 		}
 		select {
 		case <-exited:
-			t.Fatalf("exited before listening: %s", log.String())
+			t.Fatalf("exited before listening: %s", fileText(logPath))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s %s not listening: %v\n%s", network, addr, err, log.String())
+			t.Fatalf("%s %s not listening: %v\n%s", network, addr, err, fileText(logPath))
 		}
 		time.Sleep(20 * time.Millisecond) // polling for readiness
 	}
