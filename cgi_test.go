@@ -57,3 +57,18 @@ func TestCGIModeServesOneRequestIgnoringArgv(t *testing.T) {
 		t.Fatalf("info: %+v", in)
 	}
 }
+
+// A GET carries no CONTENT_LENGTH; net/http/cgi then leaves Body nil, and
+// every handler must still be able to read it.
+func TestCGIModeGET(t *testing.T) {
+	cmd := exec.Command(binary(t))
+	cmd.Env = []string{"GATEWAY_INTERFACE=CGI/1.1", "REQUEST_METHOD=GET", "SERVER_PROTOCOL=HTTP/1.1",
+		"SCRIPT_NAME=/mysite.cgi", "PATH_INFO=/", "REQUEST_URI=/", "HTTP_HOST=example.test",
+		"REMOTE_ADDR=192.0.2.7", "HTTP_ACCEPT=application/json"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !bytes.HasPrefix(out, []byte("Status: 200 OK\r\n")) || !bytes.Contains(out, []byte(`"body_bytes": 0`)) {
+		t.Fatalf("GET under CGI: %v\n%s\n%s", err, out, stderr.String())
+	}
+}

@@ -270,7 +270,7 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf(runfcgiHelp, progName(o.Args)) + "\n" + err.Error()}
 	}
-	o.Protocol, o.Listen, o.Umask = r.Protocol, addr, r.Umask
+	o.Protocol, o.Listen, o.Umask = r.Protocol, addr, &r.Umask
 	o.Pidfile, o.Debug = r.Pidfile, r.Debug
 	o.MaxRequests = r.MaxRequests
 	o.Prefork = r.Method == "prefork" || r.Method == "fork"

@@ -28,6 +28,8 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 		o.Listen, o.Protocol = *httpAddr, "http"
 	case *listen != "":
 		o.Listen, o.Protocol = *listen, *protocol
+	case envGetter(o.Env)("LISTEN_FDS") != "":
+		o.Protocol = *protocol // systemd passes the socket
 	default:
 		return usageError{"serve: need --http ADDR or --listen ADDR"}
 	}
@@ -40,7 +42,8 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("serve: umask %q is not octal", *umask)}
 	}
-	o.Umask = int(m)
+	u := int(m)
+	o.Umask = &u
 	o.ConfigPath = *cfg
 	return shim.Run(ctx, o)
 }

@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 export PATH=$PATH:/usr/local/go/bin:/usr/sbin
 # The tests run against real web servers. As root with apt-get, install the
 # missing ones; otherwise the tests that need them skip (in CI they fail).
-peers="apache2 libapache2-mod-fcgid nginx lighttpd haproxy libfcgi-bin php-fpm php-cgi python3-django gunicorn wrk spawn-fcgi"
+peers="apache2 libapache2-mod-fcgid nginx lighttpd haproxy libfcgi-bin php-fpm php-cgi python3-django gunicorn wrk spawn-fcgi caddy"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=
   for p in $peers; do
@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # Packages start their services on install; the tests start their own.
-    for s in apache2 nginx lighttpd haproxy php8.2-fpm; do service "$s" stop >/dev/null 2>&1 || true; done
+    for s in apache2 nginx lighttpd haproxy caddy php8.2-fpm; do service "$s" stop >/dev/null 2>&1 || true; done
   fi
 fi
 unformatted=$(gofmt -l .)

@@ -55,7 +55,7 @@ type Options struct {
 	// "external", or "http" for Protocol "http".
 	Listen   string
 	Protocol string // fcgi (default), scgi, ajp, http
-	Umask    int    // for unix sockets; 0 = 0o077 (private)
+	Umask    *int   // for unix sockets; nil = 0o077 (private)
 
 	// runfcgi-style process options. Zero values: no pidfile, no limit.
 	Pidfile     string // written once listening, removed on exit
@@ -101,8 +101,9 @@ func (o *Options) fill() {
 	if o.Protocol == "" {
 		o.Protocol = "fcgi"
 	}
-	if o.Umask == 0 {
-		o.Umask = 0o077
+	if o.Umask == nil {
+		private := 0o077
+		o.Umask = &private
 	}
 }
 
@@ -177,7 +178,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		mode = spawn.Mode(getenv(envMode))
 		o.Listen = getenv(envListenAddr)
 	case o.Listen != "":
-		l, err := spawn.Listen(o.Listen, o.Umask)
+		l, err := spawn.Listen(o.Listen, *o.Umask)
 		if err != nil {
 			return err
 		}
@@ -456,6 +457,9 @@ func protocolName(p string) string {
 // serveCGI answers the one request of a CGI invocation on stdout.
 func serveCGI(h http.Handler, stdout io.Writer) error {
 	req, err := cgi.Request()
+	if err == nil && req.Body == nil { // no CONTENT_LENGTH: a GET
+		req.Body = http.NoBody
+	}
 	if err != nil {
 		fmt.Fprint(stdout, "Status: 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbad CGI request\n")
 		return fmt.Errorf("cgi: %w", err)
