@@ -100,15 +100,15 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 
 func usage(name string) string {
 	return fmt.Sprintf(`Usage:
-  %[1]s                       started by a web server: serves the site (FastCGI or CGI)
-  %[1]s serve --http ADDR     local preview over HTTP
+  %[1]s                            started by a web server: serves the site (FastCGI or CGI)
+  %[1]s serve --http ADDR          local preview over HTTP
   %[1]s serve --listen ADDR [--protocol fcgi|scgi|ajp]
-                              an external server (ADDR: host:port or unix:/path)
-  %[1]s runfcgi [key=value …] Django's runfcgi options (runfcgi help lists them)
-  %[1]s stop pidfile=PATH     stop a runfcgi daemon and wait for it
-  %[1]s deploy [TARGET]       print a web server configuration (no TARGET: list them)
-  %[1]s install DIR           put this binary, a mysite.toml and .htaccess into DIR
-  %[1]s check [DIR]           diagnose a site's setup
+                                   an external server (ADDR: host:port or unix:/path)
+  %[1]s runfcgi [key=value …]      Django's runfcgi options ("runfcgi help" lists them)
+  %[1]s stop pidfile=PATH          stop a runfcgi daemon and wait for it
+  %[1]s deploy [TARGET]            print a web server configuration (no TARGET: list them)
+  %[1]s install DIR                put this binary, a mysite.toml and .htaccess into DIR
+  %[1]s check [DIR]                diagnose a site's setup
   %[1]s version
 `, name)
 }
