@@ -85,7 +85,7 @@ func TestConfigErrorPageHidesValues(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	configErrorPage(err).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	if rec.Code != 500 || !strings.Contains(rec.body.String(), `mysite.toml, line 3, key &#34;app.upstreem&#34;`) || strings.Contains(rec.body.String(), "hunter2") {
-		t.Fatalf("%d %s", rec.code, rec.body.String())
+	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `mysite.toml, line 3, key &#34;app.upstreem&#34;`) || strings.Contains(rec.Body.String(), "hunter2") {
+		t.Fatalf("%d %s", rec.Code, rec.Body.String())
 	}
 }
