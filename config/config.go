@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -173,7 +174,13 @@ func Parse(path string, data []byte) (*Config, error) {
 		if errors.As(err, &pe) {
 			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
 		}
-		return nil, &Error{File: path, Msg: err.Error()}
+		// Type mismatches come as plain errors: "toml: line N (last key
+		// "k"): msg"; lift the line and key out of the text.
+		if m := typeErrRe.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, &Error{File: path, Line: line, Key: m[2], Msg: m[3]}
+		}
+		return nil, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
@@ -269,6 +276,8 @@ func (c *Config) StaticPrefixes() []string {
 	})
 	return ps
 }
+
+var typeErrRe = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 
 var tableRe = regexp.MustCompile(`^\s*\[+\s*([^\]]+?)\s*\]+\s*(#.*)?$`)
 

@@ -1,0 +1,105 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Every problem names the file, the line and the key.
+func TestErrorsNameFileLineKey(t *testing.T) {
+	cases := []struct {
+		name, toml string
+		line       int
+		key, msg   string
+	}{
+		{"unknown key with suggestion", "[server]\nmaxrequest = 5\n", 2, "server.maxrequest", `did you mean "maxrequests"`},
+		{"unknown table", "[ap]\ncommand = [\"x\"]\n", 1, "ap", "unknown key"},
+		{"wrong type", "[app]\nworkdir = \"/x\"\ncommand = \"gunicorn\"\n", 3, "app.command", "incompatible types"},
+		{"syntax error", "[app]\ncommand = [\"x\"\n", 2, "app.command", "array terminator"},
+		{"command and upstream", "[app]\ncommand = [\"x\"]\nupstream = \"http://127.0.0.1:1\"\n", 3, "app.upstream", "not both"},
+		{"bad upstream", "[app]\n\nupstream = \"ftp://x\"\n", 3, "app.upstream", "http://host:port"},
+		{"bad duration", "[app]\ncommand = [\"x\"]\nstop_grace = \"soon\"\n", 3, "app.stop_grace", ""},
+		{"static prefix", "[static]\n\"static/\" = \"/srv\"\n", 2, "static.static/", "must start with /"},
+		{"watch mode", "[server]\nwatch = \"sometimes\"\n", 2, "server.watch", "auto, poll or off"},
+		{"dotted key in table", "[app]\nenv.FOO = 1\n", 2, "app.env.FOO", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("/site/mysite.toml", []byte(tc.toml))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a *config.Error", err)
+			}
+			if ce.File != "/site/mysite.toml" || ce.Line != tc.line || ce.Key != tc.key || !strings.Contains(ce.Msg, tc.msg) {
+				t.Fatalf("got %s (line %d key %q), want line %d key %q containing %q", err, ce.Line, ce.Key, tc.line, tc.key, tc.msg)
+			}
+			if !strings.HasPrefix(err.Error(), "/site/mysite.toml:") {
+				t.Fatalf("message %q does not start with the file", err)
+			}
+		})
+	}
+}
+
+func TestFullConfigDecodes(t *testing.T) {
+	c, err := Parse("/site/mysite.toml", []byte(`
+[app]
+command = ["gunicorn", "--bind", "unix:{socket}", "mysite.wsgi"]
+workdir = "/home/user/myproject"
+env = { DJANGO_SETTINGS_MODULE = "mysite.settings" }
+stop_grace = "3s"
+
+[static]
+"/static/" = "/home/user/myproject/static"
+"/static/admin/" = "/srv/admin"
+
+[server]
+force_script_name = ""
+maxrequests = 100
+daemonize = false
+
+[limits]
+max_body_bytes = 1048576
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.App.Command[2] != "unix:{socket}" || c.App.Env["DJANGO_SETTINGS_MODULE"] != "mysite.settings" ||
+		c.App.StopGrace.Seconds() != 3 || c.Server.MaxRequests != 100 || c.Limits.MaxBodyBytes != 1<<20 {
+		t.Fatalf("decoded %+v", c)
+	}
+	if c.Server.ForceScriptName == nil || *c.Server.ForceScriptName != "" {
+		t.Fatal(`force_script_name = "" must be set-and-empty, not unset`)
+	}
+	if c.Server.Daemonize == nil || *c.Server.Daemonize {
+		t.Fatal("daemonize = false lost")
+	}
+	if got := c.StaticPrefixes(); got[0] != "/static/admin/" || got[1] != "/static/" {
+		t.Fatalf("prefixes not longest first: %v", got)
+	}
+}
+
+func TestMissingFileIsDefaults(t *testing.T) {
+	c, err := Load(filepath.Join(t.TempDir(), "mysite.toml"))
+	if err != nil || c.File != "" || len(c.App.Command) != 0 || c.Server.ForceScriptName != nil {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+func TestLoadResolvesRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mysite.toml")
+	os.WriteFile(path, []byte("[app]\ncommand = [\"./app\"]\nlog = \"app.log\"\n"), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Resolve(c.App.Log); got != filepath.Join(dir, "app.log") {
+		t.Fatalf("Resolve = %q", got)
+	}
+	if PathFor("/x/mysite.fcgi") != "/x/mysite.toml" || PathFor("/x/app") != "/x/app.toml" {
+		t.Fatal("PathFor")
+	}
+}
