@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The reverse-proxy path, side by side in one run, alternating rounds, wrk on
+# loopback, the same Go HTTP app (bench/app) on a unix socket:
+#   A. nginx -> mysite.fcgi (FastCGI, unix socket, keep-conn) -> app   (upstream = "unix:…")
+#   B. nginx -> proxy_pass (keep-alive) -> app
+# Prints req/s and p50/p99 latency per round, the medians, the req/s ratio
+# A/B and the latency mysite.fcgi adds; then streams a 256 MiB upload through
+# A and reports whether it arrived intact and mysite.fcgi's peak RSS (VmHWM).
+# Usage: bench/proxy.sh [ROUNDS] [SECONDS]   (needs nginx, wrk, curl; root for nginx's user)
+set -euo pipefail
+rounds=${1:-5}
+secs=${2:-5}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d /tmp/fcgishim-proxy.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export PATH=$PATH:/usr/local/go/bin:/usr/sbin
+(cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)
+
+"$work/app" "unix:$work/app.sock" & 
+printf '[app]\nupstream = "unix:%s/app.sock"\n' "$work" > "$work/mysite.toml"
+"$work/mysite.fcgi" serve --listen "unix:$work/shim.sock" --protocol fcgi 2>"$work/shim.log" &
+shim_pid=$!
+
+mkdir -p "$work/ntmp"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+user root;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_max_body_size 0;
+  client_body_temp_path $work/ntmp; fastcgi_temp_path $work/ntmp; proxy_temp_path $work/ntmp;
+  scgi_temp_path $work/ntmp; uwsgi_temp_path $work/ntmp;
+  upstream shim { server unix:$work/shim.sock; keepalive 32; }
+  upstream app  { server unix:$work/app.sock;  keepalive 32; }
+  server {
+    listen 127.0.0.1:18091;
+    location / { include /etc/nginx/fastcgi_params; fastcgi_pass shim; fastcgi_keep_conn on;
+                 fastcgi_request_buffering off; }
+  }
+  server {
+    listen 127.0.0.1:18092;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+nginx -c "$work/nginx.conf"
+wait_up() { for i in $(seq 1 200); do [ "$(curl -s "$1" 2>/dev/null)" = "Hello, world!" ] && return 0; sleep 0.05; done; echo "not up: $1"; cat "$work/shim.log"; exit 1; }
+wait_up http://127.0.0.1:18091/
+wait_up http://127.0.0.1:18092/
+
+run() { wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out"; 
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/out")
+  p50=$(awk '$1=="50%" {print $2}' "$work/out"); p99=$(awk '$1=="99%" {print $2}' "$work/out")
+  echo "$rps $(ms "$p50") $(ms "$p99")"; }
+# wrk prints 812.00us / 1.23ms / 1.02s: convert to milliseconds.
+ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+: > "$work/r"
+for r in $(seq 1 "$rounds"); do
+  for t in shim direct; do
+    u=http://127.0.0.1:18091/; [ $t = direct ] && u=http://127.0.0.1:18092/
+    read -r rps p50 p99 < <(run "$u")
+    echo "$t $rps $p50 $p99" >> "$work/r"
+    echo "round $r $t: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
+  done
+done
+med() { awk -v t="$1" -v c="$2" '$1==t {print $c}' "$work/r" | median; }
+echo
+for t in shim direct; do echo "$t median: $(med $t 2) req/s, p50 $(med $t 3) ms, p99 $(med $t 4) ms"; done
+echo "ratio req/s  nginx->mysite.fcgi->app / nginx->proxy_pass->app: $(awk -v a="$(med shim 2)" -v b="$(med direct 2)" 'BEGIN {printf "%.2f", a/b}')"
+echo "added latency: p50 $(awk -v a="$(med shim 3)" -v b="$(med direct 3)" 'BEGIN {printf "%.3f", a-b}') ms, p99 $(awk -v a="$(med shim 4)" -v b="$(med direct 4)" 'BEGIN {printf "%.3f", a-b}') ms"
+
+# 256 MiB upload through nginx -> mysite.fcgi -> app, streamed.
+head -c $((256*1024*1024)) /dev/urandom > "$work/big"
+want="$((256*1024*1024)) $(sha256sum "$work/big" | cut -d' ' -f1)"
+got=$(curl -s --data-binary @"$work/big" -H 'Content-Type: application/octet-stream' http://127.0.0.1:18091/upload)
+[ "$got" = "$want" ] && echo "256 MiB upload: intact" || { echo "256 MiB upload: MISMATCH (got '$got')"; exit 1; }
+echo "mysite.fcgi peak RSS (VmHWM) after the upload: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$shim_pid/status)"
