@@ -100,6 +100,11 @@ type Limits struct {
 	HeaderTimeout  Duration `toml:"header_timeout"`    // 0 = 30s
 	IdleTimeout    Duration `toml:"idle_timeout"`      // 0 = 120s
 	RequestTimeout Duration `toml:"request_timeout"`   // 0 = none
+	WriteTimeout   Duration `toml:"write_timeout"`     // fcgi: one write to the web server; 0 = 60s
+	// MaxResponseHeaderBytes bounds the app's response header block; a
+	// larger one, or any line over 8 KiB (Apache's limit), becomes our 502
+	// instead of the web server's opaque 500. 0 = 64 KiB.
+	MaxResponseHeaderBytes int `toml:"max_response_header_bytes"`
 }
 
 // Duration is a time.Duration written as "1.5s", "250ms" in TOML.

@@ -33,6 +33,7 @@ type conn struct {
 	reqs     map[uint16]*request // open ids
 	active   int                 // requests begun and not yet fully written
 	inHeader int                 // requests still receiving FCGI_PARAMS
+	inBody   int                 // requests whose FCGI_STDIN has not ended
 	begun    int                 // requests accepted on this connection so far
 	draining bool                // no new requests (after the first); close when active reaches 0
 	closed   bool
@@ -150,7 +151,16 @@ func (c *conn) writeReply(fn func([]byte) []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf = fn(c.wbuf[:0])
-	_, err := c.rwc.Write(c.wbuf)
+	return c.writeLocked(c.wbuf)
+}
+
+// writeLocked writes b under wmu within WriteTimeout: a web server that
+// stops reading cannot hold a handler (and wmu) forever.
+func (c *conn) writeLocked(b []byte) error {
+	if d := c.s.cfg.writeTimeout; d > 0 {
+		c.rwc.SetWriteDeadline(time.Now().Add(d))
+	}
+	_, err := c.rwc.Write(b)
 	return err
 }
 
@@ -263,8 +273,9 @@ func (c *conn) begin(id uint16, n int) error {
 }
 
 // setDeadlineLocked sets the read deadline for the connection's state:
-// HeaderTimeout while a request is receiving PARAMS, IdleTimeout with no
-// request open, none while requests run.
+// HeaderTimeout while a request is receiving PARAMS, IdleTimeout while a
+// request waits for its next FCGI_STDIN record (FCGI-17) or with no request
+// open, none while requests run with their input complete.
 func (c *conn) setDeadlineLocked() {
 	if c.closed {
 		return
@@ -273,7 +284,7 @@ func (c *conn) setDeadlineLocked() {
 	switch {
 	case c.inHeader > 0:
 		d = c.s.cfg.headerTimeout
-	case c.active == 0:
+	case c.inBody > 0 || c.active == 0:
 		d = c.s.cfg.idleTimeout
 	}
 	var t time.Time
@@ -320,15 +331,16 @@ func (c *conn) endParams(r *request) error {
 		c.s.putParamsBuf(r.pbufp, r.pbuf)
 		r.pbuf, r.pbufp = nil, nil
 	}
+	status, err := r.build(raw)
 	c.mu.Lock()
 	r.inHeader = false
 	c.inHeader--
-	if c.inHeader == 0 {
-		c.setDeadlineLocked()
+	if err == nil && r.req.Body != http.NoBody {
+		r.inBody = true
+		c.inBody++
 	}
+	c.setDeadlineLocked()
 	c.mu.Unlock()
-
-	status, err := r.build(raw)
 	if err != nil {
 		c.s.log.Warn("fcgi: bad request", "id", r.id, "err", err)
 		c.respondError(r, status)
@@ -359,6 +371,13 @@ func (c *conn) stdin(id uint16, n int) error {
 	if n == 0 {
 		r.body.endInput()
 		r.state = stateDone
+		c.mu.Lock()
+		if r.inBody {
+			r.inBody = false
+			c.inBody--
+		}
+		c.setDeadlineLocked()
+		c.mu.Unlock()
 		return nil
 	}
 	for n > 0 {
@@ -366,9 +385,14 @@ func (c *conn) stdin(id uint16, n int) error {
 		if err != nil {
 			return err
 		}
-		r.body.put(b)
+		r.body.put(b) // may wait for the handler to read
 		n -= len(b)
 	}
+	// The body timeout counts from now: waiting in put for a slow handler
+	// is not the web server's delay.
+	c.mu.Lock()
+	c.setDeadlineLocked()
+	c.mu.Unlock()
 	return nil
 }
 
@@ -383,6 +407,7 @@ func (c *conn) abort(r *request) {
 	}
 	r.body.fail()
 	r.state = stateDone
+	c.wmu.Lock()
 	started := c.unlink(r)
 	c.finishWrite(r, appendEndRequest(nil, r.id, 0, statusRequestComplete), false)
 	if !started {
@@ -397,14 +422,17 @@ func (c *conn) respondError(r *request, status int) {
 		return
 	}
 	r.state = stateDone
+	c.wmu.Lock()
 	c.unlink(r)
 	c.finishWrite(r, appendErrorResponse(nil, r.id, status), false)
 	r.release()
 }
 
-// unlink frees r's id; it must be called after winning r.claim and before
-// FCGI_END_REQUEST is written, so that a peer reusing the id at once finds
-// it free. It reports whether r's handler was started.
+// unlink frees r's id; it must be called after winning r.claim, with wmu
+// held until FCGI_END_REQUEST is written (finishWrite), so that a peer
+// reusing the id at once finds it free, yet the new request's records can
+// only follow the old one's END_REQUEST. It reports whether r's handler was
+// started.
 func (c *conn) unlink(r *request) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -415,6 +443,10 @@ func (c *conn) unlink(r *request) bool {
 		r.inHeader = false
 		c.inHeader--
 	}
+	if r.inBody {
+		r.inBody = false
+		c.inBody--
+	}
 	if !r.keepConn {
 		c.draining = true
 	}
@@ -422,15 +454,15 @@ func (c *conn) unlink(r *request) bool {
 }
 
 // finishWrite writes r's last bytes (ending with FCGI_END_REQUEST unless
-// abrupt), then retires r and closes the connection if it is draining and
-// this was its last request. abrupt closes the connection without END.
+// abrupt) and releases wmu, which the caller holds since unlink; then it
+// retires r and closes the connection if it is draining and this was its
+// last request. abrupt closes the connection without END.
 func (c *conn) finishWrite(r *request, b []byte, abrupt bool) {
 	var err error
 	if !abrupt {
-		c.wmu.Lock()
-		_, err = c.rwc.Write(b)
-		c.wmu.Unlock()
+		err = c.writeLocked(b)
 	}
+	c.wmu.Unlock()
 	c.mu.Lock()
 	c.active--
 	closeNow := abrupt || err != nil || (c.draining && c.active == 0)
@@ -450,7 +482,7 @@ func (c *conn) writeFor(r *request, b []byte) error {
 	if r.ended.Load() {
 		return errRequestEnded
 	}
-	if _, err := c.rwc.Write(b); err != nil {
+	if err := c.writeLocked(b); err != nil {
 		c.rwc.Close()
 		return err
 	}

@@ -29,6 +29,7 @@ type request struct {
 	state    int  // reader goroutine only
 	started  bool // handler goroutine launched; set before launch
 	inHeader bool // guarded by c.mu
+	inBody   bool // guarded by c.mu: FCGI_STDIN expected
 	ended    atomic.Bool
 
 	pbuf  []byte  // PARAMS accumulated so far (pooled)

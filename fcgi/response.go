@@ -325,6 +325,7 @@ func (w *response) finish() {
 	if !r.claim() {
 		return // aborted: its END_REQUEST was already written
 	}
+	r.c.wmu.Lock()
 	r.c.unlink(r)
 	b := w.ob.rec
 	if len(b) > headerLen {
@@ -370,6 +371,7 @@ func (w *response) abrupt() {
 		return
 	}
 	r.cancel()
+	r.c.wmu.Lock()
 	r.c.unlink(r)
 	r.c.mu.Lock()
 	// Other open ids (not "active", which still counts a finished

@@ -52,13 +52,21 @@ type Server struct {
 	// FCGI_PARAMS. Zero means 30s, negative means none.
 	HeaderTimeout time.Duration
 
-	// IdleTimeout closes a connection with no request open for this long.
-	// Zero means 120s, negative means none.
+	// IdleTimeout closes a connection with no request open for this long,
+	// and one whose open request has waited this long for its next
+	// FCGI_STDIN record (a web server that never sends the body). Zero
+	// means 120s, negative means none.
 	IdleTimeout time.Duration
 
 	// RequestTimeout cancels a request's context and ends it this long
 	// after dispatch. Zero or negative means none.
 	RequestTimeout time.Duration
+
+	// WriteTimeout bounds each write to the web server: a web server that
+	// stops reading for this long gets its connection closed, and the
+	// handlers on it see write errors and cancelled contexts. Zero means
+	// 60s, negative means none.
+	WriteTimeout time.Duration
 
 	// BaseContext returns the parent of the request contexts for a
 	// listener. Nil means context.Background().
@@ -91,6 +99,7 @@ type config struct {
 	headerTimeout  time.Duration
 	idleTimeout    time.Duration
 	requestTimeout time.Duration
+	writeTimeout   time.Duration
 }
 
 func (s *Server) init() {
@@ -103,6 +112,7 @@ func (s *Server) init() {
 			headerTimeout:  s.HeaderTimeout,
 			idleTimeout:    s.IdleTimeout,
 			requestTimeout: s.RequestTimeout,
+			writeTimeout:   s.WriteTimeout,
 		}
 		if c.maxConns <= 0 {
 			c.maxConns = 1024
@@ -124,6 +134,9 @@ func (s *Server) init() {
 		}
 		if c.idleTimeout == 0 {
 			c.idleTimeout = 120 * time.Second
+		}
+		if c.writeTimeout == 0 {
+			c.writeTimeout = 60 * time.Second
 		}
 		s.cfg = c
 		s.log = s.ErrorLog

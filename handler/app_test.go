@@ -690,3 +690,34 @@ func TestProxyPortAndReadyPath(t *testing.T) {
 		t.Errorf("state %+v, %v", st, err)
 	}
 }
+
+// RESP-05: an app response header the web server would reject (a line
+// over 8 KiB, or a block over max_response_header_bytes) becomes a clear
+// 502 from us, logged, instead of the web server's opaque 500; ordinary
+// large cookies still pass.
+func TestProxyOversizedResponseHeaders_RESP05(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	_, srv := s.handler()
+	for _, c := range []struct {
+		query string
+		want  int
+	}{
+		{"n=4000&count=3", 200},  // 12 KB of cookies in lines under 8 KiB
+		{"n=9000&count=1", 502},  // one line over 8 KiB
+		{"n=8000&count=10", 502}, // 80 KB block over the 64 KiB default
+	} {
+		resp, err := http.Get(srv.URL + "/mysite/bigheader?" + c.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d: %.200s", c.query, resp.StatusCode, c.want, b)
+		}
+		if c.want == 502 && (len(resp.Header.Values("Set-Cookie")) != 0 || !strings.Contains(string(b), "too large")) {
+			t.Errorf("%s: 502 page leaks headers or says nothing: %v %.200s", c.query, resp.Header, b)
+		}
+	}
+}

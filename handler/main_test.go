@@ -165,6 +165,13 @@ func testAppServe(w http.ResponseWriter, r *http.Request) {
 			n -= k
 		}
 		return
+	case strings.HasSuffix(r.URL.Path, "/bigheader"):
+		n, _ := strconv.Atoi(q.Get("n"))
+		for i := range atoi(q.Get("count")) {
+			w.Header().Add("Set-Cookie", fmt.Sprintf("c%d=%s", i, strings.Repeat("x", n)))
+		}
+		fmt.Fprint(w, "big")
+		return
 	case strings.HasSuffix(r.URL.Path, "/headers"):
 		h := w.Header()
 		h.Set("X-Sendfile", "/etc/passwd")
@@ -208,3 +215,5 @@ func testClient(configPath string) {
 	fmt.Println("pid", e.PID)
 	select {}
 }
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -418,7 +419,7 @@ func restart(o Options, mode spawn.Mode, listeners []net.Listener, shutdown func
 	log.Info("restarting", "reason", reason)
 	shutdown()
 	err := syscall.Exec(o.Executable, o.Args, env)
-	_ = keep // held open until here
+	runtime.KeepAlive(keep) // its finalizer would close the listening socket's last descriptor
 	return fmt.Errorf("restart: exec %s: %w", o.Executable, err)
 }
 
@@ -443,7 +444,7 @@ func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Lo
 	default:
 		return &fcgi.Server{Handler: h, ErrorLog: log, MaxConns: lim.MaxConns, MaxReqsPerConn: lim.MaxReqsPerConn,
 			MaxParamsBytes: lim.MaxParamsBytes, MaxBodyBytes: lim.MaxBodyBytes, HeaderTimeout: lim.HeaderTimeout.Duration,
-			IdleTimeout: lim.IdleTimeout.Duration, RequestTimeout: lim.RequestTimeout.Duration}, fcgi.Params
+			IdleTimeout: lim.IdleTimeout.Duration, RequestTimeout: lim.RequestTimeout.Duration, WriteTimeout: lim.WriteTimeout.Duration}, fcgi.Params
 	}
 }
 

@@ -1,0 +1,76 @@
+package fcgi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FCGI-17: a web server that announces a body and never sends FCGI_STDIN
+// does not hold the handler forever, even with no RequestTimeout: the wait
+// for the next STDIN record is bounded by IdleTimeout and the handler's
+// read fails cleanly.
+func TestBodyNeverSent_FCGI17(t *testing.T) {
+	got := make(chan string, 1)
+	tc := serve(t, &Server{IdleTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%q %v", b, err)
+	})})
+	tc.write(requestBytes(1, true, reqParams("POST", "/", "CONTENT_LENGTH", "10"), nil)) // no STDIN
+	select {
+	case s := <-got:
+		if s != `"" unexpected EOF` {
+			t.Fatal(s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler still waiting for a body that never comes")
+	}
+	tc.expectClosed()
+
+	// A body that keeps coming, slower than IdleTimeout in total but with
+	// records closer together, is not cut off.
+	tc = serve(t, &Server{IdleTimeout: 300 * time.Millisecond, Handler: echo})
+	tc.write(requestBytes(1, true, reqParams("POST", "/slow", "CONTENT_LENGTH", "6"), nil))
+	for _, part := range []string{"ab", "cd", "ef"} {
+		deadline := time.Now().Add(150 * time.Millisecond)
+		for time.Now().Before(deadline) { // the peer's pace, not a synchronisation
+			time.Sleep(10 * time.Millisecond)
+		}
+		tc.write(rec(typeStdin, 1, []byte(part), 0))
+	}
+	tc.write(rec(typeStdin, 1, nil, 0))
+	if out, _ := tc.end(1); !strings.HasSuffix(out, `body="abcdef" err=<nil>`) {
+		t.Fatal(out)
+	}
+}
+
+// A web server that stops reading our output (hung, or its client stalled
+// with buffering off) cannot block a handler forever: the write fails
+// after WriteTimeout, the handler's context is cancelled, the connection
+// is closed.
+func TestWriteTimeout(t *testing.T) {
+	done := make(chan error, 1)
+	tc := serve(t, &Server{WriteTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		for err == nil {
+			_, err = w.Write(make([]byte, 64<<10))
+		}
+		<-r.Context().Done()
+		done <- errors.Join(err, r.Context().Err())
+	})})
+	tc.write(requestBytes(1, true, reqParams("GET", "/flood"), []byte{}))
+	// The client never reads.
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler blocked on a web server that does not read")
+	}
+}
