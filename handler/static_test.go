@@ -17,7 +17,7 @@ import (
 
 // staticSite lays out a document root like a shared host's public_html:
 // mysite.fcgi and mysite.toml beside the static directory, a secret outside.
-func staticSite(t *testing.T) (http.Handler, string) {
+func staticSite(t testing.TB) (http.Handler, string) {
 	t.Helper()
 	dir := t.TempDir()
 	pub := filepath.Join(dir, "public_html")
@@ -64,7 +64,7 @@ func staticSite(t *testing.T) (http.Handler, string) {
 	return &Gateway{Next: h}, st
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
