@@ -440,12 +440,21 @@ func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Lo
 		return &ajp.Server{Handler: h, ErrorLog: log, Secret: cfg.Server.Secret, MaxBodyBytes: lim.MaxBodyBytes,
 			HeaderTimeout: lim.HeaderTimeout.Duration, IdleTimeout: lim.IdleTimeout.Duration}, ajp.Params
 	case "http":
-		return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, nil
+		return &http.Server{Handler: h, ReadHeaderTimeout: orDefault(lim.HeaderTimeout.Duration, 30*time.Second),
+			IdleTimeout: orDefault(lim.IdleTimeout.Duration, 120*time.Second), MaxHeaderBytes: lim.MaxHeaderBytes,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, nil
 	default:
 		return &fcgi.Server{Handler: h, ErrorLog: log, MaxConns: lim.MaxConns, MaxReqsPerConn: lim.MaxReqsPerConn,
 			MaxParamsBytes: lim.MaxParamsBytes, MaxBodyBytes: lim.MaxBodyBytes, HeaderTimeout: lim.HeaderTimeout.Duration,
 			IdleTimeout: lim.IdleTimeout.Duration, RequestTimeout: lim.RequestTimeout.Duration, WriteTimeout: lim.WriteTimeout.Duration}, fcgi.Params
 	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
 }
 
 func protocolName(p string) string {
