@@ -285,6 +285,11 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 		o.Env = spawn.WithoutDaemonEnv(o.Env)
 		return shim.Run(ctx, o)
 	}
+	// Re-executed by a restart (or a prefork worker): already detached,
+	// serving the inherited socket.
+	if getenv("FCGISHIM_LISTEN_FD") != "" {
+		daemonize = false
+	}
 	if daemonize {
 		pid, err := spawn.Daemonize(spawn.DaemonOptions{
 			Path: exe, Args: o.Args, Env: o.Env, Workdir: r.Workdir, Umask: r.Umask,

@@ -169,3 +169,35 @@ func TestRunfcgiDaemonLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// A restart (SIGHUP) re-executes the server with its own command line, so
+// it keeps every runfcgi option: here the protocol (SCGI) and maxchildren.
+func TestRestartKeepsRunfcgiOptions(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "protocol=scgi", "socket="+sock, "daemonize=false",
+		"method=threaded", "maxchildren=3")
+	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/scgi_params; scgi_pass unix:%s; }`, sock))
+	c := &http.Client{Timeout: 10 * time.Second}
+	before, _, err := getInfo(c, "GET", srv.URL+"/a", nil)
+	if err != nil || before.Protocol != "scgi" {
+		t.Fatalf("before: %+v %v", before, err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		after, _, err := getInfo(c, "GET", srv.URL+"/b", nil)
+		if err != nil {
+			t.Fatalf("during restart: %v\n%s", err, srv.Log())
+		}
+		if after.Started != before.Started {
+			if after.Protocol != "scgi" || after.PID != before.PID {
+				t.Fatalf("after restart: %+v", after)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no restart within 15s of SIGHUP")
+		}
+	}
+}

@@ -57,9 +57,6 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	case spawn.ModeFastCGIStdin, spawn.ModeCGI:
 		return shim.Run(ctx, base)
 	}
-	if getenv("FCGISHIM_LISTEN_FD") != "" { // re-executed external server
-		return shim.Run(ctx, base)
-	}
 	if len(args) < 2 {
 		return shim.Run(ctx, base) // terminal status, or socket activation
 	}

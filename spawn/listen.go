@@ -67,6 +67,9 @@ func listenUnix(path string, umask int) (net.Listener, error) {
 // KeepSocketFile stops l from removing its socket file on Close; used when
 // its fd is handed to a re-executed program.
 func KeepSocketFile(l net.Listener) {
+	if al, ok := l.(*allowListener); ok {
+		l = al.Listener
+	}
 	if ul, ok := l.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false)
 	}
