@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,65 @@ func TestWriteTimeout(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("handler blocked on a web server that does not read")
+	}
+}
+
+// RESP-08: we never send FCGI_STDERR, not even for a panic with a large
+// stack trace: it goes to our log (the web server's error log under
+// mod_fcgid), where no front end can mistake it for output or 502 on it.
+func TestNoStderrRecords_RESP08(t *testing.T) {
+	tc := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var deep func(int)
+		deep = func(n int) {
+			if n == 0 {
+				panic(strings.Repeat("boom ", 10000))
+			}
+			deep(n - 1)
+		}
+		deep(200)
+	})})
+	tc.write(requestBytes(1, true, reqParams("GET", "/"), []byte{}))
+	for {
+		r, err := tc.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.h.Type == typeStderr {
+			t.Fatalf("FCGI_STDERR record of %d bytes", len(r.content))
+		}
+		if r.h.Type == typeEndRequest {
+			break
+		}
+	}
+}
+
+// RES-02: thousands of requests, half of them aborted mid-body or after
+// their response started, leave no goroutines behind.
+func TestAbortedRequestsLeakNothing_RES02(t *testing.T) {
+	base := runtime.NumGoroutine()
+	s := &Server{Handler: echo}
+	addr := startServer(t, s)
+	for i := range 20 {
+		tc := dial(t, addr)
+		for j := range 100 {
+			id := uint16(j%7 + 1)
+			if (i+j)%2 == 0 {
+				tc.do(id, reqParams("POST", "/ok", "CONTENT_LENGTH", "3"), []byte("abc"))
+				continue
+			}
+			tc.write(requestBytes(id, true, reqParams("POST", "/abort", "CONTENT_LENGTH", "10"), nil))
+			tc.write(rec(typeStdin, id, []byte("abc"), 0))
+			tc.write(rec(typeAbortRequest, id, nil, 0))
+			tc.end(id)
+		}
+		tc.c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+3 { // the server's accept loop and test helpers
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, started with %d:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
 	}
 }

@@ -202,3 +202,36 @@ func TestStaticHidesRuntimeDir(t *testing.T) {
 		}
 	}
 }
+
+// shrinkingWriter truncates the file being served at its first write.
+type shrinkingWriter struct {
+	*httptest.ResponseRecorder
+	path string
+	done bool
+}
+
+func (w *shrinkingWriter) Write(p []byte) (int, error) {
+	if !w.done {
+		w.done = true
+		os.Truncate(w.path, 10)
+	}
+	return w.ResponseRecorder.Write(p)
+}
+
+// STATIC-07: a file that shrinks while it is being served breaks the
+// response (the handler aborts) instead of ending a short body as complete.
+func TestStaticFileShrinksWhileServed_STATIC07(t *testing.T) {
+	h, st := staticSite(t)
+	big := filepath.Join(st, "big.bin")
+	must(t, os.WriteFile(big, make([]byte, 4<<20), 0o644))
+	w := &shrinkingWriter{ResponseRecorder: httptest.NewRecorder(), path: big}
+	r := httptest.NewRequest("GET", "/static/big.bin", nil)
+	var aborted any
+	func() {
+		defer func() { aborted = recover() }()
+		h.ServeHTTP(w, r)
+	}()
+	if aborted != http.ErrAbortHandler {
+		t.Fatalf("served %d of %s bytes without aborting (recovered %v)", w.Body.Len(), w.Header().Get("Content-Length"), aborted)
+	}
+}
