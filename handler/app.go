@@ -134,7 +134,7 @@ func newApp(o Options) (*app, error) {
 	}
 	a.proxy = &httputil.ReverseProxy{
 		Rewrite:        a.rewrite,
-		Transport:      a.transport,
+		Transport:      &retryTransport{a: a, rt: a.transport},
 		ModifyResponse: a.modifyResponse,
 		ErrorHandler:   a.proxyError,
 		BufferPool:     &bufferPool{},
@@ -176,6 +176,30 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// letting a truncated body look complete (PROXY-07).
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// retryTransport retries a body-less GET or HEAD once on a new app
+// instance when the one it was sent to failed because it was being
+// replaced (a deploy: the old instance drains and closes its idle
+// connections while our pooled connection was being reused).
+type retryTransport struct {
+	a  *app
+	rt http.RoundTripper
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(req)
+	if err == nil || req.Context().Err() != nil || (req.Method != http.MethodGet && req.Method != http.MethodHead) ||
+		(req.Body != nil && req.Body != http.NoBody) {
+		return resp, err
+	}
+	host, terr := t.a.target(req.Context())
+	if terr != nil || host == req.URL.Host {
+		return resp, err
+	}
+	r2 := req.Clone(req.Context())
+	r2.URL.Host = host
+	return t.rt.RoundTrip(r2)
 }
 
 func cloneURL(u *url.URL) *url.URL {
