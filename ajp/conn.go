@@ -19,6 +19,7 @@ type conn struct {
 	srv        *Server
 	rwc        net.Conn
 	closed     bool               // guarded by srv.mu
+	started    bool               // a request has begun; guarded by srv.mu
 	cancel     context.CancelFunc // cancels the connection's requests; nil in tests
 	packetSize int
 

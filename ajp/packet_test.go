@@ -204,7 +204,7 @@ func serveRaw(s *Server, in string) string {
 	s.mu.Unlock()
 	fc := &fakeConn{in: strings.NewReader(in)}
 	c := &conn{srv: s, rwc: fc}
-	if !s.track(c) {
+	if s.track(c) {
 		panic("server closed")
 	}
 	c.serve(context.Background())

@@ -141,17 +141,18 @@ func (s *Server) Serve(l net.Listener) error {
 		backoff = 0
 		cctx, cancel := context.WithCancel(ctx)
 		c := &conn{srv: s, rwc: rw, cancel: cancel}
-		if !s.track(c) {
-			cancel()
-			rw.Close()
-			return ErrServerClosed
-		}
+		closing := s.track(c)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
 			defer cancel()
 			c.serve(cctx)
 		}()
+		if closing {
+			// Accepted as Shutdown began: the web server is sending a
+			// request on it; it is served, not reset (see closeIdleLocked).
+			return ErrServerClosed
+		}
 	}
 }
 
@@ -167,15 +168,14 @@ func temporary(err error) bool {
 	return errors.As(err, &te) && te.Temporary()
 }
 
+// track adds c and reports whether the server is already shutting down;
+// c is tracked either way, so Shutdown waits for it.
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
 	s.conns[c] = false
 	s.wg.Add(1)
-	return true
+	return s.closing
 }
 
 func (s *Server) untrack(c *conn) {
@@ -214,6 +214,7 @@ func (s *Server) setActive(c *conn) bool {
 		return false
 	}
 	s.conns[c] = true
+	c.started = true
 	return true
 }
 
@@ -222,10 +223,13 @@ func (s *Server) broadcastLocked() {
 	s.changed = make(chan struct{})
 }
 
-// closeIdleLocked closes connections that have not started a request yet.
+// closeIdleLocked closes connections between requests. A connection that
+// has not started its first request is not idle: the web server connected
+// to send one (and mod_proxy_* / nginx do not retry a request once the
+// connection was accepted), so it is served; the header timeout bounds it.
 func (s *Server) closeIdleLocked() {
 	for c, active := range s.conns {
-		if !active && !c.closed {
+		if !active && c.started && !c.closed {
 			c.closed = true
 			c.rwc.Close()
 		}

@@ -309,7 +309,6 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer closeSite(context.Background())
 		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, log)
 	}
-	var gate spawn.Gate // a restart waits for accepted, unanswered connections
 	srvs := make([]server, len(listeners))
 	serveErr := make(chan error, len(listeners))
 	for i, l := range listeners {
@@ -318,7 +317,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			gw.Vars = vars
 		}
 		srvs[i] = srv
-		go func() { serveErr <- srv.Serve(gate.Listener(l)) }()
+		go func() { serveErr <- srv.Serve(l) }()
 	}
 	log.Info("serving", "protocol", proc.Protocol, "watch", w.Backend(), "config", cfgSummary(o.ConfigPath, cfgErr))
 	if o.Pidfile != "" {
@@ -391,12 +390,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		shutdown()
 		return nil
 	}
-	return restart(o, mode, listeners, func() {
-		dctx, cancel := context.WithTimeout(context.Background(), grace)
-		gate.Drain(dctx)
-		cancel()
-		shutdown()
-	}, log, reason)
+	return restart(o, mode, listeners, shutdown, log, reason)
 }
 
 // restart drains, then replaces this program with a fresh copy of the

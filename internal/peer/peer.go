@@ -175,7 +175,7 @@ http {
 	if out, err := exec.Command(bin, "-t", "-c", path).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s\n%s", err, out, conf)
 	}
-	start(t, s, exec.Command(bin, "-c", path), syscall.SIGQUIT)
+	start(t, s, exec.Command(bin, "-c", path), syscall.SIGTERM)
 	return s
 }
 
