@@ -378,10 +378,10 @@ func (s *supervisor) onReady(ev readyEvent) {
 		return
 	}
 	inst.ready = time.Now()
+	var old *instance
 	if inst == s.next {
-		old := s.cur
+		old = s.cur
 		s.cur, s.next = inst, nil
-		s.stopInstance(old)
 	}
 	if inst != s.cur {
 		return
@@ -390,7 +390,16 @@ func (s *supervisor) onReady(ev readyEvent) {
 	s.st.Cause, s.st.RetryAt = "", time.Time{}
 	s.save()
 	s.logf("app %s ready (pid %d, instance %d)", s.name(), inst.pid, inst.n)
+	// The state now names the new instance; copies read it before each
+	// request. The old one keeps serving what was already sent to it (and
+	// requests that raced with the switch) for a handover period, then gets
+	// SIGTERM and drains: a replacement loses no request.
+	s.stopInstanceAfter(old, handover)
 }
+
+// handover is how long a replaced instance keeps accepting after the state
+// names its successor.
+const handover = 2 * time.Second
 
 func (s *supervisor) onExit(inst *instance) {
 	if inst.stop || inst.ready.IsZero() {
@@ -686,7 +695,11 @@ func splitAddr(addr string) (network, address string) {
 
 // stopInstance sends SIGTERM to inst's process group and SIGKILL after
 // stop_grace. Safe on nil and twice.
-func (s *supervisor) stopInstance(inst *instance) {
+func (s *supervisor) stopInstance(inst *instance) { s.stopInstanceAfter(inst, 0) }
+
+// stopInstanceAfter marks inst stopped now and sends SIGTERM after delay
+// (at once if it exits first or delay is 0), SIGKILL after stop_grace.
+func (s *supervisor) stopInstanceAfter(inst *instance, delay time.Duration) {
 	if inst == nil || inst.stop {
 		return
 	}
@@ -698,10 +711,19 @@ func (s *supervisor) stopInstance(inst *instance) {
 	if grace <= 0 {
 		grace = 10 * time.Second
 	}
-	_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		if delay > 0 {
+			d := time.NewTimer(delay)
+			select {
+			case <-inst.done:
+				d.Stop()
+				return
+			case <-d.C:
+			}
+		}
+		_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		defer t.Stop()
 		select {
