@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Protocols and process models side by side in one run, alternating rounds,
+# wrk on loopback, the same hello handler (bench/hello) behind each:
+#   nginx  -> FastCGI (threaded), SCGI, FastCGI (prefork, runfcgi defaults)
+#   Apache -> mod_proxy_fcgi, mod_proxy_ajp
+# Usage: bench/protocols.sh [ROUNDS] [SECONDS]   (root: nginx, apache2, wrk)
+set -euo pipefail
+rounds=${1:-3}
+secs=${2:-4}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d /tmp/fcgishim-proto.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/httpd.pid" ] && kill "$(cat "$work/httpd.pid")" 2>/dev/null || true
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export PATH=$PATH:/usr/local/go/bin:/usr/sbin
+(cd "$here/.." && CGO_ENABLED=0 go build -o "$work/hello" ./bench/hello && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" .)
+"$work/hello" --listen "unix:$work/fcgi.sock" --protocol fcgi 2>/dev/null &
+"$work/hello" --listen "unix:$work/scgi.sock" --protocol scgi 2>/dev/null &
+"$work/hello" --listen 127.0.0.1:18111 --protocol fcgi 2>/dev/null &
+"$work/hello" --listen 127.0.0.1:18112 --protocol ajp 2>/dev/null &
+# prefork with Django's defaults (minspare 2, maxspare 5, maxchildren 50); the info page app
+"$work/mysite.fcgi" runfcgi method=prefork socket="$work/prefork.sock" daemonize=false 2>/dev/null &
+"$work/mysite.fcgi" runfcgi method=threaded socket="$work/threaded.sock" daemonize=false 2>/dev/null &
+mkdir -p "$work/ntmp"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+user root;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/ntmp; fastcgi_temp_path $work/ntmp; proxy_temp_path $work/ntmp;
+  scgi_temp_path $work/ntmp; uwsgi_temp_path $work/ntmp;
+  upstream fcgi { server unix:$work/fcgi.sock; keepalive 32; }
+  server { listen 127.0.0.1:18101; location / { include /etc/nginx/fastcgi_params; fastcgi_pass fcgi; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:18102; location / { include /etc/nginx/scgi_params; scgi_pass unix:$work/scgi.sock; } }
+  server { listen 127.0.0.1:18103; location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:$work/prefork.sock; } }
+  server { listen 127.0.0.1:18104; location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:$work/threaded.sock; } }
+}
+CONF
+cat > "$work/httpd.conf" <<CONF
+ServerRoot $work
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so
+LoadModule proxy_fcgi_module /usr/lib/apache2/modules/mod_proxy_fcgi.so
+LoadModule proxy_ajp_module /usr/lib/apache2/modules/mod_proxy_ajp.so
+Listen 127.0.0.1:18105
+Listen 127.0.0.1:18106
+ServerName 127.0.0.1
+User www-data
+Group www-data
+PidFile $work/httpd.pid
+ErrorLog $work/httpd.err
+Mutex file:$work
+DefaultRuntimeDir $work
+<VirtualHost 127.0.0.1:18105>
+  ProxyPass / fcgi://127.0.0.1:18111/ enablereuse=on
+</VirtualHost>
+<VirtualHost 127.0.0.1:18106>
+  ProxyPass / ajp://127.0.0.1:18112/
+</VirtualHost>
+CONF
+nginx -c "$work/nginx.conf"
+apache2 -f "$work/httpd.conf" -k start
+wait_up() { for i in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1"; exit 1; }
+names=(nginx-fcgi nginx-scgi nginx-fcgi-prefork nginx-fcgi-threaded apache-proxy-fcgi apache-proxy-ajp)
+urls=(http://127.0.0.1:18101/ http://127.0.0.1:18102/ http://127.0.0.1:18103/ http://127.0.0.1:18104/ http://127.0.0.1:18105/ http://127.0.0.1:18106/)
+for u in "${urls[@]}"; do wait_up "$u"; done
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+: > "$work/r"
+for r in $(seq 1 "$rounds"); do
+  for i in "${!names[@]}"; do
+    v=$(wrk -t2 -c32 -d"${secs}s" "${urls[$i]}" | awk '/Requests\/sec/ {print $2}')
+    echo "${names[$i]} $v" >> "$work/r"; echo "round $r ${names[$i]} $v req/s"
+  done
+done
+echo
+for n in "${names[@]}"; do printf '%-22s median %s req/s\n' "$n" "$(awk -v t=$n '$1==t {print $2}' "$work/r" | median)"; done
+echo "(prefork and threaded serve the info page; the others the hello handler)"
