@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/fcgishim/fcgishim/internal/peer"
 	"io"
 	"net"
 	"net/http"
@@ -16,19 +17,6 @@ import (
 	"testing"
 	"time"
 )
-
-// needTool skips when a real peer is missing, but fails under CI.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI: %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
 
 // peerEcho answers with the path, query and a digest of the body so that
 // crossed responses are caught.
@@ -43,7 +31,7 @@ var peerEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func TestNginxKeepAlive(t *testing.T) {
-	nginx := needTool(t, "nginx")
+	nginx := peer.Need(t, "nginx")[0]
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "app.sock")
@@ -188,7 +176,7 @@ http {
 }
 
 func TestCgiFcgi(t *testing.T) {
-	bin := needTool(t, "cgi-fcgi")
+	bin := peer.Need(t, "cgi-fcgi")[0]
 	path := startServer(t, &Server{Handler: peerEcho})
 	body := []byte("posted via libfcgi")
 	cmd := exec.Command(bin, "-bind", "-connect", path)

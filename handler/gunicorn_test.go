@@ -3,9 +3,9 @@ package handler
 import (
 	"context"
 	"fmt"
+	"github.com/fcgishim/fcgishim/internal/peer"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,13 +22,7 @@ def application(environ, start_response):
 // WSGI SCRIPT_NAME, PATH_INFO is the path below it, and the master and its
 // workers are gone once the site is idle.
 func TestGunicornScriptName(t *testing.T) {
-	gunicorn, err := exec.LookPath("gunicorn")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("gunicorn not installed (apt-get install gunicorn)")
-		}
-		t.Skip("gunicorn not installed")
-	}
+	gunicorn := peer.Need(t, "gunicorn")[0]
 	wd := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(wd, "wsgi.py"), []byte(testWSGI), 0o644))
 	s := newTestSite(t, "", fmt.Sprintf("command = [%q, \"--bind\", \"unix:{socket}\", \"--workers\", \"2\", \"wsgi:application\"]\nworkdir = %q\n", gunicorn, wd))
