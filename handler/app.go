@@ -226,11 +226,10 @@ func (a *app) rewrite(p *httputil.ProxyRequest) {
 	if out.Host == "" {
 		out.Host = "localhost"
 	}
+	// The Gateway in front of every handler already removed the client's
+	// copies of the headers set below (all spellings); ReverseProxy
+	// removed the hop-by-hop ones. What remains is to set ours.
 	h := out.Header
-	for _, k := range trustHeaders {
-		h.Del(k)
-	}
-	h.Del("SCRIPT_NAME")
 	ip := in.RemoteAddr
 	if host, _, err := net.SplitHostPort(ip); err == nil {
 		ip = host
