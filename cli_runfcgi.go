@@ -275,10 +275,10 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 	o.MaxRequests = r.MaxRequests
 	o.Prefork = r.Method == "prefork" || r.Method == "fork"
 	o.MaxChildren, o.MinSpare, o.MaxSpare = r.MaxChildren, r.MinSpare, r.MaxSpare
-	if addr == "" && spawn.Detect(envGetter(o.Env)) != spawn.ModeFastCGIStdin && envGetter(o.Env)("LISTEN_FDS") == "" {
+	getenv := shim.Getenv(o.Env)
+	if addr == "" && spawn.Detect(getenv) != spawn.ModeFastCGIStdin && getenv("LISTEN_FDS") == "" {
 		return usageError{"runfcgi: no host/port or socket given and fd 0 is not a listening socket\n(a web server that spawns FastCGI programs passes one; otherwise give socket=PATH or host=… port=…)"}
 	}
-	getenv := envGetter(o.Env)
 	if fd := getenv(spawn.EnvReadyFD); fd != "" {
 		// We are the detached daemon: tell the starter when we listen.
 		o.Ready = spawn.ReadyNotifier(fd)
@@ -344,15 +344,4 @@ func cmdStop(ctx context.Context, o shim.Options, args []string) error {
 	}
 	fmt.Fprintf(o.Stdout, "stopped\n")
 	return nil
-}
-
-func envGetter(env []string) func(string) string {
-	return func(k string) string {
-		for _, kv := range env {
-			if v, ok := strings.CutPrefix(kv, k+"="); ok {
-				return v
-			}
-		}
-		return ""
-	}
 }

@@ -28,7 +28,7 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 		o.Listen, o.Protocol = *httpAddr, "http"
 	case *listen != "":
 		o.Listen, o.Protocol = *listen, *protocol
-	case envGetter(o.Env)("LISTEN_FDS") != "":
+	case shim.Getenv(o.Env)("LISTEN_FDS") != "":
 		o.Protocol = *protocol // systemd passes the socket
 	default:
 		return usageError{"serve: need --http ADDR or --listen ADDR"}

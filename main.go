@@ -52,7 +52,7 @@ func progName(args []string) string {
 // (argv is ignored: under CGI it is the query string), or a subcommand.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	base := shim.Options{Args: args, Env: env, Stdout: stdout, Stderr: stderr}
-	getenv := envGetter(env)
+	getenv := shim.Getenv(env)
 	switch spawn.Detect(getenv) {
 	case spawn.ModeFastCGIStdin, spawn.ModeCGI:
 		return shim.Run(ctx, base)

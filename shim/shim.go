@@ -156,7 +156,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Ready != nil {
 		defer func() { o.Ready(err) }() // no-op once it reported success
 	}
-	getenv := envLookup(o.Env)
+	getenv := Getenv(o.Env)
 	started := time.Now()
 	proc := &handler.Process{Started: started, Version: Version}
 
@@ -471,7 +471,9 @@ func serveCGI(h http.Handler, stdout io.Writer) error {
 	return serveOneCGI(h, req, stdout)
 }
 
-func envLookup(env []string) func(string) string {
+// Getenv returns a lookup function over env ("KEY=value" strings), the
+// environment a program was given rather than the process's own.
+func Getenv(env []string) func(string) string {
 	m := envMap(env)
 	return func(k string) string { return m[k] }
 }
