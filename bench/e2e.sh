@@ -10,6 +10,7 @@ set -euo pipefail
 rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 work=$(mktemp -d /tmp/fcgishim-bench.XXXXXX)
 chmod 755 "$work"
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f $work/nginx.pid ] && kill $(cat $work/nginx.pid) 2>/dev/null; [ -f $work/php-fpm.pid ] && kill $(cat $work/php-fpm.pid) 2>/dev/null; [ -f $work/httpd.pid ] && kill $(cat $work/httpd.pid) 2>/dev/null; sleep 1; rm -rf $work' EXIT
@@ -106,7 +107,6 @@ DocumentRoot $work/docroot
 CONF
 apache2 -f "$work/httpd.conf" -k start || { cat "$work/httpd.err"; exit 1; }
 
-wait_up() { for i in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1"; exit 1; }
 wait_up http://127.0.0.1:18081/
 wait_up http://127.0.0.1:18082/
 wait_up http://127.0.0.1:18083/ours/hello.fcgi
@@ -116,7 +116,6 @@ for u in http://127.0.0.1:18081/ http://127.0.0.1:18082/ http://127.0.0.1:18083/
 done
 
 rps() { wrk -t2 -c32 -d"${secs}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
   for t in nginx-ours nginx-php apache-ours apache-php; do

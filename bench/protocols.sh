@@ -8,6 +8,7 @@ set -euo pipefail
 rounds=${1:-3}
 secs=${2:-4}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 work=$(mktemp -d /tmp/fcgishim-proto.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -70,11 +71,9 @@ DefaultRuntimeDir $work
 CONF
 nginx -c "$work/nginx.conf"
 apache2 -f "$work/httpd.conf" -k start
-wait_up() { for i in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1"; exit 1; }
 names=(nginx-fcgi nginx-scgi nginx-fcgi-prefork nginx-fcgi-threaded apache-proxy-fcgi apache-proxy-ajp)
 urls=(http://127.0.0.1:18101/ http://127.0.0.1:18102/ http://127.0.0.1:18103/ http://127.0.0.1:18104/ http://127.0.0.1:18105/ http://127.0.0.1:18106/)
 for u in "${urls[@]}"; do wait_up "$u"; done
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
   for i in "${!names[@]}"; do

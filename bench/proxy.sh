@@ -11,6 +11,7 @@ set -euo pipefail
 rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 work=$(mktemp -d /tmp/fcgishim-proxy.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -54,8 +55,7 @@ http {
 }
 CONF
 nginx -c "$work/nginx.conf"
-wait_up() { for i in $(seq 1 200); do [ "$(curl -s "$1" 2>/dev/null)" = "Hello, world!" ] && return 0; sleep 0.05; done; echo "not up: $1"; cat "$work/shim.log"; exit 1; }
-wait_up http://127.0.0.1:18091/
+wait_up http://127.0.0.1:18091/ || { cat "$work/shim.log"; exit 1; }
 wait_up http://127.0.0.1:18092/
 
 run() { wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out"; 
@@ -64,7 +64,6 @@ run() { wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out";
   echo "$rps $(ms "$p50") $(ms "$p99")"; }
 # wrk prints 812.00us / 1.23ms / 1.02s: convert to milliseconds.
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
   for t in shim direct; do
