@@ -106,7 +106,7 @@ func (s *testSite) waitGone() {
 				s.t.Errorf("app pid %d still alive after the supervisor exited", pid)
 				break
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // polling another process's exit
 		}
 	}
 }
