@@ -93,6 +93,7 @@ func (s *Server) Serve(l net.Listener) error {
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, l)
+		s.broadcastLocked() // Shutdown waits for this loop too
 		s.mu.Unlock()
 		l.Close()
 	}()
@@ -226,7 +227,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		s.closeIdleLocked()
-		n, changed := len(s.conns), s.changed
+		// Serve loops count too: one may hold a connection it accepted
+		// but has not tracked yet, and returning now would lose it.
+		n, changed := len(s.conns)+len(s.listeners), s.changed
 		s.mu.Unlock()
 		if n == 0 {
 			s.wg.Wait() // only the goroutines' final returns remain

@@ -1,7 +1,6 @@
 package spawn
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Listen opens addr: "unix:/path", "/path" (unix), or "host:port" (TCP).
@@ -125,22 +126,17 @@ func (a *allowListener) Accept() (net.Conn, error) {
 // File returns a duplicate of a listener's file descriptor with
 // close-on-exec cleared, for handing it to a re-executed program. Keep the
 // *os.File reachable until the exec: its finalizer closes the descriptor.
+// It leaves the socket non-blocking (net.Listener.File would not: a
+// listener left blocking cannot be woken from accept(2) by Close, and a
+// drain waiting for it would hang).
 func File(l net.Listener) (*os.File, error) {
-	if al, ok := l.(*allowListener); ok {
-		return File(al.Listener)
-	}
-	type filer interface{ File() (*os.File, error) }
-	fl, ok := l.(filer)
-	if !ok {
-		return nil, errors.New("listener cannot export its file descriptor")
-	}
-	f, err := fl.File()
+	f, err := inheritable(l)
 	if err != nil {
 		return nil, err
 	}
-	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_SETFD, 0); e != 0 {
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("clear close-on-exec: %w", e)
+		return nil, fmt.Errorf("clear close-on-exec: %w", err)
 	}
 	return f, nil
 }
