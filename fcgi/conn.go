@@ -15,6 +15,10 @@ import (
 
 const readBufSize = 8 << 10
 
+// lingerTimeout bounds how long a connection we are done with keeps reading
+// after its half-close (see lingerClose).
+const lingerTimeout = 2 * time.Second
+
 // conn is one FastCGI connection. Its serve goroutine is the only reader;
 // handler goroutines write through writeFor under wmu.
 type conn struct {
@@ -37,6 +41,7 @@ type conn struct {
 	begun    int                 // requests accepted on this connection so far
 	draining bool                // no new requests (after the first); close when active reaches 0
 	closed   bool
+	linger   bool // half-closed: reading only to discard until EOF
 
 	handlers sync.WaitGroup
 }
@@ -255,8 +260,8 @@ func (c *conn) begin(id uint16, n int) error {
 		closeNow := c.draining && c.active == 0
 		c.mu.Unlock()
 		err := c.writeReply(func(b []byte) []byte { return appendEndRequest(b, id, 0, status) })
-		if closeNow {
-			c.rwc.Close()
+		if closeNow && err == nil {
+			c.lingerClose()
 		}
 		return err
 	}
@@ -277,7 +282,7 @@ func (c *conn) begin(id uint16, n int) error {
 // request waits for its next FCGI_STDIN record (FCGI-17) or with no request
 // open, none while requests run with their input complete.
 func (c *conn) setDeadlineLocked() {
-	if c.closed {
+	if c.closed || c.linger {
 		return
 	}
 	var d time.Duration
@@ -465,14 +470,40 @@ func (c *conn) finishWrite(r *request, b []byte, abrupt bool) {
 	c.wmu.Unlock()
 	c.mu.Lock()
 	c.active--
-	closeNow := abrupt || err != nil || (c.draining && c.active == 0)
-	if c.active == 0 && !closeNow {
+	closeNow := abrupt || err != nil
+	done := !closeNow && c.draining && c.active == 0
+	if c.active == 0 && !closeNow && !done {
 		c.setDeadlineLocked()
 	}
 	c.mu.Unlock()
-	if closeNow {
+	switch {
+	case closeNow:
 		c.rwc.Close()
+	case done:
+		c.lingerClose()
 	}
+}
+
+// lingerClose ends a connection whose last request is answered: it
+// half-closes, so the web server reads EOF after FCGI_END_REQUEST, and lets
+// the read loop discard what is still in flight (typically the empty
+// FCGI_STDIN that ends a body the handler did not wait for) until EOF or
+// lingerTimeout. Closing with unread input would make the kernel send a
+// reset, which can destroy the response before the web server reads it.
+func (c *conn) lingerClose() {
+	cw, ok := c.rwc.(interface{ CloseWrite() error })
+	if !ok {
+		c.rwc.Close()
+		return
+	}
+	c.mu.Lock()
+	c.linger = true
+	c.mu.Unlock()
+	if cw.CloseWrite() != nil {
+		c.rwc.Close()
+		return
+	}
+	c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
 }
 
 // writeFor writes STDOUT records for r unless r has ended (aborted).

@@ -32,6 +32,29 @@ func TestSplitHeader_FCGI01(t *testing.T) {
 	}
 }
 
+// A handler that answers before the web server has sent all of the body
+// (or the empty FCGI_STDIN ending it) must not make the server close with
+// unread input: the kernel would reset the connection and the web server
+// could lose the response it has not read yet. The connection half-closes
+// and keeps discarding input until EOF.
+func TestEarlyAnswerLingers(t *testing.T) {
+	early := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "early")
+	})
+	tc := serve(t, &Server{Handler: early})
+	body := bytes.Repeat([]byte("x"), 200<<10)
+	all := requestBytes(1, false, reqParams("POST", "/early", "CONTENT_LENGTH", fmt.Sprint(len(body))), body)
+	head := requestBytes(1, false, reqParams("POST", "/early", "CONTENT_LENGTH", fmt.Sprint(len(body))), nil)
+	tc.write(head)
+	out, _ := tc.end(1)
+	if r := parseCGI(t, out); r.body != "early" {
+		t.Fatalf("got %q", out)
+	}
+	tc.write(all[len(head):]) // fails with EPIPE/ECONNRESET if the server closed
+	tc.expectClosed()
+}
+
 func TestVersion_FCGI02(t *testing.T) {
 	var called atomic.Bool
 	tc := serve(t, &Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called.Store(true) })})
