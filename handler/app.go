@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -39,16 +38,17 @@ type app struct {
 	ready      time.Duration
 	logPath    string // [app] log: the supervisor's stderr; "" = ours
 
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	pool connPool // idle connections to the app
 
-	mu      sync.Mutex
-	clients *lockFile // our shared lock on clients.lock, once registered
-	addrs   map[string]string
-	cached  *state
-	cacheID fileID
-	closed  bool
-	logged  map[string]time.Time // rate limit of our log lines, by kind
+	mu        sync.Mutex
+	clients   *lockFile // our shared lock on clients.lock, once registered
+	addrs     map[string]string
+	cached    *state
+	cacheID   fileID
+	cacheAt   time.Time // when state.json was last looked at
+	statePath string
+	closed    bool
+	logged    map[string]time.Time // rate limit of our log lines, by kind
 }
 
 // fileID tells whether state.json was rewritten since we read it.
@@ -56,13 +56,6 @@ type fileID struct {
 	ino   uint64
 	mtime int64
 	size  int64
-}
-
-// targetKey is the request-context key of the per-request bookkeeping.
-type targetKey struct{}
-
-type proxyReq struct {
-	body *watchedBody // the app's response body, to detect a broken copy
 }
 
 func newApp(o Options) (*app, error) {
@@ -118,27 +111,11 @@ func newApp(o Options) (*app, error) {
 			return nil, err
 		}
 		a.dir = runtimeDir(c.Resolve(c.App.RuntimeDir), a.configPath, os.Getenv)
+		a.statePath = filepath.Join(a.dir, fileState)
 		if err := prepareRuntimeDir(a.dir); err != nil {
 			return nil, err
 		}
 		a.logPath = c.Resolve(c.App.Log)
-	}
-	a.transport = &http.Transport{
-		Proxy:                  nil, // never from HTTP_PROXY: in CGI mode that is a request header
-		DialContext:            a.dial,
-		MaxIdleConnsPerHost:    1024, // as many as requests in flight: redialing per request halves throughput
-		IdleConnTimeout:        30 * time.Second,
-		ResponseHeaderTimeout:  a.timeout,
-		MaxResponseHeaderBytes: int64(a.maxHeader) + 4<<10, // modifyResponse gives the clear error
-		DisableCompression:     true,                       // pass Content-Encoding through untouched
-	}
-	a.proxy = &httputil.ReverseProxy{
-		Rewrite:        a.rewrite,
-		Transport:      &retryTransport{a: a, rt: a.transport},
-		ModifyResponse: a.modifyResponse,
-		ErrorHandler:   a.proxyError,
-		BufferPool:     &bufferPool{},
-		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
 	return a, nil
 }
@@ -152,121 +129,196 @@ func (a *app) Close(context.Context) error {
 		return nil
 	}
 	a.closed = true
-	a.transport.CloseIdleConnections()
+	a.pool.closeIdle(true)
 	err := a.clients.close()
 	a.clients = nil
 	return err
 }
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	host, err := a.target(r.Context())
+	ctx := r.Context()
+	target, err := a.target(ctx)
 	if err != nil {
 		a.unavailable(w, r, err)
 		return
 	}
-	// FastCGI cannot carry an upgraded stream (PROXY-03).
-	r.Header.Del("Upgrade")
-	pr := &proxyReq{}
-	out := r.WithContext(context.WithValue(r.Context(), targetKey{}, pr))
-	out.URL = cloneURL(r.URL)
-	out.URL.Host = host
-	a.proxy.ServeHTTP(w, out)
-	if pr.body != nil && pr.body.err != nil {
-		// The app died mid-response: break the response instead of
-		// letting a truncated body look complete (PROXY-07).
-		panic(http.ErrAbortHandler)
+	o, err := a.newOutRequest(r)
+	var bad errBadRequest
+	if errors.As(err, &bad) {
+		errorPage(w, http.StatusBadRequest, 0, "Bad request", "The request could not be forwarded: "+err.Error()+".")
+		return
 	}
-}
-
-// retryTransport retries a body-less GET or HEAD once on a new app
-// instance when the one it was sent to failed because it was being
-// replaced (a deploy: the old instance drains and closes its idle
-// connections while our pooled connection was being reused).
-type retryTransport struct {
-	a  *app
-	rt http.RoundTripper
-}
-
-func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.rt.RoundTrip(req)
-	if err == nil || req.Context().Err() != nil || (req.Method != http.MethodGet && req.Method != http.MethodHead) ||
-		(req.Body != nil && req.Body != http.NoBody) {
-		return resp, err
+	if err != nil {
+		return // the client's body broke off
 	}
-	host, terr := t.a.target(req.Context())
-	if terr != nil || host == req.URL.Host {
-		return resp, err
-	}
-	r2 := req.Clone(req.Context())
-	r2.URL.Host = host
-	return t.rt.RoundTrip(r2)
-}
-
-func cloneURL(u *url.URL) *url.URL {
-	c := *u
-	return &c
-}
-
-// rewrite builds the request to the app: the full original path, the mount
-// prefix in SCRIPT_NAME (gunicorn) and X-Forwarded-Prefix, the forwarding
-// headers from the web server's facts (the gateway already removed the
-// client's copies; ReverseProxy removed hop-by-hop headers first).
-func (a *app) rewrite(p *httputil.ProxyRequest) {
-	in, out := p.In, p.Out
-	req := RequestOf(in)
-	out.URL.Scheme = "http"
-	out.URL.Host = in.URL.Host // the target key set in ServeHTTP
-	full := req.ScriptName + req.PathInfo
-	out.URL.Path, out.URL.RawPath = full, ""
-	if full == in.URL.Path {
-		out.URL.RawPath = in.URL.RawPath
-	}
-	out.URL.RawQuery = in.URL.RawQuery
-	out.Host = in.Host
-	if out.Host == "" {
-		out.Host = "localhost"
-	}
-	// The Gateway in front of every handler already removed the client's
-	// copies of the headers set below (all spellings); ReverseProxy
-	// removed the hop-by-hop ones. What remains is to set ours.
-	h := out.Header
-	ip := in.RemoteAddr
-	if host, _, err := net.SplitHostPort(ip); err == nil {
-		ip = host
-	}
-	proto := "http"
-	if in.TLS != nil {
-		proto = "https"
-	}
-	fwd := []string{}
-	if ip != "" {
-		h.Set("X-Forwarded-For", ip)
-		h.Set("X-Real-Ip", ip)
-		node := ip
-		if strings.Contains(ip, ":") {
-			node = "[" + ip + "]"
+	uc, res, err := a.roundTrip(ctx, target, o)
+	if err != nil && o.replayable() && ctx.Err() == nil {
+		// The instance it went to was being replaced (a deploy: the old
+		// one drains and closes its connections): once more on the
+		// current one.
+		if t, terr := a.target(ctx); terr == nil && t != target {
+			uc, res, err = a.roundTrip(ctx, t, o)
 		}
-		fwd = append(fwd, "for="+strconv.Quote(node))
 	}
-	if in.Host != "" {
-		h.Set("X-Forwarded-Host", in.Host)
-		fwd = append(fwd, "host="+strconv.Quote(in.Host))
+	if err != nil {
+		a.proxyError(w, r, err)
+		return
 	}
-	h.Set("X-Forwarded-Proto", proto)
-	fwd = append(fwd, "proto="+proto)
-	h.Set("Forwarded", strings.Join(fwd, ";"))
-	if req.ScriptName != "" {
-		// Written with the underscore on purpose: gunicorn reads the
-		// SCRIPT_NAME header (trusted from its forwarded_allow_ips, which
-		// includes unix-socket peers and 127.0.0.1).
-		h["SCRIPT_NAME"] = []string{req.ScriptName}
-		h.Set("X-Forwarded-Prefix", req.ScriptName)
+	a.copyResponse(w, r, uc, res)
+}
+
+// roundTrip sends o on an idle or new connection to target and reads the
+// response header. A reused connection that the app had closed while idle
+// is retried on a new one when o can be sent again.
+func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upConn, *http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		var uc *upConn
+		if attempt == 0 {
+			uc = a.pool.get(target, !o.replayable())
+		}
+		if uc == nil {
+			c, err := a.dial(ctx, target)
+			if err != nil {
+				return nil, nil, err
+			}
+			uc = newUpConn(c, target)
+		}
+		res, err := a.exchange(ctx, uc, o)
+		if err == nil {
+			return uc, res, nil
+		}
+		if uc.reused && attempt == 0 && errors.Is(err, errNoResponse) && o.replayable() && ctx.Err() == nil {
+			continue
+		}
+		return nil, nil, err
 	}
-	if u := req.Vars["REMOTE_USER"]; u != "" {
-		h.Set("X-Remote-User", u)
+}
+
+// exchange writes o on uc (a body from another goroutine, so that an app
+// answering before it has read all of it is heard) and reads the response
+// header within [app] timeout. The caller ends uc with a.finish.
+func (a *app) exchange(ctx context.Context, uc *upConn, o *outRequest) (*http.Response, error) {
+	uc.stop = context.AfterFunc(ctx, func() { uc.conn.SetDeadline(time.Unix(1, 0)) })
+	a.writeHead(uc.bw, o)
+	if o.length != 0 {
+		uc.werr = make(chan error, 1)
+		go func() { uc.werr <- writeBody(uc.bw, o) }()
+	} else if err := uc.bw.Flush(); err != nil {
+		a.finish(uc, false)
+		return nil, fmt.Errorf("%w: %v", errNoResponse, err)
 	}
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = nil // do not invent Go's
+	uc.conn.SetReadDeadline(time.Now().Add(a.timeout))
+	limit := a.maxHeader + 4<<10
+	uc.lr.limit, uc.lr.n, uc.lr.max = true, limit, a.maxHeader
+	buffered := uc.br.Buffered()
+	var res *http.Response
+	var err error
+	for range 5 {
+		res, err = http.ReadResponse(uc.br, o.in)
+		if err != nil || res.StatusCode >= 200 {
+			break
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			err = errors.New("app switched protocols")
+			break
+		}
+		// 1xx (100 Continue, 103 Early Hints): CGI cannot pass them on.
+	}
+	if err == nil && res.StatusCode < 200 {
+		err = errors.New("app sent only 1xx responses")
+	}
+	nothing := uc.lr.n == limit && buffered == 0
+	uc.lr.limit = false
+	if err != nil {
+		a.finish(uc, false)
+		if nothing && !isTimeout(err) {
+			return nil, fmt.Errorf("%w: %v", errNoResponse, err)
+		}
+		return nil, err
+	}
+	uc.conn.SetReadDeadline(time.Time{})
+	return res, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// finish waits for the body writer and returns uc to the pool, or closes it
+// when it cannot carry another request.
+func (a *app) finish(uc *upConn, reusable bool) {
+	if uc.werr != nil {
+		select {
+		case err := <-uc.werr:
+			reusable = reusable && err == nil
+		default:
+			// The app answered without reading the whole body.
+			reusable = false
+			uc.conn.Close()
+			<-uc.werr
+		}
+		uc.werr = nil
+	}
+	if uc.stop != nil && !uc.stop() {
+		reusable = false // the request's context ended: the deadline is spent
+	}
+	uc.stop = nil
+	if reusable {
+		a.pool.put(uc)
+	} else {
+		uc.conn.Close()
+	}
+}
+
+// copyResponse passes the app's response on: its header (minus hop-by-hop
+// fields and what the web server must not act on), then the body, flushed
+// as it comes when it is a stream. A body the app breaks off breaks the
+// response too (PROXY-07), so a truncated page never looks complete.
+func (a *app) copyResponse(w http.ResponseWriter, r *http.Request, uc *upConn, res *http.Response) {
+	if err := a.checkResponse(res); err != nil {
+		a.finish(uc, false)
+		a.proxyError(w, r, err)
+		return
+	}
+	dst := w.Header()
+	conn := connectionTokens(res.Header)
+	for k, vs := range res.Header {
+		if hopHeaders[k] && k != "Content-Length" || conn[k] {
+			continue
+		}
+		dst[k] = vs
+	}
+	w.WriteHeader(res.StatusCode)
+	var rc *http.ResponseController
+	if res.ContentLength < 0 || strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		rc = http.NewResponseController(w)
+		rc.Flush()
+	}
+	buf := copyBuffers.get()
+	var rerr, werr error
+	for {
+		n, err := res.Body.Read(*buf)
+		if n > 0 {
+			if _, werr = w.Write((*buf)[:n]); werr != nil {
+				break
+			}
+			if rc != nil {
+				rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			rerr = err
+			break
+		}
+	}
+	copyBuffers.put(buf)
+	a.finish(uc, rerr == nil && werr == nil && !res.Close)
+	if rerr != nil {
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -305,14 +357,16 @@ func checkHeaderSize(h http.Header, max int) error {
 	return nil
 }
 
-func (a *app) modifyResponse(res *http.Response) error {
+// checkResponse refuses a header block the web server would reject and
+// drops what the app must not ask of the web server.
+func (a *app) checkResponse(res *http.Response) error {
 	h := res.Header
 	if err := checkHeaderSize(h, a.maxHeader); err != nil {
 		return err
 	}
 	if !a.cfg.PassSendfile {
 		for _, k := range sendfileHeaders {
-			h.Del(k)
+			delete(h, k)
 		}
 		for k := range h {
 			if strings.HasPrefix(k, "X-Accel-") {
@@ -323,26 +377,7 @@ func (a *app) modifyResponse(res *http.Response) error {
 	if h.Get("Content-Type") == "" && res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified && res.ContentLength != 0 {
 		h.Set("Content-Type", "application/octet-stream") // never let a front end guess html
 	}
-	if pr, ok := res.Request.Context().Value(targetKey{}).(*proxyReq); ok {
-		pr.body = &watchedBody{ReadCloser: res.Body}
-		res.Body = pr.body
-	}
 	return nil
-}
-
-// watchedBody remembers a read error of the app's response body (anything
-// but a clean EOF: the app died or the connection broke).
-type watchedBody struct {
-	io.ReadCloser
-	err error
-}
-
-func (b *watchedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
-	}
-	return n, err
 }
 
 // proxyError answers when the round trip failed before a response: 504 on
@@ -359,7 +394,7 @@ func (a *app) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	var he *headerTooLargeError
-	if errors.As(err, &he) || strings.Contains(err.Error(), "server response headers exceeded") {
+	if errors.As(err, &he) {
 		a.logOnce("header-size", "%v; answering 502 (RESP-05)", err)
 		errorPage(w, http.StatusBadGateway, 0, "Bad gateway", "The application's response headers were too large.")
 		return
@@ -443,7 +478,7 @@ func (a *app) target(ctx context.Context) (string, error) {
 	registered := a.clients != nil
 	a.mu.Unlock()
 	if registered {
-		if s := a.current(); s != nil && s.Status == statusReady {
+		if s := a.current(false); s != nil && s.Status == statusReady {
 			return a.hostFor(s), nil
 		}
 	}
@@ -461,7 +496,7 @@ func (a *app) hostFor(s *state) string {
 	a.mu.Lock()
 	if a.addrs[host] != s.Addr {
 		if len(a.addrs) > 0 {
-			a.transport.CloseIdleConnections()
+			a.pool.closeIdle(false)
 			clear(a.addrs)
 		}
 		a.addrs[host] = s.Addr
@@ -470,9 +505,18 @@ func (a *app) hostFor(s *state) string {
 	return host
 }
 
-// current returns the state, re-read only when state.json changed.
-func (a *app) current() *state {
-	fi, err := os.Stat(filepath.Join(a.dir, fileState))
+// current returns the state, re-read only when state.json changed; unless
+// fresh, a state looked at within stateRecheck is used as it is.
+func (a *app) current(fresh bool) *state {
+	now := time.Now()
+	a.mu.Lock()
+	if !fresh && a.cached != nil && now.Sub(a.cacheAt) < stateRecheck {
+		s := a.cached
+		a.mu.Unlock()
+		return s
+	}
+	a.mu.Unlock()
+	fi, err := os.Stat(a.statePath)
 	if err != nil {
 		return nil
 	}
@@ -483,6 +527,7 @@ func (a *app) current() *state {
 	a.mu.Lock()
 	if a.cached != nil && a.cacheID == id {
 		s := a.cached
+		a.cacheAt = now
 		a.mu.Unlock()
 		return s
 	}
@@ -492,10 +537,16 @@ func (a *app) current() *state {
 		return nil
 	}
 	a.mu.Lock()
-	a.cached, a.cacheID = s, id
+	a.cached, a.cacheID, a.cacheAt = s, id, now
 	a.mu.Unlock()
 	return s
 }
+
+// stateRecheck is how long a state read from state.json is used without
+// looking again: a stat per request was a tenth of the proxy's cost. A
+// replacement is noticed this much later (the old instance serves for the
+// 2 s handover), a crash at once (the dial fails and await re-reads).
+const stateRecheck = 50 * time.Millisecond
 
 // await is the slow path: register as a client, make sure a supervisor
 // runs (starting one if we are the first), and wait until the app is ready,
@@ -518,7 +569,7 @@ func (a *app) await(ctx context.Context, avoid string) (*state, error) {
 				if startErr = a.startSupervisor(ctx); startErr != nil {
 					a.logOnce("supervisor", "%v", startErr)
 				}
-			} else if s := a.current(); s != nil && alive(s.Supervisor) {
+			} else if s := a.current(true); s != nil && alive(s.Supervisor) {
 				switch s.Status {
 				case statusReady:
 					if s.Addr != avoid {
@@ -624,8 +675,7 @@ func (a *app) startSupervisor(ctx context.Context) error {
 // dial connects to the instance named by the URL host. When that fails (the
 // app was replaced or crashed since we looked), it waits for the current
 // instance once: nothing was sent yet, so this retry is safe for any method.
-func (a *app) dial(ctx context.Context, _, hostport string) (net.Conn, error) {
-	host, _, _ := net.SplitHostPort(hostport)
+func (a *app) dial(ctx context.Context, host string) (net.Conn, error) {
 	a.mu.Lock()
 	addr := a.addrs[host]
 	a.mu.Unlock()
@@ -648,16 +698,3 @@ func (a *app) dial(ctx context.Context, _, hostport string) (net.Conn, error) {
 	network, address := splitAddr(s.Addr)
 	return d.DialContext(ctx, network, address)
 }
-
-// bufferPool lends ReverseProxy its copy buffers: without it every request
-// allocates 32 KiB, which dominated the proxy's cost (GC and madvise).
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
-
-func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }

@@ -1,0 +1,456 @@
+package handler
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The client side of the proxy: a lean HTTP/1.1 client for one app. It does
+// what net/http.Transport does for us with a third of the cost per request
+// (measured in bench/proxy.sh): the handler's goroutine writes the request
+// and reads the response itself, with no per-connection reader and writer
+// goroutines to hand each request over to, and idle connections wait in a
+// stack per app instance.
+
+const (
+	maxIdlePerTarget = 1024 // as many as requests in flight: redialing per request halves throughput
+	idleTimeout      = 30 * time.Second
+	// checkIdleAfter: a connection idle longer than this is checked for a
+	// close by the app before reuse (apps drop idle keep-alive connections:
+	// gunicorn after 2 s, Node after 5 s). Shorter idle connections are
+	// checked only for a request that could not be sent again.
+	checkIdleAfter = 500 * time.Millisecond
+)
+
+// upConn is one connection to the app.
+type upConn struct {
+	conn   net.Conn
+	target string // the app instance it belongs to (a pool key)
+	lr     limitedReader
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+	reused bool
+	stop   func() bool // stops the request context's watch (context.AfterFunc)
+	werr   chan error  // the body writer's result, while one runs
+}
+
+// limitedReader fails a read past n bytes while limit is set: the response
+// header block of a broken or hostile app cannot grow without bound.
+type limitedReader struct {
+	r     io.Reader
+	n     int
+	limit bool
+	max   int // for the message
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.limit {
+		if l.n <= 0 {
+			return 0, &headerTooLargeError{fmt.Sprintf("more than %d bytes of headers", l.max)}
+		}
+		if len(p) > l.n {
+			p = p[:l.n]
+		}
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
+}
+
+func newUpConn(c net.Conn, target string) *upConn {
+	uc := &upConn{conn: c, target: target}
+	uc.lr.r = c
+	uc.br = bufio.NewReaderSize(&uc.lr, 4<<10)
+	uc.bw = bufio.NewWriterSize(c, 4<<10)
+	return uc
+}
+
+// alive reports whether the app has not closed (or written on) the idle
+// connection, without blocking: one recv(MSG_PEEK|MSG_DONTWAIT).
+func (uc *upConn) alive() bool {
+	if uc.br.Buffered() > 0 {
+		return false // bytes nobody asked for: the stream is out of step
+	}
+	sc, ok := uc.conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true
+	})
+	return err == nil && ok
+}
+
+// connPool holds idle connections, most recently used last, per target.
+type connPool struct {
+	mu     sync.Mutex
+	idle   map[string][]*upConn
+	closed bool
+}
+
+// get returns an idle connection to target that the app has not closed,
+// or nil. check asks for the liveness check even on a recently used one.
+func (p *connPool) get(target string, check bool) *upConn {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		s := p.idle[target]
+		if len(s) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		uc := s[len(s)-1]
+		s[len(s)-1] = nil
+		p.idle[target] = s[:len(s)-1]
+		p.mu.Unlock()
+		idle := now.Sub(uc.idleAt)
+		if idle < idleTimeout && (!check && idle < checkIdleAfter || uc.alive()) {
+			uc.reused = true
+			return uc
+		}
+		uc.conn.Close()
+	}
+}
+
+// put makes uc available for reuse, and closes the oldest idle connection
+// of its target if that one has waited longer than idleTimeout.
+func (p *connPool) put(uc *upConn) {
+	uc.idleAt = time.Now()
+	var stale *upConn
+	p.mu.Lock()
+	s := p.idle[uc.target]
+	if p.closed || len(s) >= maxIdlePerTarget {
+		p.mu.Unlock()
+		uc.conn.Close()
+		return
+	}
+	if len(s) > 0 && uc.idleAt.Sub(s[0].idleAt) > idleTimeout {
+		stale = s[0]
+		s = s[1:]
+	}
+	if p.idle == nil {
+		p.idle = map[string][]*upConn{}
+	}
+	p.idle[uc.target] = append(s, uc)
+	p.mu.Unlock()
+	if stale != nil {
+		stale.conn.Close()
+	}
+}
+
+// closeIdle closes every idle connection; with final, later ones too.
+func (p *connPool) closeIdle(final bool) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	if final {
+		p.closed = true
+	}
+	p.mu.Unlock()
+	for _, s := range idle {
+		for _, uc := range s {
+			uc.conn.Close()
+		}
+	}
+}
+
+// hopHeaders are meaningful for one connection only (RFC 9110 7.6.1), or
+// are framing we redo; they never cross the proxy in either direction.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true,
+}
+
+// setHeaders are the request headers the proxy sets itself from the web
+// server's facts; a copy in the incoming request is never forwarded (the
+// Gateway removed the client's already: this is the second lock).
+var setHeaders = map[string]bool{
+	"Host": true, "Expect": true, "X-Forwarded-For": true, "X-Real-Ip": true, "X-Forwarded-Host": true,
+	"X-Forwarded-Proto": true, "Forwarded": true, "X-Forwarded-Prefix": true, "X-Remote-User": true,
+	"Script_name": true, "SCRIPT_NAME": true,
+}
+
+// connectionTokens returns the header names listed in Connection.
+func connectionTokens(h http.Header) map[string]bool {
+	vs := h["Connection"]
+	if len(vs) == 0 {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, v := range vs {
+		for _, f := range strings.Split(v, ",") {
+			if f = http.CanonicalHeaderKey(strings.TrimSpace(f)); f != "" {
+				m[f] = true
+			}
+		}
+	}
+	return m
+}
+
+// validToken reports whether s is an RFC 9110 token (a method or a field
+// name).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether s can be sent as a Host field value.
+func validHost(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"<>\\^`{|}/", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// writeValue writes a field value with CR, LF and NUL turned into spaces.
+func writeValue(w *bufio.Writer, v string) {
+	if strings.ContainsAny(v, "\r\n\x00") {
+		v = strings.Map(func(r rune) rune {
+			if r == '\r' || r == '\n' || r == 0 {
+				return ' '
+			}
+			return r
+		}, v)
+	}
+	w.WriteString(v)
+}
+
+func writeField(w *bufio.Writer, k, v string) {
+	w.WriteString(k)
+	w.WriteString(": ")
+	writeValue(w, v)
+	w.WriteString("\r\n")
+}
+
+// outRequest is what the proxy sends for one incoming request.
+type outRequest struct {
+	in     *http.Request
+	req    *Request // the web server's facts about in
+	uri    string   // request-target
+	host   string
+	length int64     // body length; -1 = chunked; 0 = none
+	body   io.Reader // when length != 0
+}
+
+// errBadRequest is an incoming request the proxy cannot put on the wire.
+type errBadRequest string
+
+func (e errBadRequest) Error() string { return string(e) }
+
+// newOutRequest checks what goes on the request line and frames the body.
+func (a *app) newOutRequest(in *http.Request) (*outRequest, error) {
+	if !validToken(in.Method) {
+		return nil, errBadRequest("invalid method")
+	}
+	req := RequestOf(in)
+	full := req.ScriptName + req.PathInfo
+	u := url.URL{Path: full}
+	if full == in.URL.Path {
+		u.RawPath = in.URL.RawPath
+	}
+	u.RawQuery = in.URL.RawQuery
+	o := &outRequest{in: in, req: req, uri: u.RequestURI(), host: in.Host}
+	if o.host == "" {
+		o.host = "localhost"
+	}
+	if !validHost(o.host) {
+		return nil, errBadRequest("invalid Host")
+	}
+	switch {
+	case in.ContentLength > 0:
+		o.length, o.body = in.ContentLength, in.Body
+	case in.ContentLength < 0 && in.Body != nil && in.Body != http.NoBody:
+		// No CONTENT_LENGTH: usually no body at all (a GET, whose empty
+		// FCGI_STDIN is already on its way), sometimes a stream. One read
+		// tells which, so a GET is not sent chunked.
+		var b [1]byte
+		var n int
+		var err error
+		for n == 0 && err == nil {
+			n, err = in.Body.Read(b[:])
+		}
+		switch {
+		case n > 0:
+			o.length, o.body = -1, io.MultiReader(bytes.NewReader(b[:n]), in.Body)
+		case err != io.EOF:
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// replayable reports whether o may be sent again after a failure that left
+// the app's handling of it unknown: an idempotent method with no body.
+func (o *outRequest) replayable() bool {
+	switch o.in.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return o.length == 0
+	}
+	return false
+}
+
+// writeHead writes the request line and header: the client's fields minus
+// hop-by-hop ones, then the forwarding facts from the web server.
+func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
+	in := o.in
+	w.WriteString(in.Method)
+	w.WriteByte(' ')
+	w.WriteString(o.uri)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(o.host)
+	w.WriteString("\r\n")
+	conn := connectionTokens(in.Header)
+	for k, vs := range in.Header {
+		if hopHeaders[k] || setHeaders[k] || conn[k] || !validToken(k) {
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+	req := o.req
+	ip := in.RemoteAddr
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	var fwd strings.Builder
+	if ip != "" {
+		writeField(w, "X-Forwarded-For", ip)
+		writeField(w, "X-Real-Ip", ip)
+		node := ip
+		if strings.Contains(ip, ":") {
+			node = "[" + ip + "]"
+		}
+		fwd.WriteString("for=" + strconv.Quote(node) + ";")
+	}
+	if in.Host != "" {
+		writeField(w, "X-Forwarded-Host", in.Host)
+		fwd.WriteString("host=" + strconv.Quote(in.Host) + ";")
+	}
+	writeField(w, "X-Forwarded-Proto", proto)
+	fwd.WriteString("proto=" + proto)
+	writeField(w, "Forwarded", fwd.String())
+	if req.ScriptName != "" {
+		// Written with the underscore on purpose: gunicorn reads the
+		// SCRIPT_NAME header (trusted from its forwarded_allow_ips, which
+		// includes unix-socket peers and 127.0.0.1).
+		writeField(w, "SCRIPT_NAME", req.ScriptName)
+		writeField(w, "X-Forwarded-Prefix", req.ScriptName)
+	}
+	if u := req.Vars["REMOTE_USER"]; u != "" {
+		writeField(w, "X-Remote-User", u)
+	}
+	switch {
+	case o.length > 0:
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(o.length, 10))
+		w.WriteString("\r\n")
+	case o.length < 0:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	case in.Method == http.MethodPost || in.Method == http.MethodPut || in.Method == http.MethodPatch:
+		w.WriteString("Content-Length: 0\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeBody sends o's body: exactly length bytes, or chunked. A short body
+// (the client went away) is an error: the connection must not be reused.
+func writeBody(w *bufio.Writer, o *outRequest) error {
+	buf := copyBuffers.get()
+	defer copyBuffers.put(buf)
+	var err error
+	if o.length > 0 {
+		var n int64
+		n, err = copyBuf(w, io.LimitReader(o.body, o.length), *buf)
+		if err == nil && n < o.length {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		cw := httputil.NewChunkedWriter(w)
+		if _, err = copyBuf(cw, o.body, *buf); err == nil {
+			if err = cw.Close(); err == nil {
+				_, err = w.WriteString("\r\n")
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// copyBuf copies with buf: no ReaderFrom or WriterTo that would allocate
+// its own.
+func copyBuf(w io.Writer, r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		m, rerr := r.Read(buf)
+		if m > 0 {
+			if _, err := w.Write(buf[:m]); err != nil {
+				return n, err
+			}
+			n += int64(m)
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// bufferPool lends the proxy its 32 KiB copy buffers: allocating one per
+// request dominated the proxy's cost (GC and madvise).
+type bufferPool struct{ p sync.Pool }
+
+var copyBuffers bufferPool
+
+func (b *bufferPool) get() *[]byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return v
+	}
+	buf := make([]byte, 32<<10)
+	return &buf
+}
+
+func (b *bufferPool) put(buf *[]byte) { b.p.Put(buf) }
+
+// errNoResponse is a connection that ended before any response byte.
+var errNoResponse = errors.New("app closed the connection without a response")
