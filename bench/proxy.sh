@@ -3,9 +3,12 @@
 # loopback, the same Go HTTP app (bench/app) on a unix socket:
 #   A. nginx -> mysite.fcgi (FastCGI, unix socket, keep-conn) -> app   (upstream = "unix:…")
 #   B. nginx -> proxy_pass (keep-alive) -> app
-# Prints req/s and p50/p99 latency per round, the medians, the req/s ratio
-# A/B and the latency mysite.fcgi adds; then streams a 256 MiB upload through
-# A and reports whether it arrived intact and mysite.fcgi's peak RSS (VmHWM).
+#   C. nginx -> proxy_pass -> a second nginx -> proxy_pass -> app: the control,
+#      what a middle hop written in C costs on this machine
+# Prints req/s and p50/p99 latency per round, the medians, the req/s ratios
+# A/B (the figure we are held to) and C/B, and the latency mysite.fcgi adds;
+# then streams a 256 MiB upload through A and reports whether it arrived
+# intact and mysite.fcgi's peak RSS (VmHWM).
 # Usage: bench/proxy.sh [ROUNDS] [SECONDS]   (needs nginx, wrk, curl; root for nginx's user)
 set -euo pipefail
 rounds=${1:-5}
@@ -16,6 +19,7 @@ work=$(mktemp -d /tmp/fcgishim-proxy.XXXXXX)
 chmod 755 "$work"
 cleanup() {
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/nginx2.pid" ] && kill "$(cat "$work/nginx2.pid")" 2>/dev/null || true
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -29,7 +33,24 @@ printf '[app]\nupstream = "unix:%s/app.sock"\n' "$work" > "$work/mysite.toml"
 "$work/mysite.fcgi" serve --listen "unix:$work/shim.sock" --protocol fcgi 2>"$work/shim.log" &
 shim_pid=$!
 
-mkdir -p "$work/ntmp"
+mkdir -p "$work/ntmp" "$work/ntmp2"
+cat > "$work/nginx2.conf" <<CONF
+worker_processes 1;
+user root;
+pid $work/nginx2.pid;
+error_log $work/nginx2.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/ntmp2; fastcgi_temp_path $work/ntmp2; proxy_temp_path $work/ntmp2;
+  scgi_temp_path $work/ntmp2; uwsgi_temp_path $work/ntmp2;
+  upstream app { server unix:$work/app.sock; keepalive 32; }
+  server {
+    listen unix:$work/mid.sock;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 user root;
@@ -43,6 +64,7 @@ http {
   scgi_temp_path $work/ntmp; uwsgi_temp_path $work/ntmp;
   upstream shim { server unix:$work/shim.sock; keepalive 32; }
   upstream app  { server unix:$work/app.sock;  keepalive 32; }
+  upstream mid  { server unix:$work/mid.sock;  keepalive 32; }
   server {
     listen 127.0.0.1:18091;
     location / { include /etc/nginx/fastcgi_params; fastcgi_pass shim; fastcgi_keep_conn on;
@@ -52,11 +74,17 @@ http {
     listen 127.0.0.1:18092;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+  server {
+    listen 127.0.0.1:18093;
+    location / { proxy_pass http://mid; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
 }
 CONF
+nginx -c "$work/nginx2.conf"
 nginx -c "$work/nginx.conf"
 wait_up http://127.0.0.1:18091/ || { cat "$work/shim.log"; exit 1; }
 wait_up http://127.0.0.1:18092/
+wait_up http://127.0.0.1:18093/
 
 run() { wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out"; 
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/out")
@@ -66,8 +94,8 @@ run() { wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out";
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
-  for t in shim direct; do
-    u=http://127.0.0.1:18091/; [ $t = direct ] && u=http://127.0.0.1:18092/
+  for t in shim direct nginxhop; do
+    case $t in shim) u=http://127.0.0.1:18091/ ;; direct) u=http://127.0.0.1:18092/ ;; nginxhop) u=http://127.0.0.1:18093/ ;; esac
     read -r rps p50 p99 < <(run "$u")
     echo "$t $rps $p50 $p99" >> "$work/r"
     echo "round $r $t: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
@@ -75,8 +103,11 @@ for r in $(seq 1 "$rounds"); do
 done
 med() { awk -v t="$1" -v c="$2" '$1==t {print $c}' "$work/r" | median; }
 echo
-for t in shim direct; do echo "$t median: $(med $t 2) req/s, p50 $(med $t 3) ms, p99 $(med $t 4) ms"; done
-echo "ratio req/s  nginx->mysite.fcgi->app / nginx->proxy_pass->app: $(awk -v a="$(med shim 2)" -v b="$(med direct 2)" 'BEGIN {printf "%.2f", a/b}')"
+for t in shim direct nginxhop; do echo "$t median: $(med $t 2) req/s, p50 $(med $t 3) ms, p99 $(med $t 4) ms"; done
+ratio() { awk -v a="$(med "$1" 2)" -v b="$(med "$2" 2)" 'BEGIN {printf "%.2f", a/b}'; }
+echo "ratio req/s  nginx->mysite.fcgi->app / nginx->proxy_pass->app: $(ratio shim direct)"
+echo "control      nginx->nginx->app / nginx->proxy_pass->app:       $(ratio nginxhop direct)"
+echo "ratio req/s  nginx->mysite.fcgi->app / nginx->nginx->app:       $(ratio shim nginxhop)"
 echo "added latency: p50 $(awk -v a="$(med shim 3)" -v b="$(med direct 3)" 'BEGIN {printf "%.3f", a-b}') ms, p99 $(awk -v a="$(med shim 4)" -v b="$(med direct 4)" 'BEGIN {printf "%.3f", a-b}') ms"
 
 # 256 MiB upload through nginx -> mysite.fcgi -> app, streamed.
