@@ -42,17 +42,7 @@ $phpfpm -y "$work/php-fpm.conf" -R
 "$work/hello.fcgi" --listen "unix:$work/ours.sock" --protocol fcgi 2>"$work/ours.log" &
 
 # --- nginx in front of both
-mkdir -p "$work/ntmp"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/ntmp; fastcgi_temp_path $work/ntmp; proxy_temp_path $work/ntmp;
-  scgi_temp_path $work/ntmp; uwsgi_temp_path $work/ntmp;
+{ nginx_prologue "$work" nginx; cat <<CONF
   upstream ours { server unix:$work/ours.sock; keepalive 32; }
   upstream php  { server unix:$work/php.sock; }
   server {
@@ -65,6 +55,7 @@ http {
   }
 }
 CONF
+} > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 
 # --- Apache + mod_fcgid: /ours/ spawns hello.fcgi, /php/ spawns php-cgi

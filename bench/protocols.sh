@@ -28,17 +28,7 @@ export PATH=$PATH:/usr/local/go/bin:/usr/sbin
 # prefork with Django's defaults (minspare 2, maxspare 5, maxchildren 50); the info page app
 "$work/mysite.fcgi" runfcgi method=prefork socket="$work/prefork.sock" daemonize=false 2>/dev/null &
 "$work/mysite.fcgi" runfcgi method=threaded socket="$work/threaded.sock" daemonize=false 2>/dev/null &
-mkdir -p "$work/ntmp"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/ntmp; fastcgi_temp_path $work/ntmp; proxy_temp_path $work/ntmp;
-  scgi_temp_path $work/ntmp; uwsgi_temp_path $work/ntmp;
+{ nginx_prologue "$work" nginx; cat <<CONF
   upstream fcgi { server unix:$work/fcgi.sock; keepalive 32; }
   server { listen 127.0.0.1:18101; location / { include /etc/nginx/fastcgi_params; fastcgi_pass fcgi; fastcgi_keep_conn on; } }
   server { listen 127.0.0.1:18102; location / { include /etc/nginx/scgi_params; scgi_pass unix:$work/scgi.sock; } }
@@ -46,6 +36,7 @@ http {
   server { listen 127.0.0.1:18104; location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:$work/threaded.sock; } }
 }
 CONF
+} > "$work/nginx.conf"
 cat > "$work/httpd.conf" <<CONF
 ServerRoot $work
 LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so

@@ -33,17 +33,7 @@ printf '[app]\nupstream = "unix:%s/app.sock"\n' "$work" > "$work/mysite.toml"
 "$work/mysite.fcgi" serve --listen "unix:$work/shim.sock" --protocol fcgi 2>"$work/shim.log" &
 shim_pid=$!
 
-mkdir -p "$work/ntmp" "$work/ntmp2"
-cat > "$work/nginx2.conf" <<CONF
-worker_processes 1;
-user root;
-pid $work/nginx2.pid;
-error_log $work/nginx2.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/ntmp2; fastcgi_temp_path $work/ntmp2; proxy_temp_path $work/ntmp2;
-  scgi_temp_path $work/ntmp2; uwsgi_temp_path $work/ntmp2;
+{ nginx_prologue "$work" nginx2; cat <<CONF
   upstream app { server unix:$work/app.sock; keepalive 32; }
   server {
     listen unix:$work/mid.sock;
@@ -51,17 +41,9 @@ http {
   }
 }
 CONF
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
+} > "$work/nginx2.conf"
+{ nginx_prologue "$work" nginx; cat <<CONF
   client_max_body_size 0;
-  client_body_temp_path $work/ntmp; fastcgi_temp_path $work/ntmp; proxy_temp_path $work/ntmp;
-  scgi_temp_path $work/ntmp; uwsgi_temp_path $work/ntmp;
   upstream shim { server unix:$work/shim.sock; keepalive 32; }
   upstream app  { server unix:$work/app.sock;  keepalive 32; }
   upstream mid  { server unix:$work/mid.sock;  keepalive 32; }
@@ -80,6 +62,7 @@ http {
   }
 }
 CONF
+} > "$work/nginx.conf"
 nginx -c "$work/nginx2.conf"
 nginx -c "$work/nginx.conf"
 wait_up http://127.0.0.1:18091/ || { cat "$work/shim.log"; exit 1; }
