@@ -189,7 +189,6 @@ var hopHeaders = map[string]bool{
 var setHeaders = map[string]bool{
 	"Host": true, "Expect": true, "X-Forwarded-For": true, "X-Real-Ip": true, "X-Forwarded-Host": true,
 	"X-Forwarded-Proto": true, "Forwarded": true, "X-Forwarded-Prefix": true, "X-Remote-User": true,
-	"Script_name": true, "SCRIPT_NAME": true,
 }
 
 // connectionTokens returns the header names listed in Connection.
@@ -224,6 +223,17 @@ func validToken(s string) bool {
 	return true
 }
 
+// validTarget reports whether s can go on the request line: no space or
+// control byte (the query is passed through as the web server sent it).
+func validTarget(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // validHost reports whether s can be sent as a Host field value.
 func validHost(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -234,15 +244,21 @@ func validHost(s string) bool {
 	return true
 }
 
-// writeValue writes a field value with CR, LF and NUL turned into spaces.
+// writeValue writes a field value with each control byte other than HTAB
+// (CR and LF above all) turned into a space: a value is one line of
+// VCHAR, SP, HTAB and obs-text (RFC 9110 5.5).
 func writeValue(w *bufio.Writer, v string) {
-	if strings.ContainsAny(v, "\r\n\x00") {
-		v = strings.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' || r == 0 {
-				return ' '
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			b := []byte(v)
+			for j, c := range b {
+				if c < ' ' && c != '\t' || c == 0x7f {
+					b[j] = ' '
+				}
 			}
-			return r
-		}, v)
+			w.Write(b)
+			return
+		}
 	}
 	w.WriteString(v)
 }
@@ -280,8 +296,14 @@ func (a *app) newOutRequest(in *http.Request) (*outRequest, error) {
 	if full == in.URL.Path {
 		u.RawPath = in.URL.RawPath
 	}
+	if !strings.HasPrefix(full, "/") {
+		u.Path, u.RawPath = "/"+full, "" // origin-form (RFC 9112 3.2.1)
+	}
 	u.RawQuery = in.URL.RawQuery
 	o := &outRequest{in: in, req: req, uri: u.RequestURI(), host: in.Host}
+	if !validTarget(o.uri) {
+		return nil, errBadRequest("invalid request target")
+	}
 	if o.host == "" {
 		o.host = "localhost"
 	}
@@ -333,7 +355,12 @@ func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
 	w.WriteString("\r\n")
 	conn := connectionTokens(in.Header)
 	for k, vs := range in.Header {
-		if hopHeaders[k] || setHeaders[k] || conn[k] || !validToken(k) {
+		// Compared in canonical form: a map filled by hand may hold
+		// "Content-length". A name with "_" is dropped, as nginx and
+		// Apache do: to a CGI or WSGI app, X_Forwarded_For would be
+		// X-Forwarded-For.
+		ck := http.CanonicalHeaderKey(k)
+		if hopHeaders[ck] || setHeaders[ck] || conn[ck] || !validToken(k) || strings.IndexByte(k, '_') >= 0 {
 			continue
 		}
 		for _, v := range vs {
