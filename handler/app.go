@@ -201,7 +201,7 @@ func (a *app) exchange(ctx context.Context, uc *upConn, o *outRequest) (*http.Re
 	uc.stop = context.AfterFunc(ctx, func() { uc.conn.SetDeadline(time.Unix(1, 0)) })
 	a.writeHead(uc.bw, o)
 	if o.length != 0 {
-		uc.werr = make(chan error, 1)
+		uc.werr, uc.body = make(chan error, 1), o.in.Body
 		go func() { uc.werr <- writeBody(uc.bw, o) }()
 	} else if err := uc.bw.Flush(); err != nil {
 		a.finish(uc, false)
@@ -253,12 +253,15 @@ func (a *app) finish(uc *upConn, reusable bool) {
 		case err := <-uc.werr:
 			reusable = reusable && err == nil
 		default:
-			// The app answered without reading the whole body.
+			// The app answered without reading the whole body, or
+			// failed: stop the writer, which may be waiting for the
+			// client's next bytes, before the request is done with.
 			reusable = false
 			uc.conn.Close()
+			uc.body.Close()
 			<-uc.werr
 		}
-		uc.werr = nil
+		uc.werr, uc.body = nil, nil
 	}
 	if uc.stop != nil && !uc.stop() {
 		reusable = false // the request's context ended: the deadline is spent

@@ -45,6 +45,7 @@ type upConn struct {
 	reused bool
 	stop   func() bool // stops the request context's watch (context.AfterFunc)
 	werr   chan error  // the body writer's result, while one runs
+	body   io.Closer   // the request body the writer reads
 }
 
 // limitedReader fails a read past n bytes while limit is set: the response
@@ -95,8 +96,10 @@ func (uc *upConn) alive() bool {
 	ok = false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		// Nothing to read is the only good answer: 0 bytes is EOF, and
+		// bytes nobody asked for mean the stream is out of step.
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 		return true
 	})
 	return err == nil && ok
@@ -418,19 +421,21 @@ func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
 
 // writeBody sends o's body: exactly length bytes, or chunked. A short body
 // (the client went away) is an error: the connection must not be reused.
+// Each piece goes out as it comes (the first with the request header), so
+// the app sees a slow upload as it arrives and can answer it early.
 func writeBody(w *bufio.Writer, o *outRequest) error {
 	buf := copyBuffers.get()
 	defer copyBuffers.put(buf)
 	var err error
 	if o.length > 0 {
 		var n int64
-		n, err = copyBuf(w, io.LimitReader(o.body, o.length), *buf)
+		n, err = copyBuf(w, io.LimitReader(o.body, o.length), *buf, w.Flush)
 		if err == nil && n < o.length {
 			err = io.ErrUnexpectedEOF
 		}
 	} else {
 		cw := httputil.NewChunkedWriter(w)
-		if _, err = copyBuf(cw, o.body, *buf); err == nil {
+		if _, err = copyBuf(cw, o.body, *buf, w.Flush); err == nil {
 			if err = cw.Close(); err == nil {
 				_, err = w.WriteString("\r\n")
 			}
@@ -442,14 +447,17 @@ func writeBody(w *bufio.Writer, o *outRequest) error {
 	return w.Flush()
 }
 
-// copyBuf copies with buf: no ReaderFrom or WriterTo that would allocate
-// its own.
-func copyBuf(w io.Writer, r io.Reader, buf []byte) (int64, error) {
+// copyBuf copies with buf (no ReaderFrom or WriterTo that would allocate
+// their own), calling flush after each piece.
+func copyBuf(w io.Writer, r io.Reader, buf []byte, flush func() error) (int64, error) {
 	var n int64
 	for {
 		m, rerr := r.Read(buf)
 		if m > 0 {
 			if _, err := w.Write(buf[:m]); err != nil {
+				return n, err
+			}
+			if err := flush(); err != nil {
 				return n, err
 			}
 			n += int64(m)

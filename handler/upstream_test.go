@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fcgishim/fcgishim/config"
 )
@@ -287,6 +288,39 @@ func TestUpstreamEndlessHeader(t *testing.T) {
 	})
 	rec := do(upstreamSite(t, up), "GET", "/x", "")
 	if rec.Code != 502 {
+		t.Fatalf("%d %q", rec.Code, rec.Body)
+	}
+}
+
+// An app that answers before the client has finished sending its body
+// ends the request at once: the proxy does not wait for the client's next
+// bytes (which may never come) before it is done with the request.
+func TestUpstreamEarlyAnswerSlowClient(t *testing.T) {
+	_, up := startRawApp(t, "unix", func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
+		if _, err := http.ReadRequest(br); err != nil {
+			return false
+		}
+		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nbig")
+		return false
+	})
+	site := upstreamSite(t, up)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write(make([]byte, 1024)) // then nothing: a client that stalls
+	req := httptest.NewRequest("POST", "/upload", pr)
+	req.ContentLength = 1 << 20
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		site.ServeHTTP(rec, req)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not end after the app's answer: waiting for the client's body")
+	}
+	if rec.Code != 413 || rec.Body.String() != "big" {
 		t.Fatalf("%d %q", rec.Code, rec.Body)
 	}
 }
