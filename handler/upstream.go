@@ -18,11 +18,11 @@ import (
 )
 
 // The client side of the proxy: a lean HTTP/1.1 client for one app. It does
-// what net/http.Transport does for us with a third of the cost per request
-// (measured in bench/proxy.sh): the handler's goroutine writes the request
-// and reads the response itself, with no per-connection reader and writer
-// goroutines to hand each request over to, and idle connections wait in a
-// stack per app instance.
+// what net/http.Transport did for us at half the CPU per request (measured
+// with bench/proxy.sh and BenchmarkProxy): the handler's goroutine writes
+// the request and reads the response itself, with no per-connection reader
+// and writer goroutines to hand each request over to, and idle connections
+// wait in a stack per app instance.
 
 const (
 	maxIdlePerTarget = 1024 // as many as requests in flight: redialing per request halves throughput
