@@ -150,6 +150,7 @@ func (p *connPool) put(uc *upConn) {
 	}
 	if len(s) > 0 && uc.idleAt.Sub(s[0].idleAt) > idleTimeout {
 		stale = s[0]
+		s[0] = nil
 		s = s[1:]
 	}
 	if p.idle == nil {
