@@ -101,6 +101,23 @@ func splitList(s string) []string {
 	return out
 }
 
+// parseDirArgs parses fs's flags with one optional DIR before or after them.
+func parseDirArgs(fs *flag.FlagSet, args []string) (string, error) {
+	dir, rest := "", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		dir, rest = args[0], args[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		return "", usageError{err.Error()}
+	}
+	if dir == "" && fs.NArg() == 1 {
+		dir = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return "", usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return dir, nil
+}
+
 // cmdInstall copies this binary into DIR with a config template and the
 // .htaccess block.
 func cmdInstall(ctx context.Context, o shim.Options, args []string) error {
@@ -108,22 +125,14 @@ func cmdInstall(ctx context.Context, o shim.Options, args []string) error {
 	fs.SetOutput(o.Stderr)
 	name := fs.String("name", "mysite.fcgi", "the binary's file `name` in DIR")
 	handler := fs.String("handler", "fcgid", "the .htaccess handler: fcgid, fastcgi, cgi, or none")
-	dir, rest := "", args
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		dir, rest = args[0], args[1:]
-	}
-	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
-	}
-	if dir == "" && fs.NArg() == 1 {
-		dir = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("install: unexpected argument %q", fs.Arg(0))}
+	dir, err := parseDirArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	if dir == "" {
 		return usageError{"Usage: " + progName(o.Args) + " install DIR [--name mysite.fcgi] [--handler fcgid|fastcgi|cgi|none]"}
 	}
-	_, err := deploy.Install(deploy.InstallOptions{
+	_, err = deploy.Install(deploy.InstallOptions{
 		Source: shim.Executable(o.Args), Dir: dir, Name: *name, Handler: *handler, Out: o.Stdout,
 	})
 	return err
@@ -135,17 +144,9 @@ func cmdCheck(ctx context.Context, o shim.Options, args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(o.Stderr)
 	name := fs.String("name", "", "the binary's file `name` in DIR (default: this binary's name, or the only *.fcgi there)")
-	dir, rest := "", args
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		dir, rest = args[0], args[1:]
-	}
-	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
-	}
-	if dir == "" && fs.NArg() == 1 {
-		dir = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("check: unexpected argument %q", fs.Arg(0))}
+	dir, err := parseDirArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	if dir == "" {
 		dir = filepath.Dir(exe)
