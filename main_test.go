@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -237,5 +238,46 @@ func TestApacheFcgidTouchRestartLosesNothing(t *testing.T) {
 	close(stop)
 	if err := <-done; err != nil {
 		t.Fatalf("%v\n%s", err, srv.Log())
+	}
+}
+
+// [server] max_lifetime recycles the copy mod_fcgid spawned in place (the
+// same process runs a fresh program: its start time changes, its pid does
+// not), again and again, losing no request of a sequential load.
+func TestApacheFcgidMaxLifetimeRecycles(t *testing.T) {
+	root := peer.Dir(t)
+	install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(htaccessFcgid), 0o644)
+	os.WriteFile(filepath.Join(root, "mysite.toml"), []byte("[server]\nmax_lifetime = \"1s\"\n"), 0o644)
+	srv := sharedHost(t, root, "")
+	c := &http.Client{Timeout: 20 * time.Second}
+
+	first, _, err := getInfo(c, "GET", srv.URL+"/warmup", nil)
+	if err != nil {
+		t.Fatalf("warm-up: %v\n%s", err, srv.Log())
+	}
+	// By pid: mod_fcgid may run more than one copy; each recycles itself.
+	started := map[int]string{first.PID: first.Started}
+	deadline := time.Now().Add(30 * time.Second)
+	for i, recycled := 0, 0; recycled < 2; i++ {
+		in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/load/%d", srv.URL, i), nil)
+		if err != nil {
+			t.Fatalf("request %d: %v\n%s", i, err, srv.Log())
+		}
+		if prev, ok := started[in.PID]; ok && prev != in.Started {
+			t0, _ := time.Parse(time.RFC3339Nano, prev)
+			t1, _ := time.Parse(time.RFC3339Nano, in.Started)
+			if age := t1.Sub(t0); age < time.Second {
+				t.Fatalf("pid %d recycled after %s; max_lifetime is 1s", in.PID, age)
+			}
+			recycled++
+		}
+		started[in.PID] = in.Started
+		if time.Now().After(deadline) {
+			t.Fatalf("%d recycles within 30s of max_lifetime = 1s\n%s", recycled, srv.Log())
+		}
+	}
+	if !strings.Contains(srv.Log(), "max_lifetime reached") {
+		t.Errorf("the error log does not say why it restarted:\n%s", srv.Log())
 	}
 }

@@ -66,6 +66,10 @@ type Server struct {
 	ForceScriptName *string `toml:"force_script_name"`
 	// MaxRequests recycles the process after this many requests; 0 = never.
 	MaxRequests int `toml:"maxrequests"`
+	// MaxLifetime recycles the process after it has run this long, plus up
+	// to a tenth more at random (copies started together do not all
+	// recycle together); 0 = never.
+	MaxLifetime Duration `toml:"max_lifetime"`
 	// Watch selects restart detection: "auto" (inotify, polling on NFS or
 	// when inotify fails), "poll", or "off". "" = "auto".
 	Watch        string   `toml:"watch"`
@@ -101,6 +105,10 @@ type Limits struct {
 	IdleTimeout    Duration `toml:"idle_timeout"`      // 0 = 120s
 	RequestTimeout Duration `toml:"request_timeout"`   // 0 = none
 	WriteTimeout   Duration `toml:"write_timeout"`     // fcgi: one write to the web server; 0 = 60s
+	// SlowRequest logs a warning for each request still running after this
+	// long (method and path, never the query), and its total time when it
+	// ends; 0 = off.
+	SlowRequest Duration `toml:"slow_request"`
 	// MaxResponseHeaderBytes bounds the app's response header block; a
 	// larger one, or any line over 8 KiB (Apache's limit), becomes our 502
 	// instead of the web server's opaque 500. 0 = 64 KiB.

@@ -58,16 +58,19 @@ stop_grace = "3s"
 [server]
 force_script_name = ""
 maxrequests = 100
+max_lifetime = "1h"
 daemonize = false
 
 [limits]
 max_body_bytes = 1048576
+slow_request = "5s"
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.App.Command[2] != "unix:{socket}" || c.App.Env["DJANGO_SETTINGS_MODULE"] != "mysite.settings" ||
-		c.App.StopGrace.Seconds() != 3 || c.Server.MaxRequests != 100 || c.Limits.MaxBodyBytes != 1<<20 {
+		c.App.StopGrace.Seconds() != 3 || c.Server.MaxRequests != 100 || c.Limits.MaxBodyBytes != 1<<20 ||
+		c.Server.MaxLifetime.Hours() != 1 || c.Limits.SlowRequest.Seconds() != 5 {
 		t.Fatalf("decoded %+v", c)
 	}
 	if c.Server.ForceScriptName == nil || *c.Server.ForceScriptName != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -263,6 +264,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.MaxChildren > 0 {
 		site = limitConcurrency(site, o.MaxChildren)
 	}
+	if d := cfg.Limits.SlowRequest.Duration; d > 0 {
+		site = logSlow(site, d, log)
+	}
 	gw := &handler.Gateway{Next: site, Process: proc, ForceScriptName: cfg.Server.ForceScriptName}
 	if mode == spawn.ModeCGI {
 		env := envMap(o.Env)
@@ -347,6 +351,17 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		}
 		_ = closeSite(sctx)
+	}
+
+	if d := cfg.Server.MaxLifetime.Duration; d > 0 {
+		d += rand.N(d/10 + 1)
+		t := time.AfterFunc(d, func() {
+			select {
+			case restartNow <- "max_lifetime reached":
+			default:
+			}
+		})
+		defer t.Stop()
 	}
 
 	var reason string
