@@ -281,3 +281,49 @@ func TestApacheFcgidMaxLifetimeRecycles(t *testing.T) {
 		t.Errorf("the error log does not say why it restarted:\n%s", srv.Log())
 	}
 }
+
+// ping_path and status_path through a real Apache + mod_fcgid: Apache does
+// not pass Authorization to FastCGI by default, so the X-Status-Token
+// header is the one that must get through.
+func TestApacheFcgidPingAndStatus(t *testing.T) {
+	root := peer.Dir(t)
+	install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(htaccessFcgid), 0o644)
+	const token = "apache-status-token-0123"
+	os.WriteFile(filepath.Join(root, "mysite.toml"), []byte(
+		"[server]\nping_path = \"/-/ping\"\nstatus_path = \"/-/status\"\nstatus_token = \""+token+"\"\n"), 0o644)
+	srv := sharedHost(t, root, "")
+	c := &http.Client{Timeout: 20 * time.Second}
+	get := func(path, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("X-Status-Token", token)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v\n%s", path, err, srv.Log())
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/-/ping", ""); code != 200 || body != "pong\n" {
+		t.Fatalf("ping: %d %q\n%s", code, body, srv.Log())
+	}
+	if code, _ := get("/-/status", ""); code != 401 {
+		t.Fatalf("status without the token: %d", code)
+	}
+	code, body := get("/-/status", token)
+	var st struct {
+		PID      int    `json:"pid"`
+		Mode     string `json:"mode"`
+		Requests int64  `json:"requests"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.Mode != "fastcgi-stdin" || st.PID == 0 || st.Requests < 1 {
+		t.Fatalf("status: %d %q", code, body)
+	}
+	if strings.Contains(body, root) || strings.Contains(body, token) {
+		t.Fatalf("status shows a path or the token: %s", body)
+	}
+}

@@ -70,6 +70,13 @@ type Server struct {
 	// to a tenth more at random (copies started together do not all
 	// recycle together); 0 = never.
 	MaxLifetime Duration `toml:"max_lifetime"`
+	// PingPath answers "pong" (for a load balancer or a monitor); "" = off.
+	PingPath string `toml:"ping_path"`
+	// StatusPath answers a JSON status of this process and the app to a
+	// request bearing StatusToken (Authorization: Bearer, or the
+	// X-Status-Token header); "" = off.
+	StatusPath  string `toml:"status_path"`
+	StatusToken string `toml:"status_token"`
 	// Watch selects restart detection: "auto" (inotify, polling on NFS or
 	// when inotify fails), "poll", or "off". "" = "auto".
 	Watch        string   `toml:"watch"`
@@ -249,6 +256,17 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Server.MaxRequests < 0 {
 		return bad("server.maxrequests", "must not be negative")
+	}
+	if p := c.Server.PingPath; p != "" && !strings.HasPrefix(p, "/") {
+		return bad("server.ping_path", "must start with /")
+	}
+	if p := c.Server.StatusPath; p != "" {
+		if !strings.HasPrefix(p, "/") {
+			return bad("server.status_path", "must start with /")
+		}
+		if len(c.Server.StatusToken) < 16 {
+			return bad("server.status_path", "needs server.status_token, at least 16 characters (the status is for operators only)")
+		}
 	}
 	return nil
 }

@@ -25,6 +25,9 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"static prefix", "[static]\n\"static/\" = \"/srv\"\n", 2, "static.static/", "must start with /"},
 		{"watch mode", "[server]\nwatch = \"sometimes\"\n", 2, "server.watch", "auto, poll or off"},
 		{"dotted key in table", "[app]\nenv.FOO = 1\n", 2, "app.env.FOO", ""},
+		{"status without token", "[server]\nping_path = \"/ping\"\nstatus_path = \"/status\"\n", 3, "server.status_path", "status_token"},
+		{"status with a short token", "[server]\nstatus_path = \"/s\"\nstatus_token = \"short\"\n", 2, "server.status_path", "at least 16"},
+		{"ping path", "[server]\nping_path = \"ping\"\n", 2, "server.ping_path", "must start with /"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -455,10 +455,14 @@ func (a *app) logOnce(kind, format string, args ...any) {
 }
 
 // errorPage writes a short page: no paths, no environment, no command line.
+// Headers set before, from the app or a handler, are dropped, except the
+// ones the status itself calls for (Allow, WWW-Authenticate).
 func errorPage(w http.ResponseWriter, status, retryAfter int, title, msg string) {
 	h := w.Header()
 	for k := range h {
-		delete(h, k)
+		if k != "Allow" && k != "Www-Authenticate" {
+			delete(h, k)
+		}
 	}
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

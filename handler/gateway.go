@@ -15,6 +15,7 @@ type Process struct {
 	Started  time.Time // set once per program start, including a re-exec
 	Version  string
 	Served   atomic.Int64 // requests that have entered the gateway
+	InFlight atomic.Int64 // requests in the gateway now
 }
 
 // Request is what the gateway learned about one request beyond net/http.
@@ -67,6 +68,8 @@ var trustHeaders = []string{
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.Process != nil {
 		n := g.Process.Served.Add(1)
+		g.Process.InFlight.Add(1)
+		defer g.Process.InFlight.Add(-1)
 		if g.AfterCount != nil {
 			g.AfterCount(n)
 		}

@@ -26,22 +26,24 @@ type Site struct {
 	closers []func(context.Context) error
 }
 
-// New builds the site's handler: [static] prefixes are served directly,
-// everything else goes to the app ([app] command or upstream), or to the
-// info page when no app is configured.
+// New builds the site's handler: [server] ping_path and status_path first,
+// then [static] prefixes served directly; everything else goes to the app
+// ([app] command or upstream), or to the info page when no app is
+// configured.
 func New(o Options) (*Site, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Site{}
 	var next http.Handler = &InfoPage{Process: o.Process}
+	var theApp *app
 	if a := o.Config.App; len(a.Command) > 0 || a.Upstream != "" {
 		app, err := newApp(o)
 		if err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, app.Close)
-		next = app
+		next, theApp = app, app
 	}
 	if len(o.Config.Static) > 0 {
 		st, err := newStatic(o, next)
@@ -50,6 +52,9 @@ func New(o Options) (*Site, error) {
 			return nil, err
 		}
 		next = st
+	}
+	if sv := o.Config.Server; sv.PingPath != "" || sv.StatusPath != "" {
+		next = &ops{next: next, ping: sv.PingPath, status: sv.StatusPath, token: sv.StatusToken, proc: o.Process, app: theApp}
 	}
 	s.Handler = next
 	return s, nil

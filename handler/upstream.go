@@ -163,6 +163,17 @@ func (p *connPool) put(uc *upConn) {
 	}
 }
 
+// count returns the number of idle connections.
+func (p *connPool) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, s := range p.idle {
+		n += len(s)
+	}
+	return n
+}
+
 // closeIdle closes every idle connection; with final, later ones too.
 func (p *connPool) closeIdle(final bool) {
 	p.mu.Lock()
