@@ -1,10 +1,8 @@
 package handler
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,13 +16,7 @@ import (
 // status token (either header), never with paths or environment values.
 func TestOpsPingAndStatus(t *testing.T) {
 	t.Setenv("FCGISHIM_TEST_SECRET", "env-s3cret")
-	_, up := startRawApp(t, "unix", func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
-		if _, _, ok := a.readRequest(br); !ok {
-			return false
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\napp")
-		return true
-	})
+	_, up := startRawApp(t, "unix", answer("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\napp", true))
 	const token = "0123456789abcdef-token"
 	cfg := &config.Config{App: config.App{Upstream: up}}
 	cfg.Server.PingPath, cfg.Server.StatusPath, cfg.Server.StatusToken = "/-/ping", "/-/status", token

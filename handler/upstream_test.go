@@ -71,6 +71,18 @@ func startRawApp(t *testing.T, network string, serve func(a *rawApp, c net.Conn,
 	return a, "http://" + l.Addr().String()
 }
 
+// answer is a serve function for startRawApp: it reads each request and
+// writes resp; keep says whether the connection stays open after it.
+func answer(resp string, keep bool) func(*rawApp, net.Conn, *bufio.Reader) bool {
+	return func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
+		if _, _, ok := a.readRequest(br); !ok {
+			return false
+		}
+		io.WriteString(c, resp)
+		return keep
+	}
+}
+
 // readRequest reads one request and its body, and records both.
 func (a *rawApp) readRequest(br *bufio.Reader) (*http.Request, string, bool) {
 	req, err := http.ReadRequest(br)
@@ -152,13 +164,7 @@ func TestUpstreamClosedIdleConnection(t *testing.T) {
 // Without CONTENT_LENGTH a request usually has no body (a GET through
 // FastCGI): it is not sent chunked. One that does have a body is.
 func TestUpstreamUnknownLengthBody(t *testing.T) {
-	app, up := startRawApp(t, "unix", func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
-		if _, _, ok := a.readRequest(br); !ok {
-			return false
-		}
-		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
-		return true
-	})
+	app, up := startRawApp(t, "unix", answer("HTTP/1.1 204 No Content\r\n\r\n", true))
 	site := upstreamSite(t, up)
 	for _, body := range []string{"", "streamed body"} {
 		req := httptest.NewRequest("GET", "/x", io.NopCloser(strings.NewReader(body)))
@@ -182,14 +188,8 @@ func TestUpstreamUnknownLengthBody(t *testing.T) {
 // Hop-by-hop fields, and fields the other side names in Connection, stay
 // on their own hop in both directions (RFC 9110 7.6.1).
 func TestUpstreamHopByHopFields(t *testing.T) {
-	app, up := startRawApp(t, "unix", func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
-		if _, _, ok := a.readRequest(br); !ok {
-			return false
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: X-App-Private\r\n"+
-			"X-App-Private: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
-		return true
-	})
+	app, up := startRawApp(t, "unix", answer("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: X-App-Private\r\n"+
+		"X-App-Private: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok", true))
 	site := upstreamSite(t, up)
 	req := httptest.NewRequest("GET", "/x", nil)
 	for k, v := range map[string]string{"Connection": "X-Client-Private", "X-Client-Private": "1", "Te": "trailers",
@@ -256,14 +256,8 @@ func TestUpstreamEarlyAnswer(t *testing.T) {
 // Interim 1xx responses (103 Early Hints) cannot pass through CGI; the
 // final response does.
 func TestUpstreamInterimResponses(t *testing.T) {
-	_, up := startRawApp(t, "unix", func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
-		if _, _, ok := a.readRequest(br); !ok {
-			return false
-		}
-		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"+
-			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfinal")
-		return true
-	})
+	_, up := startRawApp(t, "unix", answer("HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"+
+		"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfinal", true))
 	rec := do(upstreamSite(t, up), "GET", "/x", "")
 	if rec.Code != 200 || rec.Body.String() != "final" {
 		t.Fatalf("%d %q", rec.Code, rec.Body)
