@@ -415,3 +415,34 @@ func TestExternalRestartUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// [server] max_lifetime with method=prefork: each worker leaves after its
+// lifetime and the supervisor starts another; sequential requests through
+// nginx see new worker PIDs and none fails.
+func TestPreforkMaxLifetime(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[server]\nmax_lifetime = \"1s\"\n"), 0o644)
+	startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
+		"umask=000", "minspare=1", "maxspare=2", "maxchildren=2")
+	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
+	c := &http.Client{Timeout: 20 * time.Second}
+	first, _, err := getInfo(c, "GET", srv.URL+"/first", nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, srv.Log())
+	}
+	// Workers started together may all be gone after 1.1 s; a new one is
+	// more than the two that can exist at the start.
+	seen := map[int]bool{first.PID: true}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; len(seen) < 4; i++ {
+		in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
+		if err != nil {
+			t.Fatalf("request %d: %v\n%s", i, err, srv.Log())
+		}
+		seen[in.PID] = true
+		if time.Now().After(deadline) {
+			t.Fatalf("%d worker PIDs within 30s of max_lifetime = 1s, want 4", len(seen))
+		}
+	}
+}
