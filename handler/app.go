@@ -237,6 +237,11 @@ func (a *app) exchange(ctx context.Context, uc *upConn, o *outRequest) (*http.Re
 		return nil, err
 	}
 	uc.conn.SetReadDeadline(time.Time{})
+	if ctx.Err() != nil {
+		// The context ended just now and its deadline was cleared above:
+		// set it again, or the body copy would not notice.
+		uc.conn.SetDeadline(time.Unix(1, 0))
+	}
 	return res, nil
 }
 
