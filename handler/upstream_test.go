@@ -318,3 +318,13 @@ func TestUpstreamEarlyAnswerSlowClient(t *testing.T) {
 		t.Fatalf("%d %q", rec.Code, rec.Body)
 	}
 }
+
+// FastCGI cannot carry an upgraded stream (PROXY-03): an app that switches
+// protocols anyway gets a 502, not a half-open tunnel.
+func TestUpstreamSwitchingProtocolsIs502(t *testing.T) {
+	_, up := startRawApp(t, "unix", answer("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", true))
+	rec := do(upstreamSite(t, up), "GET", "/ws", "")
+	if rec.Code != 502 {
+		t.Fatalf("%d %q", rec.Code, rec.Body)
+	}
+}
