@@ -39,7 +39,7 @@ type conn struct {
 	inHeader int                 // requests still receiving FCGI_PARAMS
 	inBody   int                 // requests whose FCGI_STDIN has not ended
 	begun    int                 // requests accepted on this connection so far
-	draining bool                // no new requests (after the first); close when active reaches 0
+	draining bool                // close when active reaches 0
 	closed   bool
 	linger   bool // half-closed: reading only to discard until EOF
 
@@ -244,9 +244,19 @@ func (c *conn) begin(id uint16, n int) error {
 		c.mu.Unlock()
 		return fmt.Errorf("fcgi: FCGI_BEGIN_REQUEST for active request id %d", id)
 	}
+	if c.linger {
+		// We half-closed after the last answer and the web server sent
+		// this before it saw our EOF: no answer can go out. Closing makes
+		// it retry on a new connection (nginx does, for a request on a
+		// cached connection), where FCGI_OVERLOADED would be its 502.
+		c.mu.Unlock()
+		return errLateRequest
+	}
+	// While draining, a request that reaches a connection still open is
+	// served (the connection closes after it): refusing it would fail it.
 	var status uint8 = statusRequestComplete
 	switch {
-	case (c.draining && c.begun > 0) || len(c.reqs) >= c.s.cfg.maxReqs:
+	case len(c.reqs) >= c.s.cfg.maxReqs:
 		status = statusOverloaded
 	case role == roleResponder:
 	case role == roleAuthorizer && c.s.Authorizer != nil:
@@ -534,4 +544,7 @@ func (c *conn) shutdown() {
 	}
 }
 
-var errRequestEnded = errors.New("fcgi: request already ended")
+var (
+	errRequestEnded = errors.New("fcgi: request already ended")
+	errLateRequest  = errors.New("fcgi: request after the connection was half-closed")
+)

@@ -3,7 +3,9 @@ package fcgi
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -54,8 +56,7 @@ func TestShutdownServesAcceptedConnectionsFirstRequest(t *testing.T) {
 }
 
 // A keep-conn connection that has served a request and sits idle is closed
-// by Shutdown at once; a second request on it is refused with OVERLOADED
-// only if it raced in (it must never be silently dropped).
+// by Shutdown at once.
 func TestShutdownClosesIdleKeepConn(t *testing.T) {
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
 	tc := serve(t, s)
@@ -67,5 +68,51 @@ func TestShutdownClosesIdleKeepConn(t *testing.T) {
 	}
 	if _, err := tc.read(); err == nil {
 		t.Fatal("idle connection still open after Shutdown")
+	}
+}
+
+// A request that reaches a busy keep-conn connection after Shutdown began
+// is served, not refused with FCGI_OVERLOADED (which nginx turns into a
+// 502), and the connection closes once both are answered.
+func TestShutdownServesRequestOnBusyConnection(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // on failure too: Close waits for the handler
+	started := make(chan struct{})
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	})}
+	tc := serve(t, s)
+	tc.write(requestBytes(1, true, reqParams("GET", "/slow"), []byte{}))
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	// Shutdown has begun once the listener refuses; the request below
+	// then arrives on a draining connection.
+	for {
+		c, err := net.Dial("unix", tc.c.RemoteAddr().String())
+		if err != nil {
+			break
+		}
+		c.Close()
+		time.Sleep(5 * time.Millisecond) // polling for Shutdown to close the listener
+	}
+	tc.write(requestBytes(2, true, reqParams("GET", "/late"), []byte{}))
+	out, proto := tc.end(2)
+	if proto != statusRequestComplete || parseCGI(t, out).body != "done /late" {
+		t.Fatalf("late request: protocol status %d, %q", proto, out)
+	}
+	unblock()
+	if out, _ := tc.end(1); parseCGI(t, out).body != "done /slow" {
+		t.Fatal(out)
+	}
+	tc.expectClosed()
+	if err := <-shut; err != nil {
+		t.Fatal(err)
 	}
 }
