@@ -71,6 +71,7 @@ type Server struct {
 	// recycle together); 0 = never.
 	MaxLifetime Duration `toml:"max_lifetime"`
 	// PingPath answers "pong" (for a load balancer or a monitor); "" = off.
+	// It and StatusPath are paths below the mount prefix, as [static]'s.
 	PingPath string `toml:"ping_path"`
 	// StatusPath answers a JSON status of this process and the app to a
 	// request bearing StatusToken (Authorization: Bearer, or the

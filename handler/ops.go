@@ -46,7 +46,7 @@ type appStatus struct {
 }
 
 func (h *ops) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path
+	p := RequestOf(r).PathInfo // below the mount prefix, as [static] matches
 	switch {
 	case h.ping != "" && p == h.ping:
 		if !h.method(w, r) {

@@ -26,7 +26,9 @@ func TestOpsPingAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer site.Close(t.Context())
-	srv := httptest.NewServer(&Gateway{Next: site, Process: proc})
+	// Mounted at /mysite, as in public_html/mysite/: the paths are below it.
+	prefix := "/mysite"
+	srv := httptest.NewServer(&Gateway{Next: site, Process: proc, ForceScriptName: &prefix})
 	defer srv.Close()
 
 	get := func(path string, hdr ...string) (int, http.Header, string) {
@@ -43,19 +45,19 @@ func TestOpsPingAndStatus(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, resp.Header, string(b)
 	}
-	if code, _, body := get("/anything"); code != 200 || body != "app" {
+	if code, _, body := get("/mysite/anything"); code != 200 || body != "app" {
 		t.Fatalf("the app behind: %d %q", code, body)
 	}
-	if code, h, body := get("/-/ping"); code != 200 || body != "pong\n" || h.Get("Cache-Control") != "no-store" {
+	if code, h, body := get("/mysite/-/ping"); code != 200 || body != "pong\n" || h.Get("Cache-Control") != "no-store" {
 		t.Fatalf("ping: %d %q %v", code, body, h)
 	}
 	for _, hdr := range [][]string{nil, {"Authorization", "Bearer wrong-token-0123456789"}, {"X-Status-Token", token + "x"}} {
-		if code, h, body := get("/-/status", hdr...); code != 401 || h.Get("WWW-Authenticate") == "" || strings.Contains(body, `"pid"`) {
+		if code, h, body := get("/mysite/-/status", hdr...); code != 401 || h.Get("WWW-Authenticate") == "" || strings.Contains(body, `"pid"`) {
 			t.Fatalf("status with %q: %d %q", hdr, code, body)
 		}
 	}
 	for _, hdr := range [][]string{{"Authorization", "Bearer " + token}, {"X-Status-Token", token}} {
-		code, h, body := get("/-/status", hdr...)
+		code, h, body := get("/mysite/-/status", hdr...)
 		if code != 200 || h.Get("Content-Type") != "application/json" {
 			t.Fatalf("status with %s: %d %q", hdr[0], code, body)
 		}
@@ -72,7 +74,7 @@ func TestOpsPingAndStatus(t *testing.T) {
 			}
 		}
 	}
-	req, _ := http.NewRequest("POST", srv.URL+"/-/status", strings.NewReader("x"))
+	req, _ := http.NewRequest("POST", srv.URL+"/mysite/-/status", strings.NewReader("x"))
 	req.Header.Set("X-Status-Token", token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
