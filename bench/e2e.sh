@@ -11,10 +11,7 @@ rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-work=$(mktemp -d /tmp/fcgishim-bench.XXXXXX)
-chmod 755 "$work"
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f $work/nginx.pid ] && kill $(cat $work/nginx.pid) 2>/dev/null; [ -f $work/php-fpm.pid ] && kill $(cat $work/php-fpm.pid) 2>/dev/null; [ -f $work/httpd.pid ] && kill $(cat $work/httpd.pid) 2>/dev/null; sleep 1; rm -rf $work' EXIT
-export PATH=$PATH:/usr/local/go/bin:/usr/sbin
+bench_workdir bench
 
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/hello.fcgi" ./bench/hello)
 printf '<?php echo "Hello, world!";\n' > "$work/hello.php"

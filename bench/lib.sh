@@ -28,3 +28,28 @@ http {
   scgi_temp_path $1/$2.tmp; uwsgi_temp_path $1/$2.tmp;
 CONF
 }
+
+# bench_workdir NAME: a fresh work directory in $work (world-readable, for
+# the web servers' users), removed on exit after stopping the background
+# jobs and every daemon whose pid file ($work/*.pid) is in it.
+bench_workdir() {
+  work=$(mktemp -d "/tmp/fcgishim-$1.XXXXXX")
+  chmod 755 "$work"
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local f pid pids=()
+  for f in "$work"/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f") && kill "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  for pid in "${pids[@]}"; do # daemons are not our jobs: wait for them by polling
+    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  done
+  rm -rf "$work"
+}
+
+export PATH=$PATH:/usr/local/go/bin:/usr/sbin

@@ -9,17 +9,7 @@ rounds=${1:-3}
 secs=${2:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-work=$(mktemp -d /tmp/fcgishim-proto.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  [ -f "$work/httpd.pid" ] && kill "$(cat "$work/httpd.pid")" 2>/dev/null || true
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export PATH=$PATH:/usr/local/go/bin:/usr/sbin
+bench_workdir proto
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/hello" ./bench/hello && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" .)
 "$work/hello" --listen "unix:$work/fcgi.sock" --protocol fcgi 2>/dev/null &
 "$work/hello" --listen "unix:$work/scgi.sock" --protocol scgi 2>/dev/null &

@@ -15,17 +15,7 @@ rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-work=$(mktemp -d /tmp/fcgishim-proxy.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  [ -f "$work/nginx2.pid" ] && kill "$(cat "$work/nginx2.pid")" 2>/dev/null || true
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export PATH=$PATH:/usr/local/go/bin:/usr/sbin
+bench_workdir proxy
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)
 
 "$work/app" "unix:$work/app.sock" & 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,6 +95,13 @@ http {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(nginx, "-p", dir, "-c", confPath)
+	// Its own process group: killing nginx kills its worker too (a worker
+	// outlives a SIGKILLed master, holding its connections open).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	killNginx := func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
 	cmd.ExtraFiles = []*os.File{hf}
 	cmd.Env = []string{"NGINX=3;"}
 	var stderr bytes.Buffer
@@ -103,8 +111,7 @@ http {
 	}
 	hf.Close()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		killNginx()
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			t.Logf("nginx stderr: %s\nerror.log:\n%s", stderr.String(), log)
@@ -168,8 +175,7 @@ http {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cmd.Process.Kill()
-	cmd.Wait()
+	killNginx()
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown after nginx: %v", err)
 	}
