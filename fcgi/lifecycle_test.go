@@ -3,7 +3,6 @@ package fcgi
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -14,15 +13,7 @@ import (
 )
 
 func TestShutdown(t *testing.T) {
-	release := make(chan struct{})
-	started := make(chan struct{})
-	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			close(started)
-			<-release
-		}
-		io.WriteString(w, "done "+r.URL.Path)
-	})}
+	s, started, unblock := slowServer(t)
 	path := startServer(t, s)
 	idle := dial(t, path)
 	idle.do(1, reqParams("GET", "/warm"), []byte{})
@@ -41,7 +32,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("Shutdown returned %v with a request in flight", err)
 	default:
 	}
-	close(release)
+	unblock()
 	out, _ := busy.end(1)
 	if parseCGI(t, out).body != "done /slow" {
 		t.Fatal(out)

@@ -75,18 +75,7 @@ func TestShutdownClosesIdleKeepConn(t *testing.T) {
 // is served, not refused with FCGI_OVERLOADED (which nginx turns into a
 // 502), and the connection closes once both are answered.
 func TestShutdownServesRequestOnBusyConnection(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock() // on failure too: Close waits for the handler
-	started := make(chan struct{})
-	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			close(started)
-			<-release
-		}
-		io.WriteString(w, "done "+r.URL.Path)
-	})}
+	s, started, unblock := slowServer(t)
 	tc := serve(t, s)
 	tc.write(requestBytes(1, true, reqParams("GET", "/slow"), []byte{}))
 	<-started
@@ -115,4 +104,23 @@ func TestShutdownServesRequestOnBusyConnection(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// slowServer answers "done PATH"; a request for /slow closes started and
+// waits for unblock (called at the end of the test at the latest, as
+// Close waits for the handler).
+func slowServer(t *testing.T) (s *Server, started <-chan struct{}, unblock func()) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	st := make(chan struct{})
+	s = &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(st)
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	})}
+	return s, st, unblock
 }
