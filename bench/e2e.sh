@@ -61,20 +61,8 @@ cp "$work/hello.fcgi" "$work/docroot/ours/hello.fcgi"
 cp "$work/hello.php" "$work/docroot/php/hello.php"
 echo ok > "$work/docroot/index.html"
 chmod -R a+rX "$work/docroot"
-cat > "$work/httpd.conf" <<CONF
-ServerRoot $work
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
-LoadModule fcgid_module /usr/lib/apache2/modules/mod_fcgid.so
+{ apache_prologue "$work" mime fcgid; cat <<CONF
 Listen 127.0.0.1:18083
-ServerName 127.0.0.1
-User www-data
-Group www-data
-PidFile $work/httpd.pid
-ErrorLog $work/httpd.err
-Mutex file:$work
-DefaultRuntimeDir $work
 TypesConfig /etc/mime.types
 FcgidIPCDir $work/fcgid
 FcgidProcessTableFile $work/fcgid_shm
@@ -93,6 +81,7 @@ DocumentRoot $work/docroot
   FcgidWrapper /usr/bin/php-cgi .php
 </Directory>
 CONF
+} > "$work/httpd.conf"
 apache2 -f "$work/httpd.conf" -k start || { cat "$work/httpd.err"; exit 1; }
 
 wait_up http://127.0.0.1:18081/

@@ -29,6 +29,27 @@ http {
 CONF
 }
 
+# apache_prologue DIR MODULE... : the start of a throwaway Apache
+# configuration: mpm_event, authz_core and the given modules (mod_NAME.so),
+# children as www-data, pid, error log, mutexes and runtime files in DIR
+# (DIR/httpd.pid, DIR/httpd.err). The caller adds Listen lines and the rest.
+apache_prologue() {
+  local dir=$1 m; shift
+  echo "ServerRoot $dir"
+  for m in mpm_event authz_core "$@"; do
+    echo "LoadModule ${m}_module /usr/lib/apache2/modules/mod_${m}.so"
+  done
+  cat <<CONF
+ServerName 127.0.0.1
+User www-data
+Group www-data
+PidFile $dir/httpd.pid
+ErrorLog $dir/httpd.err
+Mutex file:$dir
+DefaultRuntimeDir $dir
+CONF
+}
+
 # bench_workdir NAME: a fresh work directory in $work (world-readable, for
 # the web servers' users), removed on exit after stopping the background
 # jobs and every daemon whose pid file ($work/*.pid) is in it.

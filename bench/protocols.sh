@@ -27,22 +27,9 @@ bench_workdir proto
 }
 CONF
 } > "$work/nginx.conf"
-cat > "$work/httpd.conf" <<CONF
-ServerRoot $work
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so
-LoadModule proxy_fcgi_module /usr/lib/apache2/modules/mod_proxy_fcgi.so
-LoadModule proxy_ajp_module /usr/lib/apache2/modules/mod_proxy_ajp.so
+{ apache_prologue "$work" proxy proxy_fcgi proxy_ajp; cat <<CONF
 Listen 127.0.0.1:18105
 Listen 127.0.0.1:18106
-ServerName 127.0.0.1
-User www-data
-Group www-data
-PidFile $work/httpd.pid
-ErrorLog $work/httpd.err
-Mutex file:$work
-DefaultRuntimeDir $work
 <VirtualHost 127.0.0.1:18105>
   ProxyPass / fcgi://127.0.0.1:18111/ enablereuse=on
 </VirtualHost>
@@ -50,6 +37,7 @@ DefaultRuntimeDir $work
   ProxyPass / ajp://127.0.0.1:18112/
 </VirtualHost>
 CONF
+} > "$work/httpd.conf"
 nginx -c "$work/nginx.conf"
 apache2 -f "$work/httpd.conf" -k start
 names=(nginx-fcgi nginx-scgi nginx-fcgi-prefork nginx-fcgi-threaded apache-proxy-fcgi apache-proxy-ajp)
