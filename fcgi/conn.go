@@ -42,6 +42,7 @@ type conn struct {
 	draining bool                // close when active reaches 0
 	closed   bool
 	linger   bool // half-closed: reading only to discard until EOF
+	cutShort bool // a request ended before all its input arrived: more may come
 
 	handlers sync.WaitGroup
 }
@@ -454,6 +455,9 @@ func (c *conn) unlink(r *request) bool {
 	if c.reqs[r.id] == r {
 		delete(c.reqs, r.id)
 	}
+	if r.inHeader || r.inBody {
+		c.cutShort = true
+	}
 	if r.inHeader {
 		r.inHeader = false
 		c.inHeader--
@@ -485,21 +489,24 @@ func (c *conn) finishWrite(r *request, b []byte, abrupt bool) {
 	if c.active == 0 && !closeNow && !done {
 		c.setDeadlineLocked()
 	}
+	linger := done && c.cutShort
 	c.mu.Unlock()
 	switch {
-	case closeNow:
+	case closeNow, done && !linger:
 		c.rwc.Close()
-	case done:
+	case linger:
 		c.lingerClose()
 	}
 }
 
-// lingerClose ends a connection whose last request is answered: it
-// half-closes, so the web server reads EOF after FCGI_END_REQUEST, and lets
-// the read loop discard what is still in flight (typically the empty
-// FCGI_STDIN that ends a body the handler did not wait for) until EOF or
-// lingerTimeout. Closing with unread input would make the kernel send a
-// reset, which can destroy the response before the web server reads it.
+// lingerClose ends a connection whose last request was answered before all
+// its input arrived: it half-closes, so the web server reads EOF after
+// FCGI_END_REQUEST, and lets the read loop discard what is still in flight
+// (typically the empty FCGI_STDIN that ends a body the handler did not wait
+// for) until EOF or lingerTimeout. Closing with unread input would make the
+// kernel send a reset, which can destroy the response before the web server
+// reads it. With all input read, a plain close is safe and frees the
+// connection (a prefork worker's only one) at once.
 func (c *conn) lingerClose() {
 	cw, ok := c.rwc.(interface{ CloseWrite() error })
 	if !ok {
