@@ -57,7 +57,8 @@ func djangoProject(t *testing.T) (project string) {
 
 func djangoToml(project, extra string) string {
 	return fmt.Sprintf(`[app]
-command = ["gunicorn", "--bind", "unix:{socket}", "--workers", "2", "mysite.wsgi"]
+command = ["gunicorn", "--bind", "unix:{socket}", "--workers", "2", "--proxy-protocol", "mysite.wsgi"]
+proxy_protocol = true
 workdir = %q
 %s
 [static]
