@@ -41,8 +41,10 @@ type App struct {
 	// EnvAllow names variables of our own environment passed to the child in
 	// addition to the built-in allow-list (PATH, HOME, LANG, …).
 	EnvAllow []string `toml:"env_allow"`
-	// ReadyPath, when set, must answer a GET with a status below 500 before
-	// requests are forwarded. "" = accepting connections is enough.
+	// ReadyPath is asked (GET) of a new instance before any request is
+	// forwarded to it, and must answer below 500. "" = "/" is asked and any
+	// answer counts: accepting a connection is not enough (gunicorn listens
+	// before its workers have loaded the app).
 	ReadyPath    string   `toml:"ready_path"`
 	ReadyTimeout Duration `toml:"ready_timeout"` // 0 = 30s
 	StopGrace    Duration `toml:"stop_grace"`    // SIGTERM→SIGKILL; 0 = 10s

@@ -721,3 +721,36 @@ func TestProxyOversizedResponseHeaders_RESP05(t *testing.T) {
 		}
 	}
 }
+
+// Traffic goes to a new instance only once it has answered the readiness
+// request: an app that listens at once but needs a while before it can
+// answer (gunicorn's workers importing Django) gets no visitor's request
+// during that while, neither at the first start nor after a restart.
+func TestReadyMeansAnswered(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "warm=1s", "")
+	_, srv := s.handler()
+	get := func() echo {
+		req, _ := http.NewRequest("GET", srv.URL+"/mysite/page", nil)
+		req.Header.Set("User-Agent", "visitor")
+		e, _ := getEcho(t, req)
+		return e
+	}
+	first := get()
+	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
+	eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
+	b, _ := os.ReadFile(s.events)
+	colds := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "cold ") {
+			continue
+		}
+		colds++
+		if !strings.HasPrefix(l, "cold "+readyUserAgent+" ") {
+			t.Errorf("a request reached an app still warming up: %q", l)
+		}
+	}
+	if colds < 2 {
+		t.Errorf("%d readiness requests waited for the warm-up, want one per start (2): %q", colds, b)
+	}
+}

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -623,9 +624,9 @@ func slicesHasPrefix(list []string, prefix string) bool {
 	return false
 }
 
-// probe waits until inst accepts connections on one of its addresses (and
-// answers ready_path below 500), exits, or ready_timeout passes. It returns
-// a cause ("" when ready) and the detail for the log.
+// probe waits until inst has answered a readiness request (see readyAt),
+// exits, or ready_timeout passes. It returns a cause ("" when ready) and the
+// detail for the log.
 func (s *supervisor) probe(inst *instance) (string, error) {
 	a := s.cfg.App
 	timeout := a.ReadyTimeout.Duration
@@ -634,10 +635,11 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	until := time.Now().Add(timeout)
 	wait := 10 * time.Millisecond
 	for {
 		for _, addr := range inst.addrs {
-			if readyAt(addr, a.ReadyPath) {
+			if readyAt(addr, a.ReadyPath, until) {
 				inst.addr = addr
 				return "", nil
 			}
@@ -649,9 +651,9 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 			}
 			return "the app exited before it was ready", fmt.Errorf("exited (%v)", inst.err)
 		case <-deadline.C:
-			what := "never opened its socket"
+			what := "never answered GET " + cmp.Or(a.ReadyPath, defaultReadyPath)
 			if a.ReadyPath != "" {
-				what = "never answered " + a.ReadyPath
+				what += " below 500"
 			}
 			return "the app did not become ready in time", fmt.Errorf("%s within %s (addresses %s)", what, timeout, strings.Join(inst.addrs, ", "))
 		case <-time.After(wait):
@@ -660,21 +662,30 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 	}
 }
 
-// readyAt reports whether addr accepts a connection and, with path set,
-// answers a GET for it with a status below 500.
-func readyAt(addr, path string) bool {
+// defaultReadyPath is asked when [app] ready_path is unset. Any answer
+// counts, even a 404 or a 500 (the app's own pages are its business): what
+// matters is that a worker has loaded the app and answered, so that no
+// visitor's request waits for that.
+const defaultReadyPath = "/"
+
+// readyUserAgent marks the readiness request in the app's access log.
+const readyUserAgent = "fcgishim-ready-probe"
+
+// readyAt reports whether the app at addr answers a GET for path (with
+// path "", defaultReadyPath and any status; else a status below 500).
+// Accepting the connection is not enough: gunicorn's master listens before
+// its workers have imported the app, and the request waits for that, until
+// until at most.
+func readyAt(addr, path string, until time.Time) bool {
 	network, address := splitAddr(addr)
 	c, err := net.DialTimeout(network, address, time.Second)
 	if err != nil {
 		return false
 	}
-	if path == "" {
-		c.Close()
-		return true
-	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	req, _ := http.NewRequest("GET", "http://localhost"+path, nil)
+	c.SetDeadline(until)
+	req, _ := http.NewRequest("GET", "http://localhost"+cmp.Or(path, defaultReadyPath), nil)
+	req.Header.Set("User-Agent", readyUserAgent)
 	req.Close = true
 	if err := req.Write(c); err != nil {
 		return false
@@ -684,7 +695,7 @@ func readyAt(addr, path string) bool {
 		return false
 	}
 	resp.Body.Close()
-	return resp.StatusCode < 500
+	return path == "" || resp.StatusCode < 500
 }
 
 // splitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
