@@ -66,11 +66,18 @@ func newTestSite(t *testing.T, switches, extra string) *testSite {
 // forces the mount prefix /mysite, served by an httptest server.
 func (s *testSite) handler() (*Site, *httptest.Server) {
 	s.t.Helper()
+	return s.handlerOf(os.Args[0])
+}
+
+// handlerOf is handler with exe as our binary (the one started as the
+// supervisor).
+func (s *testSite) handlerOf(exe string) (*Site, *httptest.Server) {
+	s.t.Helper()
 	cfg, err := config.Load(s.cfgPath)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	site, err := New(Options{Config: cfg, Process: &Process{}, Executable: os.Args[0]})
+	site, err := New(Options{Config: cfg, Process: &Process{}, Executable: exe})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -752,5 +759,130 @@ func TestReadyMeansAnswered(t *testing.T) {
 	}
 	if colds < 2 {
 		t.Errorf("%d readiness requests waited for the warm-up, want one per start (2): %q", colds, b)
+	}
+}
+
+// copyFile writes a copy of src to dst by a rename, as an upload would.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst+".new", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".new", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// supervisorRuns reads the state and reports whether it names a ready
+// app and a supervisor running the binary at exe (not a deleted one).
+func supervisorRuns(runDir, exe string) (*state, bool) {
+	st, err := readState(runDir)
+	if err != nil || st.Status != statusReady {
+		return st, false
+	}
+	link, err := os.Readlink("/proc/" + strconv.Itoa(st.Supervisor) + "/exe")
+	return st, err == nil && link == exe
+}
+
+// mv new mysite.fcgi: the supervisor that runs afterwards is the new
+// binary (not the deleted old one), the app is replaced once, and no
+// request fails meanwhile.
+func TestBinaryUpgradeRunsNewSupervisor(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	exe := filepath.Join(s.dir, "mysite.fcgi")
+	copyFile(t, os.Args[0], exe)
+	_, srv := s.handlerOf(exe)
+	get := func() (echo, error) {
+		resp, err := http.Get(srv.URL + "/mysite/")
+		if err != nil {
+			return echo{}, err
+		}
+		defer resp.Body.Close()
+		var e echo
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return e, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		}
+		return e, json.Unmarshal(body, &e)
+	}
+	first, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, ok := supervisorRuns(s.runDir, exe)
+	if !ok {
+		t.Fatalf("before the upgrade the supervisor does not run %s: %+v", exe, old)
+	}
+	// Requests all along, one at a time, until the test has seen enough.
+	stop, done := make(chan struct{}), make(chan []error)
+	go func() {
+		var errs []error
+		for {
+			select {
+			case <-stop:
+				done <- errs
+				return
+			default:
+			}
+			if _, err := get(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}()
+	copyFile(t, os.Args[0], exe)
+	var now *state
+	eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
+		var ok bool
+		now, ok = supervisorRuns(s.runDir, exe)
+		return ok && now.Supervisor != old.Supervisor
+	})
+	eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
+		return !alive(old.Supervisor) || isZombie(old.Supervisor)
+	})
+	close(stop)
+	for _, err := range <-done {
+		t.Errorf("request during the upgrade: %v", err)
+	}
+	if e, err := get(); err != nil || e.PID == first.PID || e.PID != now.PID {
+		t.Errorf("after the upgrade the app pid is %d (%v), want the new supervisor's app %d, not %d", e.PID, err, now.PID, first.PID)
+	}
+	if n := len(s.startPIDs()); n != 2 {
+		t.Errorf("%d app starts for one upgrade, want 2:\n%s", n, s.logText())
+	}
+}
+
+// The restart rule of the copies (package reload) holds for the
+// supervisor too: a deleted binary is no change; a later restart.txt
+// replaces the app once.
+func TestDeletedBinaryIsNoChange(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	exe := filepath.Join(s.dir, "mysite.fcgi")
+	copyFile(t, os.Args[0], exe)
+	_, srv := s.handlerOf(exe)
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
+	first, _ := getEcho(t, req)
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	// A non-event has no moment to wait for: watch the app for longer than
+	// the watcher's debounce and several supervisor ticks.
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		if e, _ := getEcho(t, req); e.PID != first.PID {
+			t.Fatalf("deleting the binary replaced the app (pid %d, then %d)", first.PID, e.PID)
+		}
+	}
+	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
+	eventually(t, 20*time.Second, "a new app pid", func() bool {
+		e, _ := getEcho(t, req)
+		return e.PID != first.PID
+	})
+	if n := len(s.startPIDs()); n != 2 {
+		t.Errorf("%d app starts for a deleted binary and one restart.txt, want 2:\n%s", n, s.logText())
 	}
 }
