@@ -60,7 +60,8 @@ type App struct {
 	PassSendfile bool `toml:"pass_sendfile"`
 	// StripPrefix sends the app the path below the mount prefix (/mysite/a
 	// arrives as /a), for apps that know nothing of SCRIPT_NAME, and puts
-	// the prefix back on Location headers that point into the site. false
+	// the prefix back on Location headers that point into the site and on
+	// cookie paths. false
 	// = the full path plus SCRIPT_NAME and X-Forwarded-Prefix headers.
 	StripPrefix bool `toml:"strip_prefix"`
 	// ProxyProtocol starts every connection to the app with a PROXY

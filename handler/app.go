@@ -312,6 +312,13 @@ func (a *app) copyResponse(w http.ResponseWriter, r *http.Request, uc *upConn, r
 				dst.Set(k, prefixLocation(v, prefix, r.Host))
 			}
 		}
+		if cs := dst["Set-Cookie"]; len(cs) > 0 {
+			out := make([]string, len(cs))
+			for i, c := range cs {
+				out[i] = prefixCookiePath(c, prefix)
+			}
+			dst["Set-Cookie"] = out
+		}
 	}
 	w.WriteHeader(res.StatusCode)
 	var rc *http.ResponseController
@@ -800,6 +807,35 @@ func prefixLocation(v, prefix, host string) string {
 		return v
 	}
 	return v[:head] + prefix + rest
+}
+
+// prefixCookiePath puts the mount prefix in front of the Path attribute of
+// a Set-Cookie value from an app that was sent stripped paths (Path=/a
+// becomes Path=/mysite/a, Path=/ becomes Path=/mysite/), so the browser sends
+// the cookie back to the pages the app meant, and only to this site.
+func prefixCookiePath(c, prefix string) string {
+	if prefix == "" {
+		return c
+	}
+	parts := strings.Split(c, ";")
+	for i, p := range parts[1:] {
+		name, val, ok := strings.Cut(p, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), "path") {
+			continue
+		}
+		v := strings.TrimSpace(val)
+		if !strings.HasPrefix(v, "/") || v == prefix || strings.HasPrefix(v, prefix+"/") {
+			continue
+		}
+		if v == "/" {
+			v = ""
+		}
+		parts[i+1] = name + "=" + prefix + v
+		if v == "" {
+			parts[i+1] += "/"
+		}
+	}
+	return strings.Join(parts, ";")
 }
 
 // writeProxyLine starts a connection to the app with a PROXY protocol v1

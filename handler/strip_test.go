@@ -68,6 +68,25 @@ func TestPrefixLocation(t *testing.T) {
 	}
 }
 
+// A stripped app's cookie for Path=/ or Path=/a is the site's: the prefix
+// goes in front, other attributes stay as they are.
+func TestPrefixCookiePath(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"a=1; Path=/", "a=1; Path=/mysite/"},
+		{"a=1; path=/cart; HttpOnly", "a=1; path=/mysite/cart; HttpOnly"},
+		{"a=1; Path=/mysite/x", "a=1; Path=/mysite/x"},
+		{"a=1; Path=/mysite", "a=1; Path=/mysite"},
+		{"a=1", "a=1"},
+		{"a=1; Domain=example.test; Path=relative", "a=1; Domain=example.test; Path=relative"},
+		{"path=/x", "path=/x"}, // the cookie's own name and value
+	}
+	for _, tc := range cases {
+		if got := prefixCookiePath(tc.in, "/mysite"); got != tc.want {
+			t.Errorf("prefixCookiePath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 // gunicorn --proxy-protocol takes REMOTE_ADDR from the PROXY v1 line; a
 // client that is not an IP gets none.
 func TestWriteProxyLine(t *testing.T) {
