@@ -391,17 +391,16 @@ func TestDeploySystemdUnits(t *testing.T) {
 	units := deploySplitUnits(t, out)
 	udir := t.TempDir()
 	for name, text := range units {
-		os.WriteFile(filepath.Join(udir, name), []byte(text), 0o644)
-	}
-	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
-		cmd := exec.Command(analyze, "verify", filepath.Join(udir, "mysite.socket"), filepath.Join(udir, "mysite.service"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		if err := os.WriteFile(filepath.Join(udir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	} else {
-		t.Log("systemd-analyze not installed: units not verified")
 	}
-	activate := peer.Need(t, "systemd-socket-activate")[0]
+	tools := peer.Need(t, "systemd-analyze", "systemd-socket-activate")
+	analyze, activate := tools[0], tools[1]
+	verify := exec.Command(analyze, "verify", filepath.Join(udir, "mysite.socket"), filepath.Join(udir, "mysite.service"))
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
 	exec0 := regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindStringSubmatch(units["mysite.service"])
 	listen := regexp.MustCompile(`(?m)^ListenStream=(.*)$`).FindStringSubmatch(units["mysite.socket"])
 	if exec0 == nil || listen == nil || strings.Fields(exec0[1])[0] != bin {

@@ -60,7 +60,7 @@ func install(t testing.TB, dir, name string) string {
 	return dst
 }
 
-// infoJSON is the info page's JSON (the keys DESIGN.md promises).
+// infoJSON is the info page's JSON: the keys the README promises.
 type infoJSON struct {
 	PID            int    `json:"pid"`
 	Mode           string `json:"mode"`
