@@ -13,19 +13,24 @@ import (
 	"github.com/fcgishim/fcgishim/internal/peer"
 )
 
-// TestMeasureTouchLatency is a measurement, not a check: what a visitor
-// waits for right after `touch mysite.fcgi` with Django under gunicorn,
-// behind Apache + mod_fcgid. It runs only with FCGISHIM_MEASURE_TOUCH=N
-// (rounds); FCGISHIM_MEASURE_OLD=PATH adds sites served by another build of
-// mysite.fcgi (an older commit) for comparison. Each round touches every
-// site in turn, then requests its page back to back for 4 s, and reports
-// the latency of the first answer from the new gunicorn, the slowest first
-// answer of each of its workers, and the slowest answer of the window. Sites alternate within a round, so a loaded machine
-// disturbs them alike.
-func TestMeasureTouchLatency(t *testing.T) {
-	rounds := atoiEnv("FCGISHIM_MEASURE_TOUCH")
+// BenchmarkTouchLatency measures what a visitor waits for right after
+// `touch mysite.fcgi` with Django under gunicorn (--workers 2, with and
+// without --preload), behind Apache + mod_fcgid:
+//
+//	FCGISHIM_TOUCH_ROUNDS=6 FCGISHIM_MEASURE_OLD=/path/to/older/mysite.fcgi \
+//	  go test -run '^$' -bench TouchLatency -benchtime 1x -v .
+//
+// FCGISHIM_MEASURE_OLD adds sites served by another build (an older
+// commit) for comparison. Each round touches every site in turn, then
+// requests its page back to back for 4 s, and reports the latency of the
+// first answer from the new gunicorn, the slowest first answer of each of
+// its workers, and the slowest answer of the window. Sites alternate within
+// a round, so a loaded machine disturbs them alike. One run whatever b.N.
+func BenchmarkTouchLatency(b *testing.B) {
+	t := b
+	rounds := atoiEnv("FCGISHIM_TOUCH_ROUNDS")
 	if rounds <= 0 {
-		t.Skip("a measurement: set FCGISHIM_MEASURE_TOUCH=rounds (and FCGISHIM_MEASURE_OLD=binary)")
+		rounds = 3
 	}
 	project := djangoProject(t)
 	f, err := os.OpenFile(filepath.Join(project, "mysite", "urls.py"), os.O_WRONLY|os.O_APPEND, 0)
@@ -125,6 +130,7 @@ urlpatterns += [path('master/', master)]
 		}
 		return strings.Join(parts, " ")
 	}
+	b.ReportMetric(0, "ns/op")
 	for _, s := range sites {
 		t.Logf("%-22s ms, sorted: first answer of the new gunicorn %s | slowest first answer of one of its workers %s | slowest in 4 s %s", s.name, ms(s.first), ms(s.worker), ms(s.slow))
 	}
