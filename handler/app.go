@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,12 @@ type app struct {
 	logPath    string // [app] log: the supervisor's stderr; "" = ours
 
 	pool connPool // idle connections to the app
+
+	// siteHost is the Host of the first request we forwarded: the
+	// supervisor we start sends it with its readiness request, so an app
+	// that checks Host (Django's ALLOWED_HOSTS) answers it as it would a
+	// visitor, instead of logging (and mailing) a DisallowedHost error.
+	siteHost atomic.Pointer[string]
 
 	mu        sync.Mutex
 	clients   *lockFile // our shared lock on clients.lock, once registered
@@ -139,6 +146,10 @@ func (a *app) Close(context.Context) error {
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if a.siteHost.Load() == nil && r.Host != "" && validHost(r.Host) {
+		h := r.Host
+		a.siteHost.CompareAndSwap(nil, &h)
+	}
 	target, err := a.target(ctx)
 	if err != nil {
 		a.unavailable(w, r, err)
@@ -686,6 +697,9 @@ func (a *app) startSupervisor(ctx context.Context) error {
 	}
 	env := appEnv(os.Environ(), a.cfg.EnvAllow, nil)
 	env = append(env, envRuntimeDir+"="+a.dir, envExecutable+"="+a.exe)
+	if h := a.siteHost.Load(); h != nil {
+		env = append(env, envReadyHost+"="+*h)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, a.exe, "_supervise", "--config", a.configPath)

@@ -733,7 +733,7 @@ func TestProxyOversizedResponseHeaders_RESP05(t *testing.T) {
 }
 
 // Traffic goes to a new instance only once it has answered the readiness
-// request: an app that listens at once but needs a while before it can
+// request (sent with the site's Host): an app that listens at once but needs a while before it can
 // answer (gunicorn's workers importing Django) gets no visitor's request
 // during that while, neither at the first start nor after a restart.
 func TestReadyMeansAnswered(t *testing.T) {
@@ -758,6 +758,11 @@ func TestReadyMeansAnswered(t *testing.T) {
 		colds++
 		if !strings.HasPrefix(l, "cold "+readyUserAgent+" ") {
 			t.Errorf("a request reached an app still warming up: %q", l)
+		}
+		// The probe carries the site's Host, as a visitor would (an app
+		// checking it, like Django's ALLOWED_HOSTS, must not see a stranger).
+		if host := strings.TrimPrefix(srv.URL, "http://"); !strings.HasPrefix(l, "cold "+readyUserAgent+" "+host+" /") {
+			t.Errorf("readiness request %q does not carry the site's Host %s", l, host)
 		}
 	}
 	if colds < 2 {

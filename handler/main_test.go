@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 // slow-start=DUR, hang (never listens), ignore-term, noisy (floods stderr),
 // warm=DUR (listens at once but holds requests until DUR after its start,
 // like gunicorn whose workers are still importing the app; each request
-// that had to wait appends "cold USER-AGENT PATH" to $TEST_EVENTS).
+// that had to wait appends "cold USER-AGENT HOST PATH" to $TEST_EVENTS).
 // On start it appends its pid to $TEST_STARTS; on SIGTERM it appends
 // "term PID" to $TEST_EVENTS.
 func testApp(switches, addr string) {
@@ -231,7 +231,7 @@ func warming(h http.Handler, d string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if wait := time.Until(warm); wait > 0 {
 			if p := os.Getenv("TEST_EVENTS"); p != "" {
-				appendLine(p, "cold "+r.UserAgent()+" "+r.URL.Path)
+				appendLine(p, "cold "+r.UserAgent()+" "+r.Host+" "+r.URL.Path)
 			}
 			time.Sleep(wait) // the app's own warm-up under test, not synchronisation
 		}

@@ -27,6 +27,10 @@ import (
 // envStage marks the second, detached stage of the supervisor (see Supervise).
 const envStage = "FCGISHIM_SUPERVISE_STAGE"
 
+// envReadyHost is the Host the readiness request carries (the site's, from
+// the copy that started us); "localhost" without it.
+const envReadyHost = "FCGISHIM_READY_HOST"
+
 // envTakeover starts a supervisor that takes over from the one running the
 // previous binary (see handOver); its value is the last instance number used.
 const envTakeover = "FCGISHIM_SUPERVISE_TAKEOVER"
@@ -89,8 +93,12 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 		return fmt.Errorf("supervisor lock: %w", err)
 	}
 	defer lock.close()
+	readyHost := os.Getenv(envReadyHost)
+	if readyHost == "" || !validHost(readyHost) {
+		readyHost = "localhost"
+	}
 	s := &supervisor{
-		dir: dir, configPath: configPath, exe: exe, cfg: cfg,
+		dir: dir, configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
 		log: stderr, lock: lock,
 		exited: make(chan *instance), readied: make(chan readyEvent),
 		spawn: make(chan func()),
@@ -158,6 +166,7 @@ func superviseDetach(ctx context.Context, dir, configPath, exe string, stderr io
 // goroutine; other goroutines report through the channels.
 type supervisor struct {
 	dir, configPath, exe string
+	readyHost            string // Host of the readiness request
 	cfg                  *config.Config
 	log                  io.Writer // our own lines
 	out                  *outLog   // the app's output lines
@@ -697,7 +706,7 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 	connected := false
 	for {
 		for _, addr := range inst.addrs {
-			ok, conn := readyAt(addr, a.ReadyPath, until)
+			ok, conn := readyAt(addr, s.readyHost, a.ReadyPath, until)
 			if ok {
 				inst.addr = addr
 				return "", nil
@@ -734,12 +743,12 @@ const defaultReadyPath = "/"
 // readyUserAgent marks the readiness request in the app's access log.
 const readyUserAgent = "fcgishim-ready-probe"
 
-// readyAt reports whether the app at addr answers a GET for path (with
-// path "", defaultReadyPath and any status; else a status below 500), and
-// whether it accepted the connection. Accepting is not enough: gunicorn's
+// readyAt reports whether the app at addr answers a GET for path with
+// Host: host (with path "", defaultReadyPath and any status; else a status
+// below 500), and whether it accepted the connection. Accepting is not enough: gunicorn's
 // master listens before its workers have imported the app, and the request
 // waits for that, until until at most.
-func readyAt(addr, path string, until time.Time) (ready, connected bool) {
+func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
 	network, address := splitAddr(addr)
 	c, err := net.DialTimeout(network, address, time.Second)
 	if err != nil {
@@ -748,6 +757,7 @@ func readyAt(addr, path string, until time.Time) (ready, connected bool) {
 	defer c.Close()
 	c.SetDeadline(until)
 	req, _ := http.NewRequest("GET", "http://localhost"+cmp.Or(path, defaultReadyPath), nil)
+	req.Host = host
 	req.Header.Set("User-Agent", readyUserAgent)
 	req.Close = true
 	if err := req.Write(c); err != nil {
