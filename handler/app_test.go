@@ -894,3 +894,55 @@ func TestDeletedBinaryIsNoChange(t *testing.T) {
 		t.Errorf("%d app starts for a deleted binary and one restart.txt, want 2:\n%s", n, s.logText())
 	}
 }
+
+// [app] strip_prefix through the proxy: the app gets the path below the
+// mount with the client's escaping, no SCRIPT_NAME header (gunicorn would
+// take it for "the path starts with this"), X-Forwarded-Prefix still; a
+// Location and a cookie path it sends come back under the mount.
+func TestProxyStripPrefix(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "strip_prefix = true\n")
+	_, srv := s.handler()
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/a%2Fb/c?x=1", nil)
+	e, _ := getEcho(t, req)
+	if e.URI != "/a%2Fb/c?x=1" {
+		t.Errorf("request URI = %q, want /a%%2Fb/c?x=1", e.URI)
+	}
+	if v, ok := e.Header["Script_name"]; ok {
+		t.Errorf("SCRIPT_NAME header reached a stripped app: %q", v)
+	}
+	if got := e.Header.Get("X-Forwarded-Prefix"); got != "/mysite" {
+		t.Errorf("X-Forwarded-Prefix = %q, want /mysite", got)
+	}
+	req, _ = http.NewRequest("GET", srv.URL+"/mysite/", nil)
+	if e, _ = getEcho(t, req); e.URI != "/" {
+		t.Errorf("the mount itself: request URI %q, want /", e.URI)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(srv.URL + "/mysite/headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// The test app answers /headers with Location /mysite/next/ (already
+	// under the mount: kept), cookies a (Path=/mysite: kept) and b (none).
+	if got := resp.Header.Get("Location"); got != "/mysite/next/" {
+		t.Errorf("Location = %q", got)
+	}
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 2 || got[0] != "a=1; Path=/mysite; HttpOnly" || got[1] != "b=2" {
+		t.Errorf("Set-Cookie = %q", got)
+	}
+	// An app that knows nothing of the mount redirects to /login and sets
+	// a cookie for Path=/: both are meant for the site.
+	resp, err = c.Get(srv.URL + "/mysite/redirect?to=/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Location"); resp.StatusCode != 302 || got != "/mysite/login" {
+		t.Errorf("redirect: %d Location %q, want 302 to /mysite/login", resp.StatusCode, got)
+	}
+	if got := resp.Header.Get("Set-Cookie"); got != "c=3; Path=/mysite/" {
+		t.Errorf("Set-Cookie = %q, want c=3; Path=/mysite/", got)
+	}
+}

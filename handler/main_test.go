@@ -179,6 +179,10 @@ func testAppServe(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprint(w, "big")
 		return
+	case strings.HasSuffix(r.URL.Path, "/redirect"):
+		w.Header().Set("Set-Cookie", "c=3; Path=/")
+		http.Redirect(w, r, q.Get("to"), http.StatusFound)
+		return
 	case strings.HasSuffix(r.URL.Path, "/headers"):
 		h := w.Header()
 		h.Set("X-Sendfile", "/etc/passwd")
