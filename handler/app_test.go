@@ -946,3 +946,31 @@ func TestProxyStripPrefix(t *testing.T) {
 		t.Errorf("Set-Cookie = %q, want c=3; Path=/mysite/", got)
 	}
 }
+
+// A new binary that cannot run as the supervisor (here a program that
+// exits at once, as one built for another processor would fail) is logged;
+// the running supervisor stays and replaces the app itself.
+func TestBinaryUpgradeThatCannotRun(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	exe := filepath.Join(s.dir, "mysite.fcgi")
+	copyFile(t, os.Args[0], exe)
+	_, srv := s.handlerOf(exe)
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
+	first, _ := getEcho(t, req)
+	old, _ := supervisorRuns(s.runDir, exe)
+	broken := filepath.Join(s.dir, "broken")
+	os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	copyFile(t, broken, exe)
+	eventually(t, 20*time.Second, "a new app pid", func() bool {
+		e, _ := getEcho(t, req)
+		return e.PID != first.PID
+	})
+	st, err := readState(s.runDir)
+	if err != nil || st.Supervisor != old.Supervisor {
+		t.Errorf("state %+v (%v): want the old supervisor %d still in charge", st, err, old.Supervisor)
+	}
+	if !strings.Contains(s.logText(), "binary replaced, but its supervisor exited (exit status 3)") {
+		t.Errorf("log does not say why the new binary was not used:\n%s", s.logText())
+	}
+}

@@ -40,6 +40,7 @@ const takeoverWait = 10 * time.Second
 type successor struct {
 	pid  int
 	done chan struct{} // closed when it has exited
+	err  error         // its exit status, once done is closed
 }
 
 // handOver starts the new binary's supervisor and gives it the locks. It
@@ -71,14 +72,20 @@ func (s *supervisor) handOver(ctx context.Context) *successor {
 	succ := &successor{pid: cmd.Process.Pid, done: make(chan struct{})}
 	// Ends when the successor exits; if we exit first, with us.
 	go func() {
-		cmd.Wait()
+		succ.err = cmd.Wait()
 		close(succ.done)
 	}()
 	takeover := filepath.Join(s.dir, fileTakeoverLock)
 	if !pollUntil(ctx, succ.done, func() bool { return held(takeover) }) {
-		cmd.Process.Kill()
-		<-succ.done
-		s.logf("binary replaced, but it did not run as the supervisor within %s; replacing the app in this supervisor", takeoverWait)
+		why := fmt.Sprintf("did not take over within %s", takeoverWait)
+		select {
+		case <-succ.done:
+			why = fmt.Sprintf("exited (%v)", succ.err)
+		default:
+			cmd.Process.Kill()
+			<-succ.done
+		}
+		s.logf("binary replaced, but its supervisor %s; replacing the app in this supervisor", why)
 		return nil
 	}
 	s.lock.close()
@@ -156,9 +163,11 @@ func (s *supervisor) takeOver(last string) error {
 			return fmt.Errorf("supervisor lock: %w", err)
 		}
 	}
-	s.n, s.inherited = n, true
-	if st, err := readState(s.dir); err == nil {
-		s.st = *st
+	s.n = n
+	// Only a ready app is worth keeping in the state until ours is ready;
+	// one starting or failing, we report on from the start.
+	if st, err := readState(s.dir); err == nil && st.Status == statusReady {
+		s.st, s.inherited = *st, true
 	}
 	return nil
 }
