@@ -176,8 +176,12 @@ FcgidMaxRequestsPerProcess 0
 </Directory>
 %[4]s
 `, rules.UserdirSuffix, o.AllowOverride, o.Options, o.Conf))
-	if !strings.Contains(h.Log(), "suEXEC mechanism enabled") {
-		t.Fatalf("Apache started without suEXEC (is %s setuid root, group %s?):\n%s", SuexecPath, rules.HTTPDUser, h.Log())
+	// Apache may listen before its second configuration pass logs this.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.Log(), "suEXEC mechanism enabled"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("Apache started without suEXEC (is %s setuid root, group %s?):\n%s", SuexecPath, rules.HTTPDUser, h.Log())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the log for a condition
 	}
 	return h
 }
