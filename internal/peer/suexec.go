@@ -309,8 +309,9 @@ func (u *User) Shell(t testing.TB, line string) string {
 	return u.Run(t, "/bin/sh", "-c", line)
 }
 
-// WriteFile writes data to path (relative paths are below u's home) as u,
-// with perm, through a temporary file and a rename, as an editor would.
+// WriteFile puts data at path (relative paths are below u's home), owned by
+// u with perm, through a temporary file and a rename, as an editor would.
+// The directory must exist.
 func (u *User) WriteFile(t testing.TB, path string, data []byte, perm os.FileMode) {
 	t.Helper()
 	if !filepath.IsAbs(path) {
