@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,6 +176,14 @@ func TestEnvFile(t *testing.T) {
 			t.Errorf("app environment lacks %q:%s", want, env)
 		}
 	}
+	// Saving the env file restarts the app with the new values.
+	os.WriteFile(envFile+".new", []byte("DB_PASSWORD=changed\n"), 0o600)
+	os.Rename(envFile+".new", envFile)
+	eventually(t, 20*time.Second, "the app to see the edited env_file", func() bool {
+		r, _ := http.NewRequest("GET", srv.URL+"/mysite/?env=1", nil)
+		e, _ := getEcho(t, r)
+		return slices.Contains(e.Env, "DB_PASSWORD=changed")
+	})
 
 	t.Run("world-readable", func(t *testing.T) {
 		t.Parallel()
