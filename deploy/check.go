@@ -5,18 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +32,20 @@ type CheckOptions struct {
 	SelfTest string
 	// Timeout bounds the self-test; 0 = 60s.
 	Timeout time.Duration
-	Color   bool                // ANSI colors for the marks (a terminal)
-	Getenv  func(string) string // for PATH and the runtime directory; nil = os.Getenv
-	Out     io.Writer
+	Color   bool // ANSI colors for the marks (a terminal)
+	// Getenv is the login shell's environment, to say where a command the
+	// web server cannot find is; nil = os.Getenv.
+	Getenv func(string) string
+	// Suexec says whether the web server runs the site through suEXEC:
+	// "on", "off", or "" = guess from the host's Apache config.
+	Suexec string
+	// SuexecBin is the suEXEC helper; "" = /usr/lib/apache2/suexec.
+	SuexecBin string
+	// ApacheDir is the web server's config; "" = /etc/apache2.
+	ApacheDir string
+	// URL, when set, is requested for the live probe (check --url).
+	URL string
+	Out io.Writer
 }
 
 // Marks of a checklist line.
@@ -52,10 +60,12 @@ const (
 type Report struct{ Failed, Warned int }
 
 type checker struct {
-	o   CheckOptions
-	r   Report
-	dir string
-	bin string
+	o      CheckOptions
+	r      Report
+	dir    string
+	bin    string
+	suexec suexecUse // whether and how suEXEC runs the site
+	env    siteEnv   // what the web server gives mysite.fcgi
 }
 
 func (c *checker) line(mark, msg, fix string) {
@@ -102,23 +112,31 @@ func Check(ctx context.Context, o CheckOptions) Report {
 	}
 	c := &checker{o: o, dir: dir, bin: filepath.Join(dir, o.Name)}
 	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
+	c.suexec = c.detectSuexec()
+	c.env = c.serverEnv()
 	dirOK := c.checkDir()
 	binOK := c.checkBinary(dirOK)
+	c.checkSuexec()
 	cfg := c.checkConfig()
 	if cfg != nil {
 		c.checkApp(cfg)
+		c.checkSecrets(cfg)
 		c.checkStatic(cfg)
 	}
 	c.checkHtaccess()
 	c.checkWatch(cfg)
 	if cfg != nil {
 		c.checkRuntimeDir(cfg)
+		c.checkLiveApp(cfg)
 	}
 	c.info("uploads: under mod_fcgid, request bodies above FcgidMaxRequestLen (128 KiB by default) get a 500 before reaching the app; POST a file to the site and read body_bytes on the info page to see your host's limit")
 	if cfg != nil {
 		c.selfTest(ctx, binOK)
 	} else {
 		c.warn("self-test skipped: the config does not load", "fix the config error above, then run check again")
+	}
+	if o.URL != "" {
+		c.probe(ctx, cfg)
 	}
 	fmt.Fprintf(o.Out, "%d failed, %d warnings\n", c.r.Failed, c.r.Warned)
 	return c.r
@@ -174,7 +192,7 @@ func (c *checker) checkBinary(dirOK bool) bool {
 		c.warn(fmt.Sprintf("binary %s is not executable by others (mode %04o): fine under suEXEC, a 403/500 when the web server runs as its own user", c.bin, perm),
 			"chmod 755 "+shellQuote(c.bin))
 	}
-	if dfi, err := os.Stat(c.dir); err == nil && dirOK {
+	if dfi, err := os.Stat(c.dir); err == nil && dirOK && !c.suexec.on { // under suEXEC: checkSuexec
 		bu, ok1 := owner(fi)
 		du, ok2 := owner(dfi)
 		if ok1 && ok2 && bu != du {
@@ -236,24 +254,64 @@ func (c *checker) checkApp(cfg *config.Config) {
 			"create it or fix app.workdir")
 		return
 	}
-	prog := a.Command[0]
-	var path string
-	var err error
+	c.checkCommand(cfg, workdir)
+}
+
+// checkCommand looks the app's program up as the supervisor will: with
+// [app] env's PATH, else the PATH the web server gives. A program found
+// only in the login shell's PATH (~/.local/bin, where pip install --user
+// puts gunicorn) fails, naming the file and what to write instead.
+func (c *checker) checkCommand(cfg *config.Config, workdir string) {
+	prog := cfg.App.Command[0]
+	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, "command"), cfg.File)
 	if strings.ContainsRune(prog, '/') {
-		path = prog
+		path := prog
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(workdir, prog)
 		}
-		err = isExecutable(path)
-	} else {
-		path, err = lookPath(prog, c.o.Getenv("PATH"))
-	}
-	if err != nil {
-		c.fail(fmt.Sprintf("app command %q: %v (line %d of %s)", prog, err, lineOfKey(cfg.File, "command"), cfg.File),
-			"install it, or give its full path in app.command (the web server's PATH is short: /usr/local/bin:/usr/bin:/bin)")
+		if err := isExecutable(path); err != nil {
+			c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line), "install it, or fix the path in app.command")
+			return
+		}
+		c.ok("app command %s found, workdir %s", path, workdir)
 		return
 	}
-	c.ok("app command %s found (%s), workdir %s", prog, path, workdir)
+	pathEnv, from := c.env.getenv("PATH"), c.env.desc
+	if p, ok := cfg.App.Env["PATH"]; ok {
+		pathEnv, from = p, "[app] env sets PATH="+p
+	}
+	path, err := lookPath(prog, pathEnv)
+	if err == nil {
+		c.ok("app command %s found (%s) with the PATH the app gets (%s), workdir %s", prog, path, pathEnv, workdir)
+		return
+	}
+	if login, lerr := lookPath(prog, c.o.Getenv("PATH")); lerr == nil {
+		c.fail(fmt.Sprintf("app command %q is %s in your login shell's PATH, but the app gets PATH=%s (%s): the site would answer \"the app's command was not found\" (%s)", prog, login, pathEnv, from, line),
+			fmt.Sprintf("give the full path: command = [%q, ...]; or add its directory: [app] env = { PATH = \"%s:%s\" }", login, filepath.Dir(login), c.env.getenv("PATH")))
+		return
+	}
+	c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line),
+		"install it, or give its full path in app.command (the app gets PATH="+pathEnv+")")
+}
+
+// checkSecrets warns when the config, in the site's public directory,
+// holds [app] env values: one rule missing in .htaccess and they are served.
+func (c *checker) checkSecrets(cfg *config.Config) {
+	if len(cfg.App.Env) == 0 || cfg.File == "" || !within(evalOr(cfg.File), evalOr(c.dir)) {
+		return
+	}
+	names := make([]string, 0, len(cfg.App.Env))
+	for k := range cfg.App.Env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	home := c.suexec.target.home
+	if home == "" {
+		home = "/home/you"
+	}
+	c.warn(fmt.Sprintf("%s is in the public directory %s and holds [app] env values (%s, line %d): if the web server ever serves it, they are public",
+		filepath.Base(cfg.File), c.dir, strings.Join(names, ", "), lineOfKey(cfg.File, "env")),
+		fmt.Sprintf("move secrets to a file outside the document root: [app] env_file = %q (KEY=value lines, chmod 600)", filepath.Join(home, ".config", strings.TrimSuffix(c.o.Name, filepath.Ext(c.o.Name))+".env")))
 }
 
 func isExecutable(path string) error {
@@ -495,7 +553,7 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 	if len(cfg.App.Command) == 0 {
 		return
 	}
-	d := runtimeDir(cfg, c.o.Getenv)
+	d := runtimeDir(cfg, c.env.getenv)
 	fi, err := os.Lstat(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(d)
@@ -528,117 +586,6 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 		c.fail("runtime directory "+d+" is not writable", "chmod 700 "+shellQuote(d))
 	default:
 		c.ok("runtime directory %s: private (0700) and writable", d)
-	}
-}
-
-// selfTest starts the binary as a FastCGI server on a private unix socket
-// and sends it one request through our own FastCGI client.
-func (c *checker) selfTest(ctx context.Context, binOK bool) {
-	bin := c.o.SelfTest
-	if bin == "" {
-		bin = c.bin
-		if !binOK {
-			c.warn("self-test skipped: "+c.bin+" cannot run", "fix the binary first")
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-	defer cancel()
-	tmp, err := os.MkdirTemp("", "fcgishim-check-")
-	if err != nil {
-		c.fail("self-test: "+err.Error(), "make $TMPDIR writable")
-		return
-	}
-	defer os.RemoveAll(tmp)
-	sock := filepath.Join(tmp, "s.sock")
-	cmd := exec.Command(bin, "serve", "--listen", "unix:"+sock, "--protocol", "fcgi", "--config", c.configPath())
-	cmd.Dir = c.dir
-	stderr := &limitedWriter{n: 64 << 10}
-	cmd.Stderr, cmd.Stdout = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// A supervisor the server starts for [app] detaches but inherits the
-	// output pipe: do not wait for it to close.
-	cmd.WaitDelay = time.Second
-	start := time.Now()
-	fmt.Fprintf(c.o.Out, "       self-test: starting %s serve on %s ...\n", filepath.Base(bin), sock)
-	if err := cmd.Start(); err != nil {
-		c.fail("self-test: start "+bin+": "+err.Error(), "chmod 755 "+shellQuote(bin))
-		return
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	}()
-
-	// Wait for the socket, showing progress every second.
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	lastShown := time.Now()
-	for {
-		conn, err := net.Dial("unix", sock)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			c.fail(fmt.Sprintf("self-test: %s exited before listening (%v): %s", filepath.Base(bin), err, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 to see the error")
-			return
-		case <-ctx.Done():
-			c.fail(fmt.Sprintf("self-test: no socket after %s", c.o.Timeout), "run "+bin+" serve --http 127.0.0.1:8000 to see what it does")
-			return
-		case <-tick.C:
-		}
-		if time.Since(lastShown) >= time.Second {
-			lastShown = time.Now()
-			fmt.Fprintf(c.o.Out, "       self-test: waiting for the socket (%.0fs) ...\n", time.Since(start).Seconds())
-		}
-	}
-	fmt.Fprintf(c.o.Out, "       self-test: sending GET / ...\n")
-	t0 := time.Now()
-	type result struct {
-		resp *Response
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := FastCGIGet(ctx, "unix", sock, "/", http.Header{"Accept": {"application/json, text/html;q=0.9"}})
-		done <- result{resp, err}
-	}()
-	var res result
-	for waiting := true; waiting; {
-		select {
-		case res = <-done:
-			waiting = false
-		case <-time.After(time.Second): // progress only; the deadline is ctx
-			fmt.Fprintf(c.o.Out, "       self-test: waiting for the app to answer (%.0fs) ...\n", time.Since(t0).Seconds())
-		}
-	}
-	took := time.Since(t0).Round(time.Millisecond)
-	switch {
-	case res.err != nil:
-		c.fail(fmt.Sprintf("self-test: GET / through FastCGI: %v after %s: %s", res.err, took, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 and open it to see the error")
-	case res.resp.Status >= 500:
-		c.fail(fmt.Sprintf("self-test: GET / through FastCGI answered %d %s in %s: %s | log: %s", res.resp.Status, http.StatusText(res.resp.Status), took, firstLine(res.resp.Body), lastLines(stderr.String(), 1)),
-			"read the app's error above, or run "+bin+" serve --http 127.0.0.1:8000")
-	default:
-		what := ""
-		var in struct {
-			Version string `json:"version"`
-			Mode    string `json:"mode"`
-		}
-		if json.Unmarshal(res.resp.Body, &in) == nil && in.Version != "" {
-			what = ", the info page of version " + in.Version
-		}
-		c.ok("self-test: GET / through FastCGI answered %d %s in %s%s", res.resp.Status, http.StatusText(res.resp.Status), took, what)
 	}
 }
 
