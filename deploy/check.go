@@ -94,26 +94,9 @@ func (c *checker) warn(msg, fix string)         { c.line(markWarn, msg, fix) }
 // Check prints a checklist for the site in o.Dir, one line per item with a
 // fix under each failure, ending with a request through the FastCGI stack.
 func Check(ctx context.Context, o CheckOptions) Report {
-	if o.Name == "" {
-		o.Name = "mysite.fcgi"
-	}
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
-	}
-	if o.Out == nil {
-		o.Out = io.Discard
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 60 * time.Second
-	}
-	dir, err := filepath.Abs(o.Dir)
-	if err != nil {
-		dir = o.Dir
-	}
-	c := &checker{o: o, dir: dir, bin: filepath.Join(dir, o.Name)}
+	c := newChecker(o)
+	o = c.o
 	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
-	c.suexec = c.detectSuexec()
-	c.env = c.serverEnv()
 	dirOK := c.checkDir()
 	binOK := c.checkBinary(dirOK)
 	c.checkSuexec()
@@ -140,6 +123,31 @@ func Check(ctx context.Context, o CheckOptions) Report {
 	}
 	fmt.Fprintf(o.Out, "%d failed, %d warnings\n", c.r.Failed, c.r.Warned)
 	return c.r
+}
+
+// newChecker fills o's defaults and learns how the web server will run the
+// site (suEXEC or not, and the environment it gives).
+func newChecker(o CheckOptions) *checker {
+	if o.Name == "" {
+		o.Name = "mysite.fcgi"
+	}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		dir = o.Dir
+	}
+	c := &checker{o: o, dir: dir, bin: filepath.Join(dir, o.Name)}
+	c.suexec = c.detectSuexec()
+	c.env = c.serverEnv()
+	return c
 }
 
 func owner(fi fs.FileInfo) (uid int, ok bool) {
@@ -255,6 +263,7 @@ func (c *checker) checkApp(cfg *config.Config) {
 		return
 	}
 	c.checkCommand(cfg, workdir)
+	c.info("the app's environment: %s, plus [app] env; set what it needs there (HOME, LANG, ...)", c.env.desc)
 }
 
 // checkCommand looks the app's program up as the supervisor will: with
