@@ -254,7 +254,9 @@ command = ["` + gunicorn + `", "--bind", "unix:{socket}"]
 		os.WriteFile(cfgPath, []byte(tc.toml), 0o644)
 		var out bytes.Buffer
 		c := newChecker(CheckOptions{Dir: dir, Suexec: "on", SuexecBin: "/nonexistent", Out: &out,
-			Getenv: func(k string) string { return map[string]string{"PATH": loginPath, "HOME": filepath.Dir(filepath.Dir(local))}[k] }})
+			Getenv: func(k string) string {
+				return map[string]string{"PATH": loginPath, "HOME": filepath.Dir(filepath.Dir(local))}[k]
+			}})
 		if cfg := c.checkConfig(); cfg != nil {
 			c.checkApp(cfg)
 		}
