@@ -13,7 +13,7 @@ import (
 
 // checkAs runs `mysite.fcgi check SITE --suexec on` as u from u's login
 // shell (with extra PATH entries first) and returns its output.
-func checkAs(t *testing.T, u *peer.User, site, pathFirst string) (string, bool) {
+func checkAs(t *testing.T, u *peer.User, site, pathFirst string, args ...string) (string, bool) {
 	t.Helper()
 	env := u.LoginEnv()
 	if pathFirst != "" {
@@ -23,7 +23,8 @@ func checkAs(t *testing.T, u *peer.User, site, pathFirst string) (string, bool) 
 			}
 		}
 	}
-	out, err := u.Command(env, filepath.Join(site, "mysite.fcgi"), "check", site, "--suexec", "on").CombinedOutput()
+	args = append([]string{"check", site, "--suexec", "on"}, args...)
+	out, err := u.Command(env, filepath.Join(site, "mysite.fcgi"), args...).CombinedOutput()
 	return string(out), err != nil
 }
 
@@ -51,28 +52,32 @@ func TestSuexecCheckPredicts500(t *testing.T) {
 		check   string // in check's [FAIL] line
 		fix     string // in its fix
 		suexecd string // in suexec.log
+		probe   string // the cause check --url names for the 500
 	}{
 		{"program's group is the web server's", func(t *testing.T, u *peer.User, site string) {
 			if err := os.Lchown(filepath.Join(site, "mysite.fcgi"), u.UID, 33); err != nil {
 				t.Fatal(err)
 			}
-		}, "target uid/gid mismatch", "chown ", "mismatch with directory"},
+		}, "target uid/gid mismatch", "chown ", "mismatch with directory", "suEXEC refuses to run mysite.fcgi (target uid/gid mismatch)"},
 		{"symlinked program", func(t *testing.T, u *peer.User, site string) {
 			u.Shell(t, "cd "+site+" && mv mysite.fcgi real.fcgi && ln -s real.fcgi mysite.fcgi")
-		}, "cannot stat program", "cp --remove-destination", "cannot stat program"},
+		}, "cannot stat program", "cp --remove-destination", "cannot stat program", "suEXEC refuses to run mysite.fcgi (cannot stat program)"},
 		{"group-writable directory", func(t *testing.T, u *peer.User, site string) {
 			u.Shell(t, "chmod 775 "+site)
-		}, "directory " + "", "chmod go-w", "directory is writable by others"},
+		}, "directory ", "chmod go-w", "directory is writable by others", "the binary did not start: suEXEC refused it"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			u := peer.NewUser(t, "site")
 			site := u.InstallSite(t, binary(t), "mysite")
 			tc.brk(t, u, site)
-			out, failed := checkAs(t, u, site, "")
+			out, failed := checkAs(t, u, site, "", "--url", h.UserURL(u, "/mysite/"))
 			line := failLine(out, tc.check)
 			if !failed || line == "" || !strings.Contains(line, tc.fix) {
 				t.Errorf("check does not fail with %q (fix %q):\n%s", tc.check, tc.fix, out)
+			}
+			if tc.probe != "" && failLine(out, "live: GET "+h.UserURL(u, "/mysite/")+" answered 500 Internal Server Error: "+tc.probe) == "" {
+				t.Errorf("the live probe does not name %q:\n%s", tc.probe, out)
 			}
 			code, body := peer.Get(t, &http.Client{Timeout: 20 * time.Second}, h.UserURL(u, "/mysite/"))
 			if code != 500 {
