@@ -231,7 +231,7 @@ func (c *checker) reportConfig(p probeSet) {
 		reTOMLSection.Match(a.body))
 	if served {
 		c.fail(fmt.Sprintf("live: %s is served to anyone (%s, %d bytes): the config, and any secret in it, is public", a.url, a, len(a.body)),
-			"run install again (its .htaccess block denies the files it writes), or add to .htaccess: <Files \""+filepath.Base(c.configPath())+"\"> Require all denied </Files>; keep secrets in [app] env_file outside the document root")
+			"run install again (its .htaccess block refuses the config), or add to .htaccess: RewriteRule ^"+regexp.QuoteMeta(filepath.Base(c.configPath()))+" - [F]; keep secrets in [app] env_file outside the document root")
 		return
 	}
 	if a.err == nil {
