@@ -120,6 +120,8 @@ func Check(ctx context.Context, o CheckOptions) Report {
 	}
 	if o.URL != "" {
 		c.probe(ctx, cfg)
+	} else {
+		c.info("live probe: not run; to see what visitors get, run check again with --url %s", c.guessURL())
 	}
 	fmt.Fprintf(o.Out, "%d failed, %d warnings\n", c.r.Failed, c.r.Warned)
 	return c.r

@@ -406,3 +406,19 @@ func pageMessage(b []byte) string {
 	}
 	return s
 }
+
+// guessURL is the site's likely address: /~user/... for a ~user site,
+// else a placeholder for the host and path.
+func (c *checker) guessURL() string {
+	u := c.suexec
+	if u.userdir && u.target.name != "" {
+		if rel, err := filepath.Rel(evalOr(u.docroot()), evalOr(c.dir)); err == nil && !strings.HasPrefix(rel, "..") {
+			p := "/~" + u.target.name + "/"
+			if rel != "." {
+				p += filepath.ToSlash(rel) + "/"
+			}
+			return "https://<your host>" + p
+		}
+	}
+	return "https://<your host>/<path to " + filepath.Base(c.dir) + ">/"
+}

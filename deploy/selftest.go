@@ -192,7 +192,7 @@ func (c *checker) waitListening(ctx context.Context, p *selfTestProc) bool {
 // exitedEarly reports a binary that ended before listening; one that does
 // not know --no-app is older than this check and is not run otherwise.
 func (c *checker) exitedEarly(p *selfTestProc, err error) {
-	if strings.Contains(p.out.String(), "-no-app") {
+	if strings.Contains(p.out.String(), "flag provided but not defined: -no-app") {
 		c.warn(fmt.Sprintf("self-test skipped: %s is older than this check (no serve --no-app), and a full start would start the app beside the live one", p.bin),
 			"install this version over it: <this binary> install "+shellQuote(c.dir))
 		return

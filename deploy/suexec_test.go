@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fcgishim/fcgishim/internal/peer"
 )
 
 const debianSuexecV = ` -D AP_DOC_ROOT="/var/www"
@@ -48,7 +50,7 @@ func FuzzParseSuexecV(f *testing.F) {
 // test can give them (as root: 4242/4242, a made-up ordinary user).
 func site(t *testing.T) (dir, prog string, target siteUser) {
 	t.Helper()
-	dir = filepath.Join(t.TempDir(), "site")
+	dir = filepath.Join(peer.Dir(t), "site") // others may traverse its parents
 	prog = filepath.Join(dir, "mysite.fcgi")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -280,5 +282,18 @@ func TestCheckSecretsInPublicConfig(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("missing %q in:\n%s", w, out.String())
 		}
+	}
+}
+
+// A binary older than check (no serve --no-app) is not started in full:
+// the self-test says so and skips.
+func TestSelfTestOlderBinary(t *testing.T) {
+	dir, old, _ := site(t) // as root, owned by a made-up user the self-test runs as
+	os.WriteFile(old, []byte("#!/bin/sh\necho 'flag provided but not defined: -no-app' >&2\nexit 2\n"), 0o755)
+	var out bytes.Buffer
+	c := newChecker(CheckOptions{Dir: dir, SelfTest: old, Suexec: "off", Out: &out})
+	c.selfTest(t.Context(), true)
+	if c.r.Warned != 1 || c.r.Failed != 0 || !strings.Contains(out.String(), "is older than this check (no serve --no-app)") {
+		t.Fatalf("%+v\n%s", c.r, out.String())
 	}
 }
