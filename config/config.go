@@ -38,6 +38,11 @@ type App struct {
 	Upstream string            `toml:"upstream"`
 	Workdir  string            `toml:"workdir"` // "" = the config file's directory
 	Env      map[string]string `toml:"env"`     // extra environment for the child
+	// EnvFile is a file of KEY=VALUE lines added to the child's environment
+	// (Env wins on a clash), for secrets kept out of the document root: an
+	// absolute path or "~/..." (the account's home). It must be ours and
+	// private (ReadEnvFile). "" = none.
+	EnvFile string `toml:"env_file"`
 	// EnvAllow names variables of our own environment passed to the child in
 	// addition to the built-in allow-list (PATH, HOME, LANG, …).
 	EnvAllow []string `toml:"env_allow"`
@@ -228,6 +233,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if a.Upstream != "" && !strings.HasPrefix(a.Upstream, "http://") && !strings.HasPrefix(a.Upstream, "unix:") {
 		return bad("app.upstream", "want http://host:port or unix:/path, got %q", a.Upstream)
+	}
+	if a.EnvFile != "" && !filepath.IsAbs(a.EnvFile) && !strings.HasPrefix(a.EnvFile, "~/") {
+		return bad("app.env_file", "want an absolute path or ~/...: a relative one would lie beside the config, where the web server can serve it")
 	}
 	if a.ReadyPath != "" && !strings.HasPrefix(a.ReadyPath, "/") {
 		return bad("app.ready_path", "must start with /")

@@ -3,8 +3,6 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/handler"
 	"github.com/fcgishim/fcgishim/reload"
 )
 
@@ -527,37 +526,9 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// runtimeDir mirrors the handler's choice of the app's private directory:
-// [app] runtime_dir, else $XDG_RUNTIME_DIR/fcgishim-<hash>,
-// $HOME/.cache/fcgishim/<hash> or $TMPDIR/fcgishim-<uid>-<hash>, the first
-// short enough for a unix socket path.
+// runtimeDir is the handler's one rule for the app's private directory.
 func runtimeDir(cfg *config.Config, getenv func(string) string) string {
-	if cfg.App.RuntimeDir != "" {
-		return cfg.Resolve(cfg.App.RuntimeDir)
-	}
-	abs, err := filepath.Abs(cfg.File)
-	if err != nil {
-		abs = cfg.File
-	}
-	sum := sha256.Sum256([]byte(abs))
-	hash := hex.EncodeToString(sum[:6])
-	var cands []string
-	if x := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
-		cands = append(cands, filepath.Join(x, "fcgishim-"+hash))
-	}
-	if h := getenv("HOME"); filepath.IsAbs(h) {
-		cands = append(cands, filepath.Join(h, ".cache", "fcgishim", hash))
-	}
-	tmp := getenv("TMPDIR")
-	if !filepath.IsAbs(tmp) {
-		tmp = "/tmp"
-	}
-	for _, d := range cands {
-		if len(d) <= 90 {
-			return d
-		}
-	}
-	return filepath.Join(tmp, "fcgishim-"+strconv.Itoa(os.Getuid())+"-"+hash)
+	return handler.RuntimeDir(cfg, getenv)
 }
 
 func (c *checker) checkRuntimeDir(cfg *config.Config) {

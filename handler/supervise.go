@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -60,7 +61,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	}
 	dir := os.Getenv(envRuntimeDir)
 	if dir == "" {
-		dir = runtimeDir(cfg.Resolve(cfg.App.RuntimeDir), configPath, os.Getenv)
+		dir = RuntimeDir(cfg, os.Getenv)
 	}
 	if err := prepareRuntimeDir(dir); err != nil {
 		return err
@@ -83,7 +84,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	}
 	defer clients.close()
 	s := &supervisor{
-		dir: dir, configPath: configPath, exe: exe, cfg: cfg,
+		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg,
 		log: stderr, clients: clients,
 		exited: make(chan *instance), readied: make(chan readyEvent),
 		spawn: make(chan func()),
@@ -138,6 +139,7 @@ func superviseDetach(ctx context.Context, dir, configPath, exe string, stderr io
 // goroutine; other goroutines report through the channels.
 type supervisor struct {
 	dir, configPath, exe string
+	dirID                uint64 // inode of dir; a new one means dir was removed
 	cfg                  *config.Config
 	log                  io.Writer // our own lines
 	out                  *outLog   // the app's output lines
@@ -232,6 +234,12 @@ loop:
 			s.retry = nil
 			s.restart()
 		case <-tick.C:
+			if s.dirMoved() {
+				// Removed (a cleaner, a person) or replaced: the copies
+				// start a supervisor in a new one; ours is nobody's.
+				reason = "the runtime directory " + s.dir + " was removed"
+				break loop
+			}
 			ok, err := s.clients.try(syscall.LOCK_EX)
 			if err != nil || !ok {
 				idleSince = time.Time{}
@@ -256,7 +264,10 @@ loop:
 	}
 	tick.Stop()
 	s.logf("%s: stopping the app", reason)
-	os.Remove(filepath.Join(s.dir, fileState))
+	moved := s.dirMoved()
+	if !moved {
+		os.Remove(filepath.Join(s.dir, fileState))
+	}
 	// Nobody handles reports any more: drain them so their senders finish.
 	stopDrain, drained := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -278,14 +289,17 @@ loop:
 	close(s.spawn)
 	<-spawnDone
 	s.out.close()
-	s.removeSockets()
+	if !moved {
+		s.removeSockets()
+	}
 	return nil
 }
 
-// stampNow is the generation: the binary, the config file and a
-// restart.txt beside the config (Passenger's convention).
+// stampNow is the generation: the binary, the config file, a restart.txt
+// beside the config (Passenger's convention) and the [app] env_file.
 func (s *supervisor) stampNow() string {
-	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"))
+	envFile, _ := s.cfg.EnvFilePath(homeDir(os.Getenv))
+	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"), envFile)
 }
 
 // changed handles a new generation: re-read the config and replace the app
@@ -301,7 +315,8 @@ func (s *supervisor) changed(g string) (stop string) {
 		return "no [app] command in the config any more"
 	}
 	s.cfg = cfg
-	s.st.Generation = g
+	g = s.stampNow() // the new config may name another env_file
+	s.gen, s.st.Generation = g, g
 	s.logf("binary or config changed: replacing the app")
 	s.failures = 0
 	if s.retry != nil {
@@ -357,8 +372,40 @@ func (s *supervisor) start() *instance {
 	return inst
 }
 
+// appVars is what the config adds to the app's environment: the [app]
+// env_file (read at every start, so an edit applies on the next one), then
+// the [app] env table, which wins on a clash.
+func appVars(c *config.Config) (map[string]string, error) {
+	path, err := c.EnvFilePath(homeDir(os.Getenv))
+	if err != nil || path == "" {
+		return c.App.Env, envFileErr(err)
+	}
+	vars, err := config.ReadEnvFile(path)
+	if err != nil {
+		return nil, envFileErr(err)
+	}
+	maps.Copy(vars, c.App.Env)
+	return vars, nil
+}
+
+// envFileError marks a failure to read [app] env_file.
+type envFileError struct{ err error }
+
+func (e *envFileError) Error() string { return e.err.Error() }
+func (e *envFileError) Unwrap() error { return e.err }
+
+func envFileErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &envFileError{err}
+}
+
 func launchCause(err error) string {
+	var ef *envFileError
 	switch {
+	case errors.As(err, &ef):
+		return "the app's env_file could not be read"
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return "the app's command was not found"
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, exec.ErrDot):
@@ -447,6 +494,9 @@ func (s *supervisor) fail(inst *instance, cause string, err error) {
 }
 
 func (s *supervisor) save() {
+	if s.dirMoved() {
+		return // the directory belongs to another supervisor now
+	}
 	if err := writeState(s.dir, &s.st); err != nil {
 		s.logf("%v", err)
 	}
@@ -489,7 +539,11 @@ func (s *supervisor) launch(inst *instance) error {
 	if workdir == "" {
 		workdir = s.cfg.Resolve(".")
 	}
-	env := appEnv(os.Environ(), a.EnvAllow, a.Env)
+	vars, err := appVars(s.cfg)
+	if err != nil {
+		return err
+	}
+	env := appEnv(os.Environ(), a.EnvAllow, vars)
 	env = append(env, "SOCKET="+sock, "PORT="+port)
 	path, err := lookPath(argv[0], workdir, env)
 	if err != nil {
@@ -521,7 +575,9 @@ func (s *supervisor) launch(inst *instance) error {
 		inst.err = cmd.Wait()
 		// Take the rest of the group with it (workers of a dead master).
 		_ = syscall.Kill(-inst.pid, syscall.SIGKILL)
-		os.Remove(sock)
+		if !s.dirMoved() {
+			os.Remove(sock)
+		}
 		close(inst.done)
 		s.exited <- inst
 	}()
@@ -734,6 +790,11 @@ func (s *supervisor) stopInstanceAfter(inst *instance, delay time.Duration) {
 		}
 	}()
 }
+
+// dirMoved reports whether our runtime directory is gone or another one
+// took its path since we started: its files are then not ours to write or
+// remove.
+func (s *supervisor) dirMoved() bool { return dirIdentity(s.dir) != s.dirID }
 
 func (s *supervisor) removeSockets() {
 	socks, _ := filepath.Glob(filepath.Join(s.dir, "app-*.sock"))
