@@ -263,7 +263,7 @@ func (c *checker) checkApp(cfg *config.Config) {
 			"create it or fix app.workdir")
 		return
 	}
-	c.checkCommand(cfg, workdir)
+	c.checkCommand(cfg, workdir, c.checkEnvFile(cfg))
 	c.info("the app's environment: %s, plus [app] env; set what it needs there (HOME, LANG, ...)", c.env.desc)
 }
 
@@ -271,7 +271,7 @@ func (c *checker) checkApp(cfg *config.Config) {
 // [app] env's PATH, else the PATH the web server gives. A program found
 // only in the login shell's PATH (~/.local/bin, where pip install --user
 // puts gunicorn) fails, naming the file and what to write instead.
-func (c *checker) checkCommand(cfg *config.Config, workdir string) {
+func (c *checker) checkCommand(cfg *config.Config, workdir string, fileVars map[string]string) {
 	prog := cfg.App.Command[0]
 	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, "command"), cfg.File)
 	if strings.ContainsRune(prog, '/') {
@@ -287,6 +287,9 @@ func (c *checker) checkCommand(cfg *config.Config, workdir string) {
 		return
 	}
 	pathEnv, from := c.env.getenv("PATH"), c.env.desc
+	if p, ok := fileVars["PATH"]; ok {
+		pathEnv, from = p, "[app] env_file sets PATH="+p
+	}
 	if p, ok := cfg.App.Env["PATH"]; ok {
 		pathEnv, from = p, "[app] env sets PATH="+p
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/fcgishim/fcgishim/config"
 )
 
 // suexecConf holds suEXEC's compiled-in rules, as `suexec -V` prints them.
@@ -349,4 +351,60 @@ func (c *checker) serverEnv() siteEnv {
 	p := "/usr/local/bin:/usr/bin:/bin"
 	return siteEnv{vars: map[string]string{"PATH": p},
 		desc: "mod_fcgid gives the web server's own PATH (assumed " + p + ") and FcgidInitialEnv, no HOME or LANG"}
+}
+
+// checkEnvFile checks [app] env_file as the app will read it: outside the
+// public directory, a regular file of the site's user that others cannot
+// read, and well formed. It returns the variables it sets (nil if none).
+func (c *checker) checkEnvFile(cfg *config.Config) map[string]string {
+	if cfg.App.EnvFile == "" {
+		return nil
+	}
+	home := c.suexec.target.home
+	if home == "" {
+		home = c.o.Getenv("HOME")
+	}
+	path, err := cfg.EnvFilePath(home)
+	if err != nil {
+		c.fail(err.Error(), "give env_file as an absolute path")
+		return nil
+	}
+	if real := evalOr(path); within(real, evalOr(c.dir)) || c.suexec.on && within(real, evalOr(c.suexec.docroot())) {
+		c.fail("[app] env_file "+path+" is inside the public directory: the web server may serve it", "move it to your home, e.g. "+filepath.Join(home, ".config", filepath.Base(path)))
+		return nil
+	}
+	vars, err := c.readEnvFile(path)
+	if err != nil {
+		c.fail(err.Error(), "create it as the site's user, chmod 600, KEY=value lines")
+		return nil
+	}
+	c.ok("[app] env_file %s: private, %d variables", path, len(vars))
+	return vars
+}
+
+// readEnvFile reads path as the site's user would. As root on another
+// user's site, the owner and mode are checked against that user.
+func (c *checker) readEnvFile(path string) (map[string]string, error) {
+	uid := c.suexec.target.uid
+	if os.Geteuid() != 0 || uid == 0 || uid < 0 {
+		return config.ReadEnvFile(path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("[app] env_file: %w", err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("[app] env_file %s: not a regular file", path)
+	case int(st.Uid) != uid:
+		return nil, fmt.Errorf("[app] env_file %s: owned by uid %d, not by the site's user (uid %d): the app refuses it", path, st.Uid, uid)
+	case fi.Mode().Perm()&0o027 != 0:
+		return nil, fmt.Errorf("[app] env_file %s: mode %04o lets other users read or change it: the app refuses it", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("[app] env_file: %w", err)
+	}
+	return config.ParseEnvFile(path, data)
 }

@@ -297,3 +297,42 @@ func TestSelfTestOlderBinary(t *testing.T) {
 		t.Fatalf("%+v\n%s", c.r, out.String())
 	}
 }
+
+// [app] env_file is checked as the app will read it, and its PATH is the
+// one the command is looked up with.
+func TestCheckEnvFile(t *testing.T) {
+	dir, _, target := site(t)
+	secrets := filepath.Join(peer.Dir(t), "home")
+	os.Mkdir(secrets, 0o755)
+	bin := filepath.Join(secrets, "bin")
+	os.Mkdir(bin, 0o755)
+	os.WriteFile(filepath.Join(bin, "myapp-fcgishim-test"), []byte("#!/bin/sh\n"), 0o755)
+	write := func(path, text string, perm os.FileMode) string {
+		os.WriteFile(path, []byte(text), perm)
+		os.Chmod(path, perm)
+		os.Lchown(path, target.uid, target.gid)
+		return path
+	}
+	good := write(filepath.Join(secrets, "good.env"), "PATH="+bin+":/usr/bin:/bin\nSECRET_KEY=x\n", 0o600)
+	cases := []struct {
+		envFile string
+		want    string
+	}{
+		{good, "[ok]   app command myapp-fcgishim-test found (" + filepath.Join(bin, "myapp-fcgishim-test") + ")"},
+		{good, "[ok]   [app] env_file " + good + ": private, 2 variables"},
+		{write(filepath.Join(secrets, "open.env"), "SECRET_KEY=x\n", 0o644), "mode 0644 lets other users read or change it"},
+		{write(filepath.Join(dir, "public.env"), "SECRET_KEY=x\n", 0o600), "is inside the public directory"},
+		{filepath.Join(secrets, "missing.env"), "no such file"},
+	}
+	for _, tc := range cases {
+		os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[app]\ncommand = [\"myapp-fcgishim-test\"]\nenv_file = \""+tc.envFile+"\"\n"), 0o644)
+		var out bytes.Buffer
+		c := newChecker(CheckOptions{Dir: dir, Suexec: "off", Out: &out})
+		if cfg := c.checkConfig(); cfg != nil {
+			c.checkApp(cfg)
+		}
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("env_file %s: missing %q in:\n%s", tc.envFile, tc.want, out.String())
+		}
+	}
+}
