@@ -161,6 +161,7 @@ func get(ctx context.Context, cl *http.Client, base *url.URL, u string) answer {
 type probeSet struct {
 	root, sub, direct, conf answer
 	subPath                 string
+	appNoPing               bool // an [app] and no ping_path: the app's pages cannot be told from others
 }
 
 // probe requests the live site and reports what its answers mean.
@@ -186,6 +187,7 @@ func (c *checker) fetchAll(ctx context.Context, base *url.URL, cfg *config.Confi
 	if cfg != nil && cfg.Server.PingPath != "" {
 		p.subPath = strings.TrimPrefix(cfg.Server.PingPath, "/")
 	}
+	p.appNoPing = cfg != nil && cfg.Server.PingPath == "" && (len(cfg.App.Command) > 0 || cfg.App.Upstream != "")
 	p.root = get(ctx, cl, base, base.String())
 	p.sub = get(ctx, cl, base, ref(p.subPath))
 	p.direct = get(ctx, cl, base, ref(c.o.Name))
@@ -203,6 +205,11 @@ func (c *checker) reportRoot(p probeSet) {
 	}
 	if a.kind() == kindPage && p.sub.ours() {
 		c.ok("live: GET %s answered %s (the app's page; %s answers below it)", a.url, a, c.o.Name)
+		return
+	}
+	if a.kind() == kindPage && p.appNoPing && c.localIndex(a) == "" {
+		c.warn(fmt.Sprintf("live: GET %s answered %s, from the app or from something else: check cannot tell", a.url, a),
+			"set [server] ping_path = \"/-/ping\" in "+filepath.Base(c.configPath())+" and run check --url again")
 		return
 	}
 	cause, fix := c.cause(a, p)
@@ -227,7 +234,7 @@ func (c *checker) reportSub(p probeSet) {
 func (c *checker) reportConfig(p probeSet) {
 	a := p.conf
 	local, err := os.ReadFile(c.configPath())
-	served := a.status == 200 && (err == nil && len(local) > 0 && bytes.Equal(a.body, local[:min(len(local), len(a.body))]) ||
+	served := a.status == 200 && len(a.body) > 0 && (err == nil && len(local) > 0 && bytes.Equal(a.body, local[:min(len(local), len(a.body))]) ||
 		reTOMLSection.Match(a.body))
 	if served {
 		c.fail(fmt.Sprintf("live: %s is served to anyone (%s, %d bytes): the config, and any secret in it, is public", a.url, a, len(a.body)),
@@ -332,10 +339,8 @@ func (c *checker) cause500() (string, string) {
 
 // causeForeignPage names a 2xx page that is not ours.
 func (c *checker) causeForeignPage(a answer) (string, string) {
-	for _, idx := range []string{"index.html", "index.htm", "index.php"} {
-		if b, err := os.ReadFile(filepath.Join(c.dir, idx)); err == nil && bytes.Equal(b, a.body) {
-			return idx + " in the directory answers instead of " + c.o.Name, "remove or rename " + shellQuote(filepath.Join(c.dir, idx))
-		}
+	if idx := c.localIndex(a); idx != "" {
+		return filepath.Base(idx) + " in the directory answers instead of " + c.o.Name, "remove or rename " + shellQuote(idx)
 	}
 	return "a page that is not ours (\"" + firstLine(a.body) + "\"): this URL is served by something else", "check the URL; it must lead to " + c.dir
 }
@@ -421,4 +426,16 @@ func (c *checker) guessURL() string {
 		}
 	}
 	return "https://<your host>/<path to " + filepath.Base(c.dir) + ">/"
+}
+
+// localIndex is the index file in the site's directory whose content a's
+// body is; "" when none.
+func (c *checker) localIndex(a answer) string {
+	for _, idx := range []string{"index.html", "index.htm"} {
+		p := filepath.Join(c.dir, idx)
+		if b, err := os.ReadFile(p); err == nil && len(b) > 0 && bytes.Equal(b, a.body) {
+			return p
+		}
+	}
+	return ""
 }
