@@ -402,83 +402,99 @@ func (c *checker) checkHtaccess() {
 		c.fail(fmt.Sprintf(".htaccess: %v", err), "make it readable")
 		return
 	}
-	ext := filepath.Ext(c.o.Name)
-	var handler string
-	handlerLine, ruleLine, loopLine := 0, 0, 0
-	engine := false
+	c.reportHtaccess(path, scanHtaccess(string(b), c.o.Name))
+}
+
+// htaccessScan is what scanHtaccess found; line numbers are 1-based, 0 =
+// not found.
+type htaccessScan struct {
+	handler                         string
+	handlerLine, ruleLine, loopLine int
+	engine                          bool
+}
+
+// scanHtaccess finds the handler that applies to name, RewriteEngine On,
+// the first rewrite to name, and whether that rewrite can loop.
+func scanHtaccess(text, name string) htaccessScan {
+	var s htaccessScan
 	files := "" // the <Files> section we are in
 	var conds []string
-	for i, raw := range strings.Split(string(b), "\n") {
+	for i, raw := range strings.Split(text, "\n") {
 		l := strings.TrimSpace(raw)
-		if strings.HasPrefix(l, "#") || l == "" {
-			continue
-		}
-		if m := reFiles.FindStringSubmatch(l); m != nil {
-			files = m[2]
-			continue
-		}
-		if strings.HasPrefix(strings.ToLower(l), "</files") {
+		switch m := reHandler.FindStringSubmatch(l); {
+		case strings.HasPrefix(l, "#") || l == "":
+		case reFiles.MatchString(l):
+			files = reFiles.FindStringSubmatch(l)[2]
+		case strings.HasPrefix(strings.ToLower(l), "</files"):
 			files = ""
-			continue
-		}
-		if m := reHandler.FindStringSubmatch(l); m != nil && handlerLine == 0 {
-			applies := false
-			if strings.EqualFold(m[1], "SetHandler") {
-				applies = files == "" || files == c.o.Name || matchFiles(files, c.o.Name)
-			} else {
-				for _, e := range strings.Fields(m[3]) {
-					if e == ext || "."+strings.TrimPrefix(e, ".") == ext {
-						applies = true
-					}
-				}
+		case m != nil:
+			if s.handlerLine == 0 && handlerApplies(m, files, name) {
+				s.handler, s.handlerLine = m[2], i+1
 			}
-			if applies {
-				handler, handlerLine = m[2], i+1
-			}
-			continue
-		}
-		if reEngine.MatchString(l) {
-			engine = true
-			continue
-		}
-		if m := reCond.FindStringSubmatch(l); m != nil {
+		case reEngine.MatchString(l):
+			s.engine = true
+		case reCond.MatchString(l):
+			m := reCond.FindStringSubmatch(l)
 			conds = append(conds, m[1]+" "+m[2])
-			continue
-		}
-		if m := reRule.FindStringSubmatch(l); m != nil {
-			pattern, target := m[1], m[2]
-			if strings.Contains(target, c.o.Name) && ruleLine == 0 {
-				ruleLine = i + 1
-				guarded := false
-				for _, cd := range conds {
-					if strings.Contains(cd, "REQUEST_FILENAME") && strings.HasPrefix(strings.Fields(cd)[1], "!-f") ||
-						strings.Contains(cd, c.o.Name) && strings.Contains(cd, "!") {
-						guarded = true
-					}
-				}
-				if re, err := regexp.Compile(pattern); !guarded && err == nil && re.MatchString(c.o.Name+"/x") {
-					loopLine = i + 1
+		case reRule.MatchString(l):
+			m := reRule.FindStringSubmatch(l)
+			if strings.Contains(m[2], name) && s.ruleLine == 0 {
+				s.ruleLine = i + 1
+				if re, err := regexp.Compile(m[1]); !guarded(conds, name) && err == nil && re.MatchString(name+"/x") {
+					s.loopLine = i + 1
 				}
 			}
 			conds = nil
 		}
 	}
+	return s
+}
+
+// handlerApplies: SetHandler applies in no <Files> section or in one that
+// matches name; AddHandler when it lists name's extension.
+func handlerApplies(m []string, files, name string) bool {
+	if strings.EqualFold(m[1], "SetHandler") {
+		return files == "" || files == name || matchFiles(files, name)
+	}
+	ext := filepath.Ext(name)
+	for _, e := range strings.Fields(m[3]) {
+		if e == ext || "."+strings.TrimPrefix(e, ".") == ext {
+			return true
+		}
+	}
+	return false
+}
+
+// guarded reports whether the conditions keep a rewrite to name from
+// rewriting name itself.
+func guarded(conds []string, name string) bool {
+	for _, cd := range conds {
+		if strings.Contains(cd, "REQUEST_FILENAME") && strings.HasPrefix(strings.Fields(cd)[1], "!-f") ||
+			strings.Contains(cd, name) && strings.Contains(cd, "!") {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *checker) reportHtaccess(path string, s htaccessScan) {
+	ext := filepath.Ext(c.o.Name)
 	switch {
-	case handlerLine == 0:
+	case s.handlerLine == 0:
 		c.fail(fmt.Sprintf("%s has no AddHandler/SetHandler for %s: the web server sends the binary as a download or a 403", path, c.o.Name),
 			c.o.Name+" install "+shellQuote(c.dir)+" (adds the fcgishim block), or add: AddHandler fcgid-script "+ext)
 	default:
-		c.ok(".htaccess line %d: handler %s for %s", handlerLine, handler, c.o.Name)
+		c.ok(".htaccess line %d: handler %s for %s", s.handlerLine, s.handler, c.o.Name)
 	}
 	switch {
-	case ruleLine == 0 || !engine:
+	case s.ruleLine == 0 || !s.engine:
 		c.warn(fmt.Sprintf("%s has no RewriteEngine On + RewriteRule to %s: only URLs naming %s reach the app", path, c.o.Name, c.o.Name),
 			"add: RewriteEngine On / RewriteCond %{REQUEST_FILENAME} !-f / RewriteRule ^(.*)$ "+c.o.Name+"/$1 [QSA,L]")
-	case loopLine != 0:
-		c.fail(fmt.Sprintf("%s line %d rewrites %s to itself: a rewrite loop (500, \"too many internal redirects\")", path, loopLine, c.o.Name),
+	case s.loopLine != 0:
+		c.fail(fmt.Sprintf("%s line %d rewrites %s to itself: a rewrite loop (500, \"too many internal redirects\")", path, s.loopLine, c.o.Name),
 			"put RewriteCond %{REQUEST_FILENAME} !-f on the line before it")
 	default:
-		c.ok(".htaccess line %d: rewrite to %s, guarded against a loop", ruleLine, c.o.Name)
+		c.ok(".htaccess line %d: rewrite to %s, guarded against a loop", s.ruleLine, c.o.Name)
 	}
 }
 
