@@ -153,12 +153,22 @@ func getApp(t *testing.T, h *peer.SuexecHost, url string) suexecAppAnswer {
 func TestSuexecEnvFileReachesApp(t *testing.T) {
 	alice := peer.NewUser(t, "alice")
 	h := peer.Suexec(t, peer.SuexecOptions{})
-	suexecAppSite(t, alice, "env_file = \"~/.config/mysite.env\"\n")
+	bob := peer.NewUser(t, "bob")
+	site := suexecAppSite(t, alice, "env_file = \"~/.config/mysite.env\"\n")
 	alice.Run(t, "mkdir", "-m", "0700", ".config")
 	alice.WriteFile(t, ".config/mysite.env", []byte("# secrets\nDB_PASSWORD='from the env file'\n"), 0o600)
+	// Under suEXEC the config need not be readable by anyone but alice.
+	alice.Run(t, "chmod", "600", filepath.Join(site, "mysite.toml"))
 	a := getApp(t, h, h.UserURL(alice, "/mysite/"))
 	if a.DBPassword != "from the env file" || a.UID != alice.UID {
 		t.Errorf("app saw DB_PASSWORD=%q as uid %d, want %q as %d", a.DBPassword, a.UID, "from the env file", alice.UID)
+	}
+	// A neighbour reads neither the file, nor the config, nor the app's
+	// environment.
+	for _, p := range []string{filepath.Join(alice.Home, ".config/mysite.env"), filepath.Join(site, "mysite.toml"), fmt.Sprintf("/proc/%d/environ", a.PID)} {
+		if out, err := bob.Command(nil, "cat", p).CombinedOutput(); err == nil {
+			t.Errorf("bob reads %s: %q", p, out)
+		}
 	}
 }
 
@@ -205,8 +215,21 @@ func TestSuexecNeighbourCannotTakeSiteDown(t *testing.T) {
 		if a.UID != alice.UID {
 			t.Errorf("app runs as uid %d", a.UID)
 		}
-		if d := supervisorRuntimeDir(t, alice); strings.HasPrefix(d, "/tmp/") {
-			t.Errorf("runtime dir %s is in /tmp, where neighbours write", d)
+		dir := supervisorRuntimeDir(t, alice)
+		if strings.HasPrefix(dir, "/tmp/") {
+			t.Errorf("runtime dir %s is in /tmp, where neighbours write", dir)
+		}
+		// Nor can bob reach the app behind the site's back, or list or
+		// read its private state.
+		socks, _ := filepath.Glob(filepath.Join(dir, "app-*.sock"))
+		if len(socks) == 0 {
+			t.Fatalf("no app socket in %s", dir)
+		}
+		connect := "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
+		for _, argv := range [][]string{{"python3", "-c", connect, socks[0]}, {"ls", dir}, {"cat", filepath.Join(dir, "state.json")}} {
+			if out, err := bob.Command(nil, argv[0], argv[1:]...).CombinedOutput(); err == nil {
+				t.Errorf("bob: %s succeeded: %s", strings.Join(argv, " "), out)
+			}
 		}
 	})
 	t.Run("live site", func(t *testing.T) {
@@ -218,7 +241,15 @@ func TestSuexecNeighbourCannotTakeSiteDown(t *testing.T) {
 		dir := supervisorRuntimeDir(t, alice)
 		// A cleaner removes the directory; the neighbour is quick to take
 		// its name, and the /tmp name, before the site notices.
-		alice.Run(t, "rm", "-rf", dir)
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			out, err := alice.Command(nil, "rm", "-rf", dir).CombinedOutput()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rm -rf %s: %v %s", dir, err, out)
+			}
+		}
 		for _, d := range []string{dir, legacyTmpRuntimeDir(alice, site)} {
 			_ = bob.Command(nil, "mkdir", "-m", "0700", d).Run() // refused where bob may not write
 		}

@@ -504,9 +504,11 @@ func (a *app) target(ctx context.Context) (string, error) {
 }
 
 // hostFor names an instance: a new instance is a new host, so pooled
-// connections to a replaced one are never reused for new requests.
+// connections to a replaced one are never reused for new requests. The
+// supervisor's pid is part of it: a new supervisor (after its runtime
+// directory was re-created) numbers its instances from 1 again.
 func (a *app) hostFor(s *state) string {
-	host := "app-" + strconv.Itoa(s.Instance)
+	host := "app-" + strconv.Itoa(s.Supervisor) + "-" + strconv.Itoa(s.Instance)
 	a.mu.Lock()
 	if a.addrs[host] != s.Addr {
 		if len(a.addrs) > 0 {

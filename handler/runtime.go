@@ -53,17 +53,18 @@ const maxSocketPath = 90
 // set, else the first of these that is short enough for a unix socket path
 // and lies in a directory we own:
 //
-//	$XDG_RUNTIME_DIR/fcgishim-<hash>
 //	<home>/.cache/fcgishim/<hash>       home: $HOME, else the password database's
 //	<config dir>/.fcgishim-<name>       beside the config; never served
 //	$TMPDIR/fcgishim-<uid>-<hash>        $TMPDIR or /tmp: the last resort
 //
 // where <hash> comes from the config file's absolute path. suEXEC passes no
-// HOME, TMPDIR or XDG_RUNTIME_DIR, so the home comes from the password
-// database: a shared /tmp is used only when neither our home nor the site
-// directory is ours, because another local user can compute the name and
-// create it first (prepareRuntimeDir then refuses it). getenv is os.Getenv
-// outside tests.
+// HOME or TMPDIR, so the home comes from the password database: a shared
+// /tmp is used only when neither our home nor the site directory is ours,
+// because another local user can compute the name and create it first
+// (prepareRuntimeDir then refuses it). $XDG_RUNTIME_DIR is not used: web
+// servers do not pass it, so a copy started from a login shell (or `check`)
+// would pick another directory than the site's, and it vanishes at logout.
+// getenv is os.Getenv outside tests.
 func RuntimeDir(c *config.Config, getenv func(string) string) string {
 	if c.App.RuntimeDir != "" {
 		return c.Resolve(c.App.RuntimeDir)
@@ -80,11 +81,6 @@ func defaultRuntimeDir(configPath string, getenv func(string) string) string {
 	hash := hex.EncodeToString(sum[:6])
 	uid := os.Getuid()
 	fits := func(d string) bool { return len(d) <= maxSocketPath }
-	if x := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) && ownedBy(x, uid) {
-		if d := filepath.Join(x, "fcgishim-"+hash); fits(d) {
-			return d
-		}
-	}
 	if h := homeDir(getenv); h != "" && ownedBy(h, uid) {
 		if d := filepath.Join(h, ".cache", "fcgishim", hash); fits(d) {
 			return d

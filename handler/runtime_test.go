@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,8 +68,7 @@ func TestRuntimeDirRule(t *testing.T) {
 		file string // config file; "" = cfg's
 		want string
 	}{
-		{"XDG_RUNTIME_DIR ours", env("XDG_RUNTIME_DIR", xdg, "HOME", home), "", filepath.Join(xdg, "fcgishim-"+hash)},
-		{"XDG_RUNTIME_DIR not ours", env("XDG_RUNTIME_DIR", other, "HOME", home), "", h},
+		{"XDG_RUNTIME_DIR is not used (web servers do not pass it)", env("XDG_RUNTIME_DIR", xdg, "HOME", home), "", h},
 		{"HOME not ours: beside the config", env("HOME", other), "", filepath.Join(site, ".fcgishim-mysite")},
 		{"HOME too long for a socket path", env("HOME", long), "", filepath.Join(site, ".fcgishim-mysite")},
 		{"nothing ours: TMPDIR", env("HOME", other, "TMPDIR", base), filepath.Join(other, "mysite.toml"),
@@ -176,6 +176,14 @@ func TestEnvFile(t *testing.T) {
 			t.Errorf("app environment lacks %q:%s", want, env)
 		}
 	}
+	// Saving the env file restarts the app with the new values.
+	os.WriteFile(envFile+".new", []byte("DB_PASSWORD=changed\n"), 0o600)
+	os.Rename(envFile+".new", envFile)
+	eventually(t, 20*time.Second, "the app to see the edited env_file", func() bool {
+		r, _ := http.NewRequest("GET", srv.URL+"/mysite/?env=1", nil)
+		e, _ := getEcho(t, r)
+		return slices.Contains(e.Env, "DB_PASSWORD=changed")
+	})
 
 	t.Run("world-readable", func(t *testing.T) {
 		t.Parallel()

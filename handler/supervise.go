@@ -298,7 +298,7 @@ loop:
 // stampNow is the generation: the binary, the config file, a restart.txt
 // beside the config (Passenger's convention) and the [app] env_file.
 func (s *supervisor) stampNow() string {
-	envFile, _ := s.cfg.EnvFilePath(homeDir(os.Getenv))
+	envFile, _ := envFilePath(s.cfg)
 	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"), envFile)
 }
 
@@ -376,7 +376,7 @@ func (s *supervisor) start() *instance {
 // env_file (read at every start, so an edit applies on the next one), then
 // the [app] env table, which wins on a clash.
 func appVars(c *config.Config) (map[string]string, error) {
-	path, err := c.EnvFilePath(homeDir(os.Getenv))
+	path, err := envFilePath(c)
 	if err != nil || path == "" {
 		return c.App.Env, envFileErr(err)
 	}
@@ -386,6 +386,16 @@ func appVars(c *config.Config) (map[string]string, error) {
 	}
 	maps.Copy(vars, c.App.Env)
 	return vars, nil
+}
+
+// envFilePath is [app] env_file with "~/" expanded (the home is looked up
+// only then: stampNow runs every tick).
+func envFilePath(c *config.Config) (string, error) {
+	home := ""
+	if strings.HasPrefix(c.App.EnvFile, "~/") {
+		home = homeDir(os.Getenv)
+	}
+	return c.EnvFilePath(home)
 }
 
 // envFileError marks a failure to read [app] env_file.

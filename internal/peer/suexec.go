@@ -176,8 +176,12 @@ FcgidMaxRequestsPerProcess 0
 </Directory>
 %[4]s
 `, rules.UserdirSuffix, o.AllowOverride, o.Options, o.Conf))
-	if !strings.Contains(h.Log(), "suEXEC mechanism enabled") {
-		t.Fatalf("Apache started without suEXEC (is %s setuid root, group %s?):\n%s", SuexecPath, rules.HTTPDUser, h.Log())
+	// Apache may listen before its second configuration pass logs this.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.Log(), "suEXEC mechanism enabled"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("Apache started without suEXEC (is %s setuid root, group %s?):\n%s", SuexecPath, rules.HTTPDUser, h.Log())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the log for a condition
 	}
 	return h
 }
@@ -305,8 +309,9 @@ func (u *User) Shell(t testing.TB, line string) string {
 	return u.Run(t, "/bin/sh", "-c", line)
 }
 
-// WriteFile writes data to path (relative paths are below u's home) as u,
-// with perm, through a temporary file and a rename, as an editor would.
+// WriteFile puts data at path (relative paths are below u's home), owned by
+// u with perm, through a temporary file and a rename, as an editor would.
+// The directory must exist.
 func (u *User) WriteFile(t testing.TB, path string, data []byte, perm os.FileMode) {
 	t.Helper()
 	if !filepath.IsAbs(path) {
