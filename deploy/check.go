@@ -555,6 +555,9 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 		return
 	}
 	d := runtimeDir(cfg, c.env.getenv)
+	if uid, who := c.siteUID(); uid >= 0 && uid != os.Geteuid() {
+		c.info("runtime directory: the site runs as %s (uid %d) and check as uid %d; the directory below is where check's user would keep it: run check as uid %d to see the site's", who, uid, os.Geteuid(), uid)
+	}
 	fi, err := os.Lstat(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(d)

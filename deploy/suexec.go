@@ -408,3 +408,21 @@ func (c *checker) readEnvFile(path string) (map[string]string, error) {
 	}
 	return config.ParseEnvFile(path, data)
 }
+
+// siteUID is the user the web server runs the site as: suEXEC's target, or
+// the web server's own user; -1 when unknown.
+func (c *checker) siteUID() (int, string) {
+	if c.suexec.on {
+		return c.suexec.target.uid, "the site's user"
+	}
+	name := c.suexec.conf.HTTPDUser
+	u, err := user.Lookup(name)
+	if err != nil {
+		return -1, ""
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return -1, ""
+	}
+	return uid, "the web server's user " + name
+}
