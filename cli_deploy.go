@@ -144,12 +144,21 @@ func cmdCheck(ctx context.Context, o shim.Options, args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(o.Stderr)
 	name := fs.String("name", "", "the binary's file `name` in DIR (default: this binary's name, or the only *.fcgi there)")
+	suexec := fs.String("suexec", "auto", "does the web server run the site through suEXEC: auto (guess from /etc/apache2), on or off")
+	url := fs.String("url", "", "also request the live site at `URL` (https://host/mysite/) and explain what it answers")
 	dir, err := parseDirArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if dir == "" {
 		dir = filepath.Dir(exe)
+	}
+	switch *suexec {
+	case "auto":
+		*suexec = ""
+	case "on", "off":
+	default:
+		return usageError{fmt.Sprintf("check: --suexec %q: want auto, on or off", *suexec)}
 	}
 	if *name == "" {
 		*name = filepath.Base(exe)
@@ -168,7 +177,7 @@ func cmdCheck(ctx context.Context, o shim.Options, args []string) error {
 		return ""
 	}
 	r := deploy.Check(ctx, deploy.CheckOptions{
-		Dir: dir, Name: *name, Out: o.Stdout, Getenv: getenv,
+		Dir: dir, Name: *name, Out: o.Stdout, Getenv: getenv, Suexec: *suexec, URL: *url,
 		Color: isTerminal(o.Stdout) && getenv("NO_COLOR") == "" && getenv("TERM") != "dumb",
 	})
 	if r.Failed > 0 {

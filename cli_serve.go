@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/shim"
 )
 
@@ -18,6 +19,7 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	protocol := fs.String("protocol", "fcgi", "fcgi, scgi or ajp")
 	cfg := fs.String("config", "", "config `FILE` (default: the binary's name with .toml)")
 	umask := fs.String("umask", "077", "umask for a unix socket (octal)")
+	noApp := fs.Bool("no-app", false, "answer with the info page; never start or proxy to [app] (check's self-test)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -45,5 +47,22 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	u := int(m)
 	o.Umask = &u
 	o.ConfigPath = *cfg
+	if *noApp {
+		withoutApp(&o)
+	}
 	return shim.Run(ctx, o)
+}
+
+// withoutApp loads the config now with its [app] removed, so that serving
+// proves the binary and the config work without starting the app. A config
+// that does not load is left to Run, which answers with its error page.
+func withoutApp(o *shim.Options) {
+	path := o.ConfigPath
+	if path == "" {
+		path = config.PathFor(shim.Executable(o.Args))
+	}
+	if cfg, err := config.Load(path); err == nil {
+		cfg.App = config.App{}
+		o.Config, o.ConfigPath = cfg, path
+	}
 }

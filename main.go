@@ -105,7 +105,7 @@ func usage(name string) string {
   %[1]s stop pidfile=PATH          stop a runfcgi daemon and wait for it
   %[1]s deploy [TARGET]            print a web server configuration (no TARGET: list them)
   %[1]s install DIR                put this binary, a mysite.toml and .htaccess into DIR
-  %[1]s check [DIR]                diagnose a site's setup
+  %[1]s check [DIR] [--url URL]    diagnose a site's setup (--url: also ask the live site)
   %[1]s version
 `, name)
 }
