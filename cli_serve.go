@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/shim"
 )
 
@@ -17,7 +18,14 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	listen := fs.String("listen", "", "serve on `ADDR`: host:port or unix:/path")
 	protocol := fs.String("protocol", "fcgi", "fcgi, scgi or ajp")
 	cfg := fs.String("config", "", "config `FILE` (default: the binary's name with .toml)")
-	umask := fs.String("umask", "077", "umask for a unix socket (octal)")
+	umask := fs.String("umask", "077", "octal umask giving a unix socket's mode when --listen-mode is not set (077: only our own user may connect)")
+	var so socketOptions
+	fs.StringVar(&so.Owner, "listen-owner", "", "`user` owning the unix socket (php-fpm's listen.owner; needs root)")
+	fs.StringVar(&so.Group, "listen-group", "", "`group` of the unix socket, e.g. the web server's (php-fpm's listen.group; needs root or membership)")
+	fs.StringVar(&so.Mode, "listen-mode", "", "octal `mode` of the unix socket (php-fpm's listen.mode; default 0660 with an owner or group, else from --umask)")
+	fs.StringVar(&so.Chown, "chown-socket", "", "uWSGI's spelling of --listen-owner/--listen-group: `user[:group]` or :group")
+	fs.StringVar(&so.Chmod, "chmod-socket", "", "uWSGI's spelling of --listen-mode: octal `mode`")
+	fs.StringVar(&so.User, "user", "", "run as this `user` once the socket exists (start as root); the socket then belongs to that user unless --listen-owner says otherwise")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -45,5 +53,20 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	u := int(m)
 	o.Umask = &u
 	o.ConfigPath = *cfg
+	path := *cfg
+	if path == "" {
+		path = config.PathFor(shim.Executable(o.Args))
+	}
+	var sock socketOptions
+	if c, err := config.Load(path); err == nil {
+		sock.fromConfig(c.Server)
+	} // else shim.Run reports the broken config (and serves an error page)
+	if err := sock.override(so); err != nil {
+		return usageError{"serve: " + err.Error()}
+	}
+	if o.SocketAccess, err = sock.access(); err != nil {
+		return usageError{"serve: " + err.Error()}
+	}
+	o.User = sock.User
 	return shim.Run(ctx, o)
 }
