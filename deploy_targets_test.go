@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,8 +96,25 @@ func deployWaitDial(t *testing.T, p *deployProc, network, addr string) {
 }
 
 // startLineRe finds the commands a deploy output tells the reader to run:
-// "#   BINARY serve --listen ADDR …" lines.
-var startLineRe = regexp.MustCompile(`(?m)^#   ((\S+) serve --listen (\S+) .*)$`)
+// "#   BINARY serve --listen ADDR …" and "#   BINARY runfcgi …" lines.
+var startLineRe = regexp.MustCompile(`(?m)^#   ((\S+) (?:serve|runfcgi) .*)$`)
+
+// startAddr is where a printed start command listens: "unix:/path" or
+// host:port.
+func startAddr(t *testing.T, cmdline string) string {
+	t.Helper()
+	if m := regexp.MustCompile(`serve --listen '?([^' ]+)`).FindStringSubmatch(cmdline); m != nil {
+		return m[1]
+	}
+	if m := regexp.MustCompile(`runfcgi .*'?socket=([^' ]+)`).FindStringSubmatch(cmdline); m != nil {
+		return "unix:" + m[1]
+	}
+	if m := regexp.MustCompile(`runfcgi .*'?host=([^' ]+)'? port=(\d+)`).FindStringSubmatch(cmdline); m != nil {
+		return net.JoinHostPort(m[1], m[2])
+	}
+	t.Fatalf("no address in %q", cmdline)
+	return ""
+}
 
 // deployNeedRoot skips unless the test runs as root, which the outputs say
 // starts the app server (CI runs as root, so there it fails instead).
@@ -129,7 +147,7 @@ func deployRunPrinted(t *testing.T, out string) []*deployProc {
 	var procs []*deployProc
 	installed := map[string]bool{}
 	for _, m := range ms {
-		cmdline, bin, addr := m[1], strings.Trim(m[2], "'"), strings.Trim(m[3], "'")
+		cmdline, bin, addr := m[1], strings.Trim(m[2], "'"), startAddr(t, m[1])
 		if !installed[bin] {
 			install(t, filepath.Dir(bin), filepath.Base(bin))
 			installed[bin] = true
@@ -251,18 +269,124 @@ DocumentRoot %[1]s
 	deployWant(t, "cgi", in, "cgi", "", "/foo/bar")
 }
 
-// mod_fastcgi is not packaged for Debian 12 (or any current distribution):
-// the .htaccess is checked by apache2 -t in a <Directory> section (every
-// line but the handler name is mod_mime/mod_rewrite syntax); serving it live
-// needs the module.
-func TestDeployHtaccessFastCGISyntax(t *testing.T) {
+// modFastCGIHost is a shared host with Apache's original mod_fastcgi
+// (built from source: no distribution packages it), .htaccess allowed in
+// docroot.
+func modFastCGIHost(t *testing.T, docroot string) *peer.Server {
+	t.Helper()
+	return peer.Apache(t, []string{"rewrite"}, peer.ModFastCGIConf(t)+fmt.Sprintf(`
+DocumentRoot %[1]s
+<Directory %[1]s>
+    AllowOverride All
+    Require all granted
+</Directory>
+`, docroot))
+}
+
+// The htaccess-fastcgi output, unedited, under a real mod_fastcgi: a
+// dynamic application at the site root and in a subdirectory, with the
+// mount prefix derived.
+func TestDeployHtaccessFastCGILive(t *testing.T) {
 	root := peer.Dir(t)
-	ht := deployOut(t, "htaccess-fastcgi")
-	srv := peer.Apache(t, []string{"rewrite"}, fmt.Sprintf("DocumentRoot %[1]s\n<Directory %[1]s>\n%[2]s</Directory>\n", root, ht))
-	srv.Stop()
-	if _, err := os.Stat("/usr/lib/apache2/modules/mod_fastcgi.so"); err != nil {
-		t.Skip("mod_fastcgi is not packaged in Debian 12: htaccess-fastcgi checked by apache2 -t only, not served live")
+	install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
+	sub := filepath.Join(root, "app")
+	os.Mkdir(sub, 0o755)
+	install(t, sub, "mysite.fcgi")
+	os.WriteFile(filepath.Join(sub, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
+	srv := modFastCGIHost(t, root)
+	in := deployInfo(t, srv.URL+"/foo/bar?x=1", "", srv.Log)
+	deployWant(t, "root", in, "fastcgi-stdin", "", "/foo/bar")
+	if in.QueryString != "x=1" {
+		t.Errorf("query_string %q", in.QueryString)
 	}
+	in = deployInfo(t, srv.URL+"/app/admin/", "", srv.Log)
+	deployWant(t, "subdirectory", in, "fastcgi-stdin", "/app", "/admin/")
+}
+
+// touch restarts the program mod_fastcgi runs while 8 clients keep
+// requesting: every request is answered, and after each of three touches a
+// process that answered before answers with a new start time (restarted in
+// place; a copy mod_fastcgi adds has a new pid, and does not count).
+func TestDeployHtaccessFastCGITouchUnderLoad(t *testing.T) {
+	root := peer.Dir(t)
+	bin := install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
+	srv := modFastCGIHost(t, root)
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	first := deployInfo(t, srv.URL+"/warmup", "", srv.Log)
+
+	const clients = 8
+	var mu sync.Mutex
+	started := map[int]string{first.PID: first.Started} // by pid: the latest start time
+	restarts := 0
+	newStart := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	errs := make(chan error, clients)
+	counts := make([]int, clients)
+	for w := 0; w < clients; w++ {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				in, status, err := deployGetInfo(c, fmt.Sprintf("%s/load/%d/%d", srv.URL, w, i), "")
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: status %d: %v", w, i, status, err)
+					return
+				}
+				counts[w]++
+				mu.Lock()
+				if prev, ok := started[in.PID]; ok && prev != in.Started {
+					restarts++
+					select {
+					case newStart <- struct{}{}:
+					default:
+					}
+				}
+				started[in.PID] = in.Started
+				mu.Unlock()
+			}
+		}()
+	}
+	deadline := time.After(60 * time.Second)
+	for touch := 1; touch <= 3; touch++ {
+		mu.Lock()
+		before := restarts
+		mu.Unlock()
+		now := time.Now()
+		if err := os.Chtimes(bin, now, now); err != nil {
+			t.Fatal(err)
+		}
+		for waiting := true; waiting; {
+			select {
+			case <-newStart:
+				mu.Lock()
+				waiting = restarts <= before
+				mu.Unlock()
+			case err := <-errs:
+				close(stop)
+				t.Fatalf("after touch %d: %v\n%s", touch, err, srv.Log())
+			case <-deadline:
+				close(stop)
+				t.Fatalf("touch %d: no new program within 60s\n%s", touch, srv.Log())
+			}
+		}
+	}
+	close(stop)
+	for w := 0; w < clients; w++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("%v\n%s", err, srv.Log())
+		}
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	t.Logf("%d requests from %d clients across 3 touches, none failed", total, clients)
 }
 
 func TestDeployApacheFcgidLive(t *testing.T) {
@@ -304,6 +428,30 @@ func TestDeployApacheProxyFcgiLive(t *testing.T) {
 			deployWant(t, url, in, "external", prefix, "/x/y")
 			if in.PID != be.cmd.Process.Pid {
 				t.Errorf("pid %d, want the backend's %d", in.PID, be.cmd.Process.Pid)
+			}
+			deployWantUser(t, in.PID, "www-data")
+		})
+	}
+}
+
+// Django's recipe: Apache + mod_fastcgi's FastCGIExternalServer +
+// mod_rewrite in front of runfcgi, started by the printed command.
+func TestDeployApacheFastCGIExternalLive(t *testing.T) {
+	for _, prefix := range []string{"", "/blog"} {
+		t.Run("prefix="+prefix, func(t *testing.T) {
+			dir := peer.Dir(t)
+			port := peer.FreePort(t)
+			conf := deployOut(t, "apache-fastcgi-external", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
+			be := deployRunPrinted(t, conf)[0]
+			if !strings.Contains(be.cmd.Args[2], " runfcgi ") {
+				t.Fatalf("the printed command is not runfcgi: %v", be.cmd.Args)
+			}
+			srv := peer.Apache(t, []string{"rewrite", "alias"}, peer.ModFastCGIConf(t)+fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
+			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, prefix)
+			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
+			deployWant(t, url, in, "external", prefix, "/x/y")
+			if in.PID != be.cmd.Process.Pid || in.QueryString != "q=1" {
+				t.Errorf("pid %d query %q, want the runfcgi server's %d and q=1", in.PID, in.QueryString, be.cmd.Process.Pid)
 			}
 			deployWantUser(t, in.PID, "www-data")
 		})

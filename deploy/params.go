@@ -131,6 +131,23 @@ func (p Params) ServeCommand(addr, group string) string {
 	return cmd
 }
 
+// RunfcgiCommand is ServeCommand in runfcgi's spelling, as Django's guide
+// started the server: threaded, in the foreground.
+func (p Params) RunfcgiCommand(addr, group string) string {
+	cmd := shellQuote(p.Binary()) + " runfcgi method=threaded"
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		cmd += " " + shellQuote("socket="+path)
+	} else {
+		i := strings.LastIndex(addr, ":")
+		cmd += " " + shellQuote("host="+strings.Trim(addr[:i], "[]")) + " port=" + addr[i+1:]
+	}
+	cmd += " daemonize=false " + shellQuote("user="+p.RunUser())
+	if strings.HasPrefix(addr, "unix:") {
+		cmd += " " + shellQuote("listen.group="+group) + " listen.mode=0660"
+	}
+	return cmd
+}
+
 // BackendAddrs are the external servers: Backends, or the one of Socket or
 // Port. Unix sockets are absolute paths.
 func (p Params) BackendAddrs() []string {

@@ -205,7 +205,7 @@ func apacheFastCGIExternal(p Params) (string, error) {
 # FastCGI guide. Current distributions no longer package mod_fastcgi (build
 # it from source with apxs), so prefer apache-proxy-fcgi.
 `)
-	start(&b, p, webApache, p.Addr())
+	startWith(&b, p, webApache, p.RunfcgiCommand, p.Addr())
 	fmt.Fprintf(&b, `# FastCGIExternalServer sends requests for the path %[1]s (the
 # binary started above) to that server; Apache never runs the file itself.
 # Needs: LoadModule fastcgi_module, a FastCgiIpcDir Apache's user can write,
@@ -647,6 +647,11 @@ var (
 // start the external servers at addrs, each on a line of its own after
 // "#   ".
 func start(b *strings.Builder, p Params, web webServer, addrs ...string) {
+	startWith(b, p, web, p.ServeCommand, addrs...)
+}
+
+// startWith is start with the command line made by command.
+func startWith(b *strings.Builder, p Params, web webServer, command func(addr, group string) string, addrs ...string) {
 	group := web.Group
 	if p.WebGroup != "" {
 		group = p.WebGroup
@@ -666,7 +671,7 @@ func start(b *strings.Builder, p Params, web webServer, addrs ...string) {
 	}
 	b.WriteString(":\n")
 	for _, a := range addrs {
-		fmt.Fprintf(b, "#   %s\n", p.ServeCommand(a, group))
+		fmt.Fprintf(b, "#   %s\n", command(a, group))
 	}
 }
 
