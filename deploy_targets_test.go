@@ -700,6 +700,12 @@ func TestDeployInitScript(t *testing.T) {
 	if out, err := run("status"); err != nil || !strings.Contains(out, "is running") {
 		t.Errorf("status after start: %v %q", err, out)
 	}
+	// The web server's group (www-data) may connect.
+	if fi, err := os.Lstat(sock); err != nil {
+		t.Error(err)
+	} else if g, err := user.LookupGroupId(strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Gid))); err != nil || g.Name != "www-data" || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket group %v (%v) mode %04o; want www-data 0660", g, err, fi.Mode().Perm())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	resp, err := deploy.FastCGIGet(ctx, "unix", sock, "/x", http.Header{"Accept": {"application/json"}})

@@ -551,8 +551,14 @@ func systemd(p Params) (string, error) {
 func initScript(p Params) (string, error) {
 	pid := filepath.Join(p.Dir, p.Base()+".pid")
 	listen := shellQuote("socket=" + p.Socket)
+	group := p.WebGroup
+	if group == "" {
+		group = "www-data"
+	}
+	sockOpts := ` listen.group="$SOCKET_GROUP" listen.mode=0660`
 	if p.TCP() {
 		listen = shellQuote("host="+p.Host) + " port=" + strconv.Itoa(p.Port)
+		sockOpts = ""
 	}
 	return fmt.Sprintf(`#!/bin/sh
 ### BEGIN INIT INFO
@@ -569,16 +575,12 @@ func initScript(p Params) (string, error) {
 
 BIN=%[2]s
 PIDFILE=%[3]s
-# Run as this user when started by root ("" = whoever runs the script).
+# The server runs as this user: started by root (at boot), it creates its
+# socket, then switches to RUNAS, which must be able to write PIDFILE's
+# directory. "" = whoever runs the script.
 RUNAS=%[5]s
-
-as_user() {
-    if [ -n "$RUNAS" ] && [ "$(id -u)" = 0 ]; then
-        su -s /bin/sh -c 'exec "$0" "$@"' "$RUNAS" -- "$@"
-    else
-        "$@"
-    fi
-}
+# The web server's group: it may connect to the socket (mode 0660).
+SOCKET_GROUP=%[6]s
 
 running() {
     [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
@@ -590,7 +592,8 @@ start() {
         return 0
     fi
     echo "Starting %[1]s"
-    as_user "$BIN" runfcgi protocol=fcgi %[4]s pidfile="$PIDFILE" daemonize=true
+    "$BIN" runfcgi protocol=fcgi %[4]s pidfile="$PIDFILE" daemonize=true \
+        ${RUNAS:+user="$RUNAS"}%[7]s
 }
 
 stop() {
@@ -600,7 +603,7 @@ stop() {
     fi
     echo "Stopping %[1]s"
     # Waits until the server has drained and exited; removes the pidfile.
-    as_user "$BIN" stop pidfile="$PIDFILE"
+    "$BIN" stop pidfile="$PIDFILE"
 }
 
 case "$1" in
@@ -623,7 +626,7 @@ case "$1" in
         echo "Usage: $0 {start|stop|restart|reload|status}" >&2
         exit 2 ;;
 esac
-`, p.Base(), shellQuote(p.Binary()), shellQuote(pid), listen, shellQuote(p.User)), nil
+`, p.Base(), shellQuote(p.Binary()), shellQuote(pid), listen, shellQuote(p.User), shellQuote(group), sockOpts), nil
 }
 
 // webServer is who a web server's processes run as on Debian, which
