@@ -504,6 +504,25 @@ func TestDeployNginxLive(t *testing.T) {
 				t.Errorf("query_string %q", in.QueryString)
 			}
 			deployWantUser(t, in.PID, tc.user)
+			// Started as root, running as the user: touching the binary
+			// still restarts it in place, on the same socket, as that user.
+			bin := strings.Trim(startLineRe.FindStringSubmatch(conf)[2], "'")
+			now := time.Now()
+			if err := os.Chtimes(bin, now, now); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for again := in; again.Started == in.Started; {
+				if time.Now().After(deadline) {
+					t.Fatalf("no restart within 20s of touch\n%s", be.out.String())
+				}
+				time.Sleep(20 * time.Millisecond) // polling for the restart
+				again = deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
+				if again.PID != in.PID {
+					t.Fatalf("restart changed the pid %d → %d", in.PID, again.PID)
+				}
+			}
+			deployWantUser(t, in.PID, tc.user)
 		})
 	}
 }

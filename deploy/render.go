@@ -130,6 +130,7 @@ func apacheStatic(b *strings.Builder, p Params, exclude func(StaticDir) string) 
 func apacheFcgid(p Params) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Apache + mod_fcgid: Apache starts %[1]s on demand; there is no daemon to run.
+# It runs as Apache's user (www-data), or as SuexecUserGroup's user under suEXEC.
 # Needs: a2enmod fcgid alias; put this in /etc/apache2/sites-available/%[2]s.conf.
 <VirtualHost %[3]s>
     ServerName %[4]s
