@@ -34,7 +34,14 @@ var modFastCGI struct {
 func ModFastCGI(t testing.TB) string {
 	t.Helper()
 	m := &modFastCGI
-	m.once.Do(func() { m.path, m.skip, m.err = buildModFastCGI() })
+	m.once.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			m.err = err
+			return
+		}
+		m.path, m.skip, m.err = buildModFastCGI(filepath.Join(root, modFastCGISource))
+	})
 	switch {
 	case m.err != nil:
 		t.Fatalf("build mod_fastcgi: %v", m.err)
@@ -54,12 +61,10 @@ func ModFastCGIConf(t testing.TB) string {
 	return fmt.Sprintf("LoadModule fastcgi_module %s\nFastCgiIpcDir {{DIR}}/fastcgi\n", ModFastCGI(t))
 }
 
-func buildModFastCGI() (path, skip string, err error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", "", err
-	}
-	src := filepath.Clean(filepath.Join(root, modFastCGISource))
+// buildModFastCGI builds the module from the source in src, or says why it
+// cannot (skip) when the source or apxs is missing.
+func buildModFastCGI(src string) (path, skip string, err error) {
+	src = filepath.Clean(src)
 	files, _ := filepath.Glob(filepath.Join(src, "*.[ch]"))
 	if len(files) == 0 {
 		return "", fmt.Sprintf("mod_fastcgi's source is not in %s (the shared peers folder beside the repository)", src), nil
