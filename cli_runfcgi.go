@@ -41,7 +41,8 @@ Who may connect to the unix socket, and who the server runs as:
   chown-socket=U[:G]   the same as listen.owner/listen.group, spelt as uWSGI
   chmod-socket=MODE    the same as listen.mode, spelt as uWSGI
   user=USER            once the socket exists, run as USER (start as root);
-                       the socket then belongs to USER and USER's group
+                       the socket then belongs to USER and USER's group,
+                       and the pidfile is written as USER
 
 How requests are served:
   method=prefork       worker processes, started and retired by a
@@ -74,6 +75,7 @@ SIGHUP, restarts it in place without dropping a connection.
 
 Examples:
   %[1]s runfcgi method=threaded host=127.0.0.1 port=3033
+  # as root, with /run/mysite owned by the user mysite:
   %[1]s runfcgi socket=/run/mysite/mysite.sock pidfile=/run/mysite/mysite.pid \
       listen.group=www-data user=mysite
   %[1]s runfcgi protocol=scgi host=127.0.0.1 port=8025 daemonize=false
