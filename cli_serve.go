@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/shim"
 )
 
@@ -17,8 +16,6 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	httpAddr := fs.String("http", "", "serve plain HTTP on `ADDR` (a local preview)")
 	listen := fs.String("listen", "", "serve on `ADDR`: host:port or unix:/path")
 	protocol := fs.String("protocol", "fcgi", "fcgi, scgi or ajp")
-	cfg := fs.String("config", "", "config `FILE` (default: the binary's name with .toml)")
-	umask := fs.String("umask", "077", "octal umask giving a unix socket's mode when --listen-mode is not set (077: only our own user may connect)")
 	var so socketOptions
 	fs.StringVar(&so.Owner, "listen-owner", "", "`user` owning the unix socket (php-fpm's listen.owner; needs root)")
 	fs.StringVar(&so.Group, "listen-group", "", "`group` of the unix socket, e.g. the web server's (php-fpm's listen.group; needs root or membership)")
@@ -26,6 +23,8 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	fs.StringVar(&so.Chown, "chown-socket", "", "uWSGI's spelling of --listen-owner/--listen-group: `user[:group]` or :group")
 	fs.StringVar(&so.Chmod, "chmod-socket", "", "uWSGI's spelling of --listen-mode: octal `mode`")
 	fs.StringVar(&so.User, "user", "", "run as this `user` once the socket exists (start as root); the socket then belongs to that user unless --listen-owner says otherwise")
+	cfg := fs.String("config", "", "config `FILE` (default: the binary's name with .toml)")
+	umask := fs.String("umask", "077", "umask for a unix socket (octal)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -50,23 +49,11 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("serve: umask %q is not octal", *umask)}
 	}
+	if err := socketAccess(&o, so, *cfg); err != nil {
+		return err
+	}
 	u := int(m)
 	o.Umask = &u
 	o.ConfigPath = *cfg
-	path := *cfg
-	if path == "" {
-		path = config.PathFor(shim.Executable(o.Args))
-	}
-	var sock socketOptions
-	if c, err := config.Load(path); err == nil {
-		sock.fromConfig(c.Server)
-	} // else shim.Run reports the broken config (and serves an error page)
-	if err := sock.override(so); err != nil {
-		return usageError{"serve: " + err.Error()}
-	}
-	if o.SocketAccess, err = sock.access(); err != nil {
-		return usageError{"serve: " + err.Error()}
-	}
-	o.User = sock.User
 	return shim.Run(ctx, o)
 }

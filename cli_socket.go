@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/shim"
 	"github.com/fcgishim/fcgishim/spawn"
 )
 
@@ -112,4 +113,26 @@ func lookupUser(name string) (*user.User, error) {
 		return nil, fmt.Errorf("user %q: %w", name, err)
 	}
 	return u, nil
+}
+
+// socketAccess (for serve) sets o's socket owner, group and mode and its user from
+// [server] in the config (cfg, or the one beside the binary) and the flags
+// in so, which replace the file's values.
+func socketAccess(o *shim.Options, so socketOptions, cfg string) error {
+	if cfg == "" {
+		cfg = config.PathFor(shim.Executable(o.Args))
+	}
+	var sock socketOptions
+	if c, err := config.Load(cfg); err == nil {
+		sock.fromConfig(c.Server)
+	} // else Run reports the broken config (and serves an error page)
+	if err := sock.override(so); err != nil {
+		return usageError{"serve: " + err.Error()}
+	}
+	a, err := sock.access()
+	if err != nil {
+		return usageError{"serve: " + err.Error()}
+	}
+	o.SocketAccess, o.User = a, sock.User
+	return nil
 }
