@@ -38,7 +38,8 @@ func cmdDeploy(ctx context.Context, o shim.Options, args []string) error {
 	fs.StringVar(&p.ServerName, "server-name", "", "the site's host `name` (default example.com)")
 	fs.StringVar(&p.Listen, "listen", "", "`address` the web server listens on (default port 80)")
 	fs.StringVar(&p.Prefix, "prefix", "", "URL `path` the site is mounted at (default the root)")
-	fs.StringVar(&p.User, "user", "", "`user` running the external server (systemd, init-script)")
+	fs.StringVar(&p.User, "user", "", "`user` the external server runs as (default www-data; init-script: whoever runs it)")
+	fs.StringVar(&p.WebGroup, "web-group", "", "`group` the external server's socket is given to (default: the web server's, www-data or haproxy)")
 	backends := fs.String("backends", "", "several external servers: `host:port,host:port` (haproxy, nginx)")
 	sites := fs.String("sites", "", "several lighttpd sites: `host=dir,host=dir` (each dir holds its binary)")
 	if err := fs.Parse(rest); err != nil {

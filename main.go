@@ -100,7 +100,8 @@ func usage(name string) string {
   %[1]s                            started by a web server: serves the site (FastCGI or CGI)
   %[1]s serve --http ADDR          local preview over HTTP
   %[1]s serve --listen ADDR [--protocol fcgi|scgi|ajp]
-                                   an external server (ADDR: host:port or unix:/path)
+                                   an external server (ADDR: host:port or unix:/path;
+                                   "serve --help" lists the socket's owner, group, mode and --user)
   %[1]s runfcgi [key=value …]      Django's runfcgi options ("runfcgi help" lists them)
   %[1]s stop pidfile=PATH          stop a runfcgi daemon and wait for it
   %[1]s deploy [TARGET]            print a web server configuration (no TARGET: list them)

@@ -102,6 +102,7 @@ func apacheStatic(b *strings.Builder, p Params, exclude func(StaticDir) string) 
 func apacheFcgid(p Params) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Apache + mod_fcgid: Apache starts %[1]s on demand; there is no daemon to run.
+# It runs as Apache's user (www-data), or as SuexecUserGroup's user under suEXEC.
 # Needs: a2enmod fcgid alias; put this in /etc/apache2/sites-available/%[2]s.conf.
 <VirtualHost %[3]s>
     ServerName %[4]s
@@ -143,15 +144,13 @@ func apacheProxyFcgi(p Params) (string, error) {
 	if p.TCP() {
 		url = "fcgi://" + p.HostPort() + p.Prefix + "/"
 	}
-	fmt.Fprintf(&b, `# Apache + mod_proxy_fcgi in front of an external server. Start the server:
-#   %[1]s
-# (a unix socket must be reachable by Apache's user: add --umask 007 and
-# share a group, or run the server as that user).
-# Needs: a2enmod proxy proxy_fcgi alias; put this in /etc/apache2/sites-available/%[2]s.conf.
-<VirtualHost %[3]s>
-    ServerName %[4]s
-    DocumentRoot %[5]s
-`, p.ServeCommand(), p.Base(), vhostListen(p), p.ServerName, aq(p.Dir))
+	b.WriteString("# Apache + mod_proxy_fcgi in front of an external server.\n")
+	start(&b, p, webApache, p.Addr())
+	fmt.Fprintf(&b, `# Needs: a2enmod proxy proxy_fcgi alias; put this in /etc/apache2/sites-available/%[1]s.conf.
+<VirtualHost %[2]s>
+    ServerName %[3]s
+    DocumentRoot %[4]s
+`, p.Base(), vhostListen(p), p.ServerName, aq(p.Dir))
 	apacheStatic(&b, p, func(d StaticDir) string { return "ProxyPass " + aq(d.URL) + " !" })
 	mount := p.Prefix + "/"
 	fmt.Fprintf(&b, `    # The app is mounted at %[5]s; it sees SCRIPT_NAME=%[2]q.
@@ -175,17 +174,21 @@ func apacheFastCGIExternal(p Params) (string, error) {
 	if p.TCP() {
 		conn = "-host " + p.HostPort()
 	}
-	fmt.Fprintf(&b, `# Apache + mod_fastcgi (FastCGIExternalServer) + mod_rewrite, as in Django's
-# FastCGI guide. mod_fastcgi is no longer packaged by Debian 10+ or current
-# distributions; prefer apache-proxy-fcgi. Start the server:
-#   %[1]s
-# %[2]s need not exist: it only names the external server.
-FastCGIExternalServer %[2]s %[3]s
-<VirtualHost %[4]s>
-    ServerName %[5]s
-    DocumentRoot %[6]s
+	b.WriteString(`# Apache + mod_fastcgi (FastCGIExternalServer) + mod_rewrite, as in Django's
+# FastCGI guide. Current distributions no longer package mod_fastcgi (build
+# it from source with apxs), so prefer apache-proxy-fcgi.
+`)
+	startWith(&b, p, webApache, p.RunfcgiCommand, p.Addr())
+	fmt.Fprintf(&b, `# FastCGIExternalServer sends requests for the path %[1]s (the
+# binary started above) to that server; Apache never runs the file itself.
+# Needs: LoadModule fastcgi_module, a FastCgiIpcDir Apache's user can write,
+# a2enmod rewrite alias.
+FastCGIExternalServer %[1]s %[2]s
+<VirtualHost %[3]s>
+    ServerName %[4]s
+    DocumentRoot %[5]s
     RewriteEngine On
-`, p.ServeCommand(), p.Binary(), conn, vhostListen(p), p.ServerName, aq(p.Dir))
+`, p.Binary(), conn, vhostListen(p), p.ServerName, aq(p.Dir))
 	for _, d := range p.StaticDirs() {
 		fmt.Fprintf(&b, "    Alias %s %s\n", aq(d.URL), aq(d.Dir))
 		fmt.Fprintf(&b, "    <Directory %s>\n        Require all granted\n    </Directory>\n", aq(d.Dir))
@@ -226,13 +229,15 @@ func lighttpd(p Params) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# lighttpd + mod_fastcgi in front of an external server (a prefork of\n# lighttpd's own bin-path is not needed: one server takes many connections).\n")
 	if len(p.Sites) == 0 {
-		fmt.Fprintf(&b, "# Start the server:\n#   %s\n", p.ServeCommand())
+		start(&b, p, webLighttp, p.Addr())
 	} else {
-		b.WriteString("# Start one server per site:\n")
-		for _, s := range p.Sites {
+		for i, s := range p.Sites {
 			sp := p
-			sp.Dir, sp.Socket, sp.Port = s.Dir, filepath.Join(s.Dir, p.Base()+".sock"), 0
-			fmt.Fprintf(&b, "#   %s\n", sp.ServeCommand())
+			sp.Dir, sp.Socket, sp.Port = strings.TrimRight(s.Dir, "/"), filepath.Join(s.Dir, p.Base()+".sock"), 0
+			if i > 0 {
+				b.WriteString("# and for the next site:\n")
+			}
+			start(&b, sp, webLighttp, sp.Addr())
 		}
 	}
 	b.WriteString("server.modules += ( \"mod_alias\", \"mod_fastcgi\" )\n")
@@ -296,11 +301,11 @@ func nginx(p Params) (string, error) {
 	if listen == "" {
 		listen = "80"
 	}
-	fmt.Fprintf(&b, `# nginx in front of an external server. Start the server:
-#   %[1]s
-# Put this in /etc/nginx/sites-available/%[2]s (it is included inside http {}).
-upstream %[2]s {
-`, p.ServeCommand(), p.Base())
+	b.WriteString("# nginx in front of an external server.\n")
+	start(&b, p, webNginx, backendListens(p)...)
+	fmt.Fprintf(&b, `# Put this in /etc/nginx/sites-available/%[1]s (it is included inside http {}).
+upstream %[1]s {
+`, p.Base())
 	for _, a := range p.BackendAddrs() {
 		fmt.Fprintf(&b, "    server %s;\n", nginxServerAddr(a))
 	}
@@ -369,11 +374,11 @@ func caddy(p Params) (string, error) {
 	if p.TCP() {
 		up = p.HostPort()
 	}
-	fmt.Fprintf(&b, `# Caddy in front of an external server. Start the server:
-#   %[1]s
-# Put this in /etc/caddy/Caddyfile (or import it from there).
-%[2]s {
-`, p.ServeCommand(), addr)
+	b.WriteString("# Caddy in front of an external server.\n")
+	start(&b, p, webCaddy, p.Addr())
+	fmt.Fprintf(&b, `# Put this in /etc/caddy/Caddyfile (or import it from there).
+%[1]s {
+`, addr)
 	if bind != "" {
 		fmt.Fprintf(&b, "    bind %s\n", bind)
 	}
@@ -406,10 +411,9 @@ func haproxy(p Params) (string, error) {
 	if bind == "" {
 		bind = ":80"
 	}
-	fmt.Fprintf(&b, `# HAProxy (2.1+) speaking FastCGI to one or more external servers. Start
-# each server, e.g.:
-#   %[1]s
-# Check with haproxy -c -f this-file.
+	b.WriteString("# HAProxy (2.1+) speaking FastCGI to one or more external servers.\n")
+	start(&b, p, webHAProxy, backendListens(p)...)
+	fmt.Fprintf(&b, `# Check with haproxy -c -f this-file.
 global
     log stderr format raw local0 warning
 
@@ -436,11 +440,24 @@ fcgi-app %[2]s
 backend %[2]s
     use-fcgi-app %[2]s
     balance roundrobin
-`, p.ServeCommand(), p.Base(), bind, p.Dir, mountDesc(p.Prefix), regexpQuote(p.Prefix))
+`, "", p.Base(), bind, p.Dir, mountDesc(p.Prefix), regexpQuote(p.Prefix))
 	for i, a := range p.BackendAddrs() {
 		fmt.Fprintf(&b, "    server %s%d %s proto fcgi check\n", p.Base(), i+1, a)
 	}
 	return b.String(), nil
+}
+
+// backendListens are the addresses of the external servers as serve
+// --listen takes them.
+func backendListens(p Params) []string {
+	var as []string
+	for _, a := range p.BackendAddrs() {
+		if strings.HasPrefix(a, "/") {
+			a = "unix:" + a
+		}
+		as = append(as, a)
+	}
+	return as
 }
 
 func systemdUser(p Params) string {
@@ -507,8 +524,14 @@ func systemd(p Params) (string, error) {
 func initScript(p Params) (string, error) {
 	pid := filepath.Join(p.Dir, p.Base()+".pid")
 	listen := shellQuote("socket=" + p.Socket)
+	group := p.WebGroup
+	if group == "" {
+		group = "www-data"
+	}
+	sockOpts := ` listen.group="$SOCKET_GROUP" listen.mode=0660`
 	if p.TCP() {
 		listen = shellQuote("host="+p.Host) + " port=" + strconv.Itoa(p.Port)
+		sockOpts = ""
 	}
 	return fmt.Sprintf(`#!/bin/sh
 ### BEGIN INIT INFO
@@ -525,16 +548,12 @@ func initScript(p Params) (string, error) {
 
 BIN=%[2]s
 PIDFILE=%[3]s
-# Run as this user when started by root ("" = whoever runs the script).
+# The server runs as this user: started by root (at boot), it creates its
+# socket, then switches to RUNAS, which must be able to write PIDFILE's
+# directory. "" = whoever runs the script.
 RUNAS=%[5]s
-
-as_user() {
-    if [ -n "$RUNAS" ] && [ "$(id -u)" = 0 ]; then
-        su -s /bin/sh -c 'exec "$0" "$@"' "$RUNAS" -- "$@"
-    else
-        "$@"
-    fi
-}
+# The web server's group: it may connect to the socket (mode 0660).
+SOCKET_GROUP=%[6]s
 
 running() {
     [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
@@ -546,7 +565,8 @@ start() {
         return 0
     fi
     echo "Starting %[1]s"
-    as_user "$BIN" runfcgi protocol=fcgi %[4]s pidfile="$PIDFILE" daemonize=true
+    "$BIN" runfcgi protocol=fcgi %[4]s pidfile="$PIDFILE" daemonize=true \
+        ${RUNAS:+user="$RUNAS"}%[7]s
 }
 
 stop() {
@@ -556,7 +576,7 @@ stop() {
     fi
     echo "Stopping %[1]s"
     # Waits until the server has drained and exited; removes the pidfile.
-    as_user "$BIN" stop pidfile="$PIDFILE"
+    "$BIN" stop pidfile="$PIDFILE"
 }
 
 case "$1" in
@@ -579,7 +599,56 @@ case "$1" in
         echo "Usage: $0 {start|stop|restart|reload|status}" >&2
         exit 2 ;;
 esac
-`, p.Base(), shellQuote(p.Binary()), shellQuote(pid), listen, shellQuote(p.User)), nil
+`, p.Base(), shellQuote(p.Binary()), shellQuote(pid), listen, shellQuote(p.User), shellQuote(group), sockOpts), nil
+}
+
+// webServer is who a web server's processes run as on Debian, which
+// decides whether they may connect to the external server's socket.
+type webServer struct {
+	Name string // "nginx"
+	Runs string // "nginx's workers run as www-data"
+	// Group is a group of the web server's user; the socket is given to it.
+	Group string
+}
+
+var (
+	webApache  = webServer{"Apache", "Apache's children run as www-data", "www-data"}
+	webNginx   = webServer{"nginx", "nginx's workers run as www-data", "www-data"}
+	webLighttp = webServer{"lighttpd", "lighttpd runs as www-data", "www-data"}
+	webCaddy   = webServer{"Caddy", "Caddy runs as caddy, a member of www-data", "www-data"}
+	webHAProxy = webServer{"HAProxy", "HAProxy runs as haproxy", "haproxy"}
+)
+
+// start writes the comment that says who runs what and the commands that
+// start the external servers at addrs, each on a line of its own after
+// "#   ".
+func start(b *strings.Builder, p Params, web webServer, addrs ...string) {
+	startWith(b, p, web, p.ServeCommand, addrs...)
+}
+
+// startWith is start with the command line made by command.
+func startWith(b *strings.Builder, p Params, web webServer, command func(addr, group string) string, addrs ...string) {
+	group := web.Group
+	if p.WebGroup != "" {
+		group = p.WebGroup
+	}
+	unix := false
+	for _, a := range addrs {
+		unix = unix || strings.HasPrefix(a, "unix:")
+	}
+	fmt.Fprintf(b, "# Who runs what: %s; the app server as %s (deploy\n# --user names another). Start the app server as root: ", web.Runs, p.RunUser())
+	if unix {
+		fmt.Fprintf(b, "it creates its\n# socket for group %s, mode 0660, so that %s can connect, and\n# then switches to its user", group, web.Name)
+	} else {
+		b.WriteString("once it\n# listens, it switches to its user")
+	}
+	if len(addrs) > 1 {
+		b.WriteString(". One server per address")
+	}
+	b.WriteString(":\n")
+	for _, a := range addrs {
+		fmt.Fprintf(b, "#   %s\n", command(a, group))
+	}
 }
 
 // mountDesc names a mount prefix in a comment.
