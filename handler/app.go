@@ -36,6 +36,7 @@ type app struct {
 	exe        string // absolute path of our binary, started as the supervisor
 	configPath string // absolute
 	dir        string // runtime dir; "" with an upstream
+	dirID      uint64 // its inode when we prepared it (under mu)
 	upstream   string // "unix:/p" or "tcp:host:port" for [app] upstream
 	timeout    time.Duration
 	ready      time.Duration
@@ -119,11 +120,12 @@ func newApp(o Options) (*app, error) {
 		if a.exe, err = filepath.Abs(a.exe); err != nil {
 			return nil, err
 		}
-		a.dir = runtimeDir(c.Resolve(c.App.RuntimeDir), a.configPath, os.Getenv)
+		a.dir = RuntimeDir(c, os.Getenv)
 		a.statePath = filepath.Join(a.dir, fileState)
 		if err := prepareRuntimeDir(a.dir); err != nil {
 			return nil, err
 		}
+		a.dirID = dirIdentity(a.dir)
 		a.logPath = c.Resolve(c.App.Log)
 	}
 	return a, nil
@@ -536,9 +538,11 @@ func (a *app) target(ctx context.Context) (string, error) {
 }
 
 // hostFor names an instance: a new instance is a new host, so pooled
-// connections to a replaced one are never reused for new requests.
+// connections to a replaced one are never reused for new requests. The
+// supervisor's pid is part of it: a new supervisor (after its runtime
+// directory was re-created) numbers its instances from 1 again.
 func (a *app) hostFor(s *state) string {
-	host := "app-" + strconv.Itoa(s.Instance)
+	host := "app-" + strconv.Itoa(s.Supervisor) + "-" + strconv.Itoa(s.Instance)
 	a.mu.Lock()
 	if a.addrs[host] != s.Addr {
 		if len(a.addrs) > 0 {
@@ -608,6 +612,11 @@ func (a *app) await(ctx context.Context, avoid string) (*state, error) {
 	wait := 5 * time.Millisecond
 	var startErr error
 	for {
+		if renewed, err := a.ensureDir(); err != nil {
+			return nil, err
+		} else if renewed {
+			avoid = "" // a new supervisor may well reuse the old address
+		}
 		if ok, err := a.register(); err != nil {
 			return nil, err
 		} else if ok {
@@ -644,6 +653,32 @@ func (a *app) await(ctx context.Context, avoid string) (*state, error) {
 			wait = min(wait*2, 50*time.Millisecond)
 		}
 	}
+}
+
+// ensureDir re-creates the runtime directory when it was removed or
+// replaced since we prepared it (a cleaner of /tmp or ~/.cache, a person).
+// Our registration and the state we read belong to the old one: they are
+// dropped, so the wait that follows starts a supervisor in the new one. The
+// old supervisor sees its directory gone and stops its app. It reports
+// whether it re-created the directory.
+func (a *app) ensureDir() (bool, error) {
+	id := dirIdentity(a.dir)
+	a.mu.Lock()
+	same := id != 0 && id == a.dirID
+	a.mu.Unlock()
+	if same {
+		return false, nil
+	}
+	if err := prepareRuntimeDir(a.dir); err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	a.dirID = dirIdentity(a.dir)
+	a.clients.close()
+	a.clients, a.cached = nil, nil
+	a.mu.Unlock()
+	a.logOnce("runtime dir", "the app's runtime directory %s was removed: re-created it", a.dir)
+	return true, nil
 }
 
 // alive reports whether pid exists (it may belong to another user).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -74,7 +75,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	}
 	dir := os.Getenv(envRuntimeDir)
 	if dir == "" {
-		dir = runtimeDir(cfg.Resolve(cfg.App.RuntimeDir), configPath, os.Getenv)
+		dir = RuntimeDir(cfg, os.Getenv)
 	}
 	if err := prepareRuntimeDir(dir); err != nil {
 		return err
@@ -98,7 +99,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 		readyHost = "localhost"
 	}
 	s := &supervisor{
-		dir: dir, configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
+		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
 		log: stderr, lock: lock,
 		exited: make(chan *instance), readied: make(chan readyEvent),
 		spawn: make(chan func()),
@@ -167,6 +168,7 @@ func superviseDetach(ctx context.Context, dir, configPath, exe string, stderr io
 type supervisor struct {
 	dir, configPath, exe string
 	readyHost            string // Host of the readiness request
+	dirID                uint64 // inode of dir; a new one means dir was removed
 	cfg                  *config.Config
 	log                  io.Writer // our own lines
 	out                  *outLog   // the app's output lines
@@ -230,21 +232,10 @@ func (s *supervisor) run(ctx context.Context) error {
 		// Returning while locked ends this thread: any app still running
 		// gets SIGKILL, which is what we want at this point.
 	}()
-	// The same rule as a copy's restart (package reload): a touch, a
-	// rename or a finished copy is a change, once it has held still; a
-	// deleted file is not (a deleted binary keeps serving).
-	w, err := reload.New(reload.Options{
-		Files: []string{s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt")},
-		Mode:  s.cfg.Server.Watch, PollInterval: s.cfg.Server.PollInterval.Duration,
-	})
-	if err != nil {
-		s.logf("%v; the app is not replaced on changes", err)
-		w, _ = reload.New(reload.Options{Mode: "off"})
-	}
-	defer w.Close()
 	s.gen = s.stampNow()
 	a := s.cfg.App
 	a.Log = s.cfg.Resolve(a.Log)
+	var err error
 	if s.out, err = newOutLog(a, s.log); err != nil {
 		s.logf("%v; app output goes to stderr", err)
 		s.out, _ = newOutLog(config.App{Command: s.cfg.App.Command}, s.log)
@@ -255,8 +246,9 @@ func (s *supervisor) run(ctx context.Context) error {
 	}
 	s.cur = s.start()
 
-	reason, succ := s.loop(ctx, w)
+	reason, succ := s.loop(ctx)
 	s.logf("%s: stopping the app", reason)
+	moved := s.dirMoved()
 	// Nobody handles reports any more: drain them so their senders finish.
 	stopDrain, drained := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -276,7 +268,9 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.awaitSuccessor(ctx, succ)
 		s.stopInstanceAfter(s.cur, handover)
 	} else {
-		os.Remove(filepath.Join(s.dir, fileState))
+		if !moved {
+			os.Remove(filepath.Join(s.dir, fileState))
+		}
 		s.stopInstance(s.cur)
 	}
 	s.stopInstance(s.next)
@@ -287,14 +281,37 @@ func (s *supervisor) run(ctx context.Context) error {
 	<-spawnDone
 	s.out.close()
 	for _, p := range s.socks {
-		os.Remove(p)
+		if !moved {
+			os.Remove(p)
+		}
 	}
 	return nil
 }
 
+// watch starts watching the files whose change replaces the app: the
+// binary, the config, a restart.txt beside the config (Passenger's
+// convention) and the [app] env_file. The rule is a copy's (package
+// reload): a touch, a rename or a finished copy is a change once it has
+// held still; a deleted file is not (a deleted binary keeps serving).
+func (s *supervisor) watch() (w *reload.Watcher, envFile string) {
+	envFile, _ = envFilePath(s.cfg)
+	files := []string{s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt")}
+	if envFile != "" {
+		files = append(files, envFile)
+	}
+	w, err := reload.New(reload.Options{Files: files, Mode: s.cfg.Server.Watch, PollInterval: s.cfg.Server.PollInterval.Duration})
+	if err != nil {
+		s.logf("%v; the app is not replaced on changes", err)
+		w, _ = reload.New(reload.Options{Mode: "off"})
+	}
+	return w, envFile
+}
+
 // loop handles the events of a running supervisor until it must stop: it
 // returns why, and the successor when it handed over to a new binary.
-func (s *supervisor) loop(ctx context.Context, w *reload.Watcher) (reason string, succ *successor) {
+func (s *supervisor) loop(ctx context.Context) (reason string, succ *successor) {
+	w, envFile := s.watch()
+	defer func() { w.Close() }()
 	idle := s.cfg.App.IdleStop.Duration
 	if idle <= 0 {
 		idle = 15 * time.Second
@@ -327,7 +344,16 @@ func (s *supervisor) loop(ctx context.Context, w *reload.Watcher) (reason string
 			if stop := s.changed(); stop != "" {
 				return stop, nil
 			}
+			if f, _ := envFilePath(s.cfg); f != envFile {
+				w.Close() // the new config names another env_file
+				w, envFile = s.watch()
+			}
 		case <-tick.C:
+			if s.dirMoved() {
+				// Removed (a cleaner, a person) or replaced: the copies
+				// start a supervisor in a new one; ours is nobody's.
+				return "the runtime directory " + s.dir + " was removed", nil
+			}
 			ok, err := s.clients.try(syscall.LOCK_EX)
 			if err != nil || !ok {
 				idleSince = time.Time{}
@@ -345,17 +371,16 @@ func (s *supervisor) loop(ctx context.Context, w *reload.Watcher) (reason string
 	}
 }
 
-// stampNow labels the generation in the state (for operators): the
-// binary, the config file and a restart.txt beside the config (Passenger's
-// convention). Whether something changed is the watcher's business.
+// stampNow labels the generation in the state (for operators): the files
+// watch watches. Whether something changed is the watcher's business.
 func (s *supervisor) stampNow() string {
-	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"))
+	envFile, _ := envFilePath(s.cfg)
+	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"), envFile)
 }
 
 // changed handles a change of the files: re-read the config and replace the
 // app once. It returns a reason to stop when the config no longer has an app.
 func (s *supervisor) changed() (stop string) {
-	g := s.gen
 	cfg, err := config.Load(s.configPath)
 	if err != nil {
 		s.logf("new config not loaded, the app keeps running: %v", err)
@@ -365,7 +390,8 @@ func (s *supervisor) changed() (stop string) {
 		return "no [app] command in the config any more"
 	}
 	s.cfg = cfg
-	s.st.Generation = g
+	s.gen = s.stampNow() // the new config may name another env_file
+	s.st.Generation = s.gen
 	s.logf("binary or config changed: replacing the app")
 	s.failures = 0
 	if s.retry != nil {
@@ -421,8 +447,50 @@ func (s *supervisor) start() *instance {
 	return inst
 }
 
+// appVars is what the config adds to the app's environment: the [app]
+// env_file (read at every start, so an edit applies on the next one), then
+// the [app] env table, which wins on a clash.
+func appVars(c *config.Config) (map[string]string, error) {
+	path, err := envFilePath(c)
+	if err != nil || path == "" {
+		return c.App.Env, envFileErr(err)
+	}
+	vars, err := config.ReadEnvFile(path)
+	if err != nil {
+		return nil, envFileErr(err)
+	}
+	maps.Copy(vars, c.App.Env)
+	return vars, nil
+}
+
+// envFilePath is [app] env_file with "~/" expanded (the home is looked up
+// only then).
+func envFilePath(c *config.Config) (string, error) {
+	home := ""
+	if strings.HasPrefix(c.App.EnvFile, "~/") {
+		home = homeDir(os.Getenv)
+	}
+	return c.EnvFilePath(home)
+}
+
+// envFileError marks a failure to read [app] env_file.
+type envFileError struct{ err error }
+
+func (e *envFileError) Error() string { return e.err.Error() }
+func (e *envFileError) Unwrap() error { return e.err }
+
+func envFileErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &envFileError{err}
+}
+
 func launchCause(err error) string {
+	var ef *envFileError
 	switch {
+	case errors.As(err, &ef):
+		return "the app's env_file could not be read"
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return "the app's command was not found"
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, exec.ErrDot):
@@ -513,6 +581,9 @@ func (s *supervisor) fail(inst *instance, cause string, err error) {
 }
 
 func (s *supervisor) save() {
+	if s.dirMoved() {
+		return // the directory belongs to another supervisor now
+	}
 	if err := writeState(s.dir, &s.st); err != nil {
 		s.logf("%v", err)
 	}
@@ -556,7 +627,11 @@ func (s *supervisor) launch(inst *instance) error {
 	if workdir == "" {
 		workdir = s.cfg.Resolve(".")
 	}
-	env := appEnv(os.Environ(), a.EnvAllow, a.Env)
+	vars, err := appVars(s.cfg)
+	if err != nil {
+		return err
+	}
+	env := appEnv(os.Environ(), a.EnvAllow, vars)
 	env = append(env, "SOCKET="+sock, "PORT="+port)
 	path, err := lookPath(argv[0], workdir, env)
 	if err != nil {
@@ -588,7 +663,9 @@ func (s *supervisor) launch(inst *instance) error {
 		inst.err = cmd.Wait()
 		// Take the rest of the group with it (workers of a dead master).
 		_ = syscall.Kill(-inst.pid, syscall.SIGKILL)
-		os.Remove(sock)
+		if !s.dirMoved() {
+			os.Remove(sock)
+		}
 		close(inst.done)
 		s.exited <- inst
 	}()
@@ -818,6 +895,11 @@ func (s *supervisor) stopInstanceAfter(inst *instance, delay time.Duration) {
 		}
 	}()
 }
+
+// dirMoved reports whether our runtime directory is gone or another one
+// took its path since we started: its files are then not ours to write or
+// remove.
+func (s *supervisor) dirMoved() bool { return dirIdentity(s.dir) != s.dirID }
 
 // outLog writes the app's output lines, prefixed with its name and pid, to
 // the [app] log file or our stderr, at most outRate lines a second (with a
