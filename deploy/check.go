@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -545,19 +546,25 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// runtimeDir is the handler's one rule for the app's private directory.
-func runtimeDir(cfg *config.Config, getenv func(string) string) string {
-	return handler.RuntimeDir(cfg, getenv)
+// siteAccount is the account the live site runs as, for the handler's one
+// runtime-directory rule: suEXEC's target (the site directory's owner, home
+// from the password database), or under plain mod_fcgid the web server's
+// user (www-data on Debian); with the environment the web server gives, so
+// no HOME or TMPDIR. Check's own account when neither is known.
+func (c *checker) siteAccount() (handler.Account, string) {
+	uid, who := c.siteUID()
+	if uid < 0 {
+		return handler.Self(c.env.getenv), fmt.Sprintf("check's own user (uid %d; the site's user is unknown)", os.Getuid())
+	}
+	return handler.AccountOf(uid, c.env.getenv), fmt.Sprintf("%s, uid %d", who, uid)
 }
 
 func (c *checker) checkRuntimeDir(cfg *config.Config) {
 	if len(cfg.App.Command) == 0 {
 		return
 	}
-	d := runtimeDir(cfg, c.env.getenv)
-	if uid, who := c.siteUID(); uid >= 0 && uid != os.Geteuid() {
-		c.info("runtime directory: the site runs as %s (uid %d) and check as uid %d; the directory below is where check's user would keep it: run check as uid %d to see the site's", who, uid, os.Geteuid(), uid)
-	}
+	acct, who := c.siteAccount()
+	d := handler.RuntimeDirFor(cfg, acct)
 	fi, err := os.Lstat(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(d)
@@ -567,11 +574,11 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 			}
 			parent = filepath.Dir(parent)
 		}
-		if syscall.Access(parent, 2 /* W_OK */) != nil {
-			c.fail("runtime directory "+d+" cannot be created: "+parent+" is not writable", "set [app] runtime_dir to a private directory you own")
+		if !writableBy(parent, acct.UID) {
+			c.fail(fmt.Sprintf("runtime directory %s (the site runs as %s) cannot be created: %s is not writable by uid %d", d, who, parent, acct.UID), "set [app] runtime_dir to a private directory the site's user owns")
 			return
 		}
-		c.ok("runtime directory %s: will be created (0700) at the first request", d)
+		c.ok("runtime directory %s (the site runs as %s): will be created (0700) at the first request", d, who)
 		return
 	}
 	if err != nil {
@@ -582,15 +589,43 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 	switch {
 	case !fi.IsDir():
 		c.fail("runtime directory "+d+" is not a directory", "remove it, or set [app] runtime_dir")
-	case uid != os.Getuid():
-		c.fail(fmt.Sprintf("runtime directory %s is owned by uid %d, not by us (uid %d): it is refused", d, uid, os.Getuid()), "remove it, or set [app] runtime_dir")
+	case uid != acct.UID:
+		c.fail(fmt.Sprintf("runtime directory %s is owned by uid %d, not by the site's user (%s): it is refused", d, uid, who), "remove it, or set [app] runtime_dir")
 	case fi.Mode().Perm()&0o077 != 0:
 		c.warn(fmt.Sprintf("runtime directory %s has mode %04o: others can see the app's sockets (it is made 0700 at the next start)", d, fi.Mode().Perm()), "chmod 700 "+shellQuote(d))
-	case syscall.Access(d, 2) != nil:
+	case !writableBy(d, acct.UID):
 		c.fail("runtime directory "+d+" is not writable", "chmod 700 "+shellQuote(d))
 	default:
-		c.ok("runtime directory %s: private (0700) and writable", d)
+		c.ok("runtime directory %s (the site runs as %s): private (0700) and writable", d, who)
 	}
+}
+
+// writableBy reports whether uid may create entries in the directory path:
+// access(2) when check runs as uid, else from the owner, group and mode
+// (uid's primary group from the password database).
+func writableBy(path string, uid int) bool {
+	if uid == os.Geteuid() {
+		return syscall.Access(path, 2 /* W_OK */) == nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	perm := fi.Mode().Perm()
+	switch {
+	case uid == 0:
+		return true
+	case int(st.Uid) == uid:
+		return perm&0o200 != 0
+	case perm&0o002 != 0:
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(uid))
+	return err == nil && u.Gid == strconv.Itoa(int(st.Gid)) && perm&0o020 != 0
 }
 
 // limitedWriter keeps the first n bytes written to it; safe for concurrent

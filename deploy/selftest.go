@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/handler"
 )
 
 // The self-test proves that the site's binary starts, loads the config and
@@ -269,7 +270,8 @@ func (c *checker) checkLiveApp(cfg *config.Config) {
 	if len(cfg.App.Command) == 0 {
 		return
 	}
-	dir := runtimeDir(cfg, c.env.getenv)
+	acct, _ := c.siteAccount()
+	dir := handler.RuntimeDirFor(cfg, acct)
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	var s liveState
 	if err == nil {

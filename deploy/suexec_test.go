@@ -3,8 +3,11 @@ package deploy
 import (
 	"bytes"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/fcgishim/fcgishim/internal/peer"
@@ -335,4 +338,36 @@ func TestCheckEnvFile(t *testing.T) {
 			t.Errorf("env_file %s: missing %q in:\n%s", tc.envFile, tc.want, out.String())
 		}
 	}
+}
+
+// Under plain mod_fcgid (no suEXEC) the site runs as the web server's
+// user, www-data on Debian, whose home (/var/www) is root's and who owns
+// no site directory: check reports that user's /tmp directory, whoever
+// runs check.
+func TestCheckRuntimeDirForWebServerUser(t *testing.T) {
+	dir, _, _ := site(t)
+	www, err := user.Lookup("www-data")
+	if err != nil {
+		t.Skip("no www-data user")
+	}
+	if fi, err := os.Stat(www.HomeDir); err == nil && fi.Sys().(*syscall.Stat_t).Uid == mustAtoi(t, www.Uid) {
+		t.Skipf("www-data owns its home %s: the rule picks it, not /tmp", www.HomeDir)
+	}
+	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[app]\ncommand = [\"/bin/true\"]\n"), 0o644)
+	var out bytes.Buffer
+	c := newChecker(CheckOptions{Dir: dir, Suexec: "off", SuexecBin: "/nonexistent", Out: &out,
+		Getenv: func(k string) string { return map[string]string{"HOME": "/root", "TMPDIR": "/var/tmp"}[k] }})
+	c.checkRuntimeDir(c.checkConfig())
+	want := "runtime directory /tmp/fcgishim-" + www.Uid + "-"
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "the web server's user www-data, uid "+www.Uid) {
+		t.Errorf("want %q for www-data in:\n%s", want, out.String())
+	}
+}
+
+func mustAtoi(t *testing.T, s string) uint32 {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(n)
 }
