@@ -265,6 +265,7 @@ func (c *checker) checkApp(cfg *config.Config) {
 		return
 	}
 	c.checkCommand(cfg, workdir, c.checkEnvFile(cfg))
+	c.checkProxyProtocol(cfg)
 	c.info("the app's environment: %s, plus [app] env; set what it needs there (HOME, LANG, ...)", c.env.desc)
 }
 
@@ -306,6 +307,82 @@ func (c *checker) checkCommand(cfg *config.Config, workdir string, fileVars map[
 	}
 	c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line),
 		"install it, or give its full path in app.command (the app gets PATH="+pathEnv+")")
+}
+
+// checkProxyProtocol warns when [app] proxy_protocol and gunicorn's
+// --proxy-protocol disagree: without the flag gunicorn reads our PROXY line
+// as a bad request line and answers every request 400; with the flag alone
+// it waits for a PROXY line the site never sends. Only a gunicorn command
+// is judged (other servers spell it otherwise, or not at all).
+func (c *checker) checkProxyProtocol(cfg *config.Config) {
+	a := cfg.App
+	if !isGunicorn(a.Command) {
+		if a.ProxyProtocol {
+			c.info("[app] proxy_protocol = true: every connection to the app starts with a PROXY line; make sure %s expects one", filepath.Base(a.Command[0]))
+		}
+		return
+	}
+	mode := proxyProtocolMode(a.Command)
+	if mode == "" {
+		mode = proxyProtocolMode(append([]string{"gunicorn"}, strings.Fields(a.Env["GUNICORN_CMD_ARGS"])...))
+	}
+	flag := mode != ""
+	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, "command"), cfg.File)
+	switch {
+	case a.ProxyProtocol && mode == "v2":
+		c.warn(fmt.Sprintf("gunicorn's --proxy-protocol is v2 (%s) but the site sends a version 1 (text) PROXY line: gunicorn refuses every request", line),
+			"use --proxy-protocol (auto) or --proxy-protocol v1")
+	case a.ProxyProtocol && !flag:
+		c.warn(fmt.Sprintf("[app] proxy_protocol = true but the gunicorn command has no --proxy-protocol (%s): gunicorn answers every request 400 (unless its config file sets proxy_protocol)", line),
+			"add \"--proxy-protocol\" to app.command, or remove proxy_protocol from [app]")
+	case !a.ProxyProtocol && flag:
+		c.warn(fmt.Sprintf("the gunicorn command has --proxy-protocol (%s) but [app] proxy_protocol is not set: gunicorn waits for a PROXY line the site never sends", line),
+			"add proxy_protocol = true to [app] (the app then sees the visitor's address), or remove --proxy-protocol")
+	case a.ProxyProtocol:
+		c.ok("app: proxy_protocol = true and gunicorn's --proxy-protocol agree (the app sees the visitor's address)")
+	}
+}
+
+// isGunicorn reports whether command runs gunicorn: the program itself
+// (gunicorn, gunicorn3, a path to either) or python -m gunicorn.
+func isGunicorn(command []string) bool {
+	if len(command) == 0 {
+		return false
+	}
+	if strings.HasPrefix(filepath.Base(command[0]), "gunicorn") {
+		return true
+	}
+	for i := 1; i+1 < len(command); i++ {
+		if command[i] == "-m" && command[i+1] == "gunicorn" {
+			return true
+		}
+	}
+	return false
+}
+
+// proxyProtocolMode is gunicorn's --proxy-protocol on command: "" when
+// absent or off, "on" for the bare flag (gunicorn before 24.1, or auto), or
+// the mode given (gunicorn 24.1+: --proxy-protocol v1|v2|auto, or =MODE).
+func proxyProtocolMode(command []string) string {
+	modes := map[string]bool{"off": true, "v1": true, "v2": true, "auto": true}
+	mode := ""
+	for i, arg := range command {
+		if i == 0 {
+			continue
+		}
+		switch v, ok := strings.CutPrefix(arg, "--proxy-protocol="); {
+		case ok:
+			mode = v
+		case arg == "--proxy-protocol" && i+1 < len(command) && modes[command[i+1]]:
+			mode = command[i+1]
+		case arg == "--proxy-protocol":
+			mode = "on"
+		}
+	}
+	if mode == "off" {
+		return ""
+	}
+	return mode
 }
 
 // checkSecrets warns when the config, in the site's public directory,
