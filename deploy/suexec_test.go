@@ -371,3 +371,25 @@ func mustAtoi(t *testing.T, s string) uint32 {
 	}
 	return uint32(n)
 }
+
+// A ~user site runs through suEXEC whenever the helper is installed: Apache
+// asks for it for every ~user program, mod_suexec enabled or not (found on
+// Debian with apache2-suexec-pristine and only userdir + fcgid enabled).
+// Only "Suexec Off" (mod_suexec's) turns it off.
+func TestDetectSuexecUserdirWithoutModule(t *testing.T) {
+	alice := peer.NewUser(t, "alice")
+	alice.Run(t, "mkdir", "-m", "0755", filepath.Join(alice.PublicHTML, "mysite"))
+	helper := filepath.Join(t.TempDir(), "suexec")
+	os.WriteFile(helper, []byte("#!/bin/sh\nexit 1\n"), 0o755)
+	apache := t.TempDir()
+	os.MkdirAll(filepath.Join(apache, "mods-enabled"), 0o755)
+	os.WriteFile(filepath.Join(apache, "mods-enabled", "userdir.load"), []byte("LoadModule userdir_module mod_userdir.so\n"), 0o644)
+	o := CheckOptions{Dir: filepath.Join(alice.PublicHTML, "mysite"), SuexecBin: helper, ApacheDir: apache}
+	if u := newChecker(o).suexec; !u.on || !strings.Contains(u.why, "with or without mod_suexec") || u.target.uid != alice.UID {
+		t.Errorf("~user site, helper installed, no mod_suexec: on=%v why=%q target uid %d (want %d)", u.on, u.why, u.target.uid, alice.UID)
+	}
+	os.WriteFile(filepath.Join(apache, "mods-enabled", "suexec.conf"), []byte("Suexec Off\n"), 0o644)
+	if u := newChecker(o).suexec; u.on || !strings.Contains(u.why, `"Suexec Off"`) {
+		t.Errorf("with Suexec Off: on=%v why=%q", u.on, u.why)
+	}
+}
