@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,5 +74,30 @@ FcgidProcessTableFile {{DIR}}/fcgid_shm
 	}
 	if live != m[1] {
 		t.Errorf("check reports %s, the live supervisor uses %s:\n%s", m[1], live, out)
+	}
+}
+
+// A home the web server cannot enter (0700, as Debian's adduser makes it)
+// is a 403 for every page, suEXEC or not; check names it and the fix the
+// README gives (chmod 711 ~), and the fix run as printed makes the site
+// answer.
+func TestCheckHomeNotEnterable(t *testing.T) {
+	alice := peer.NewUser(t, "alice")
+	h := peer.Suexec(t, peer.SuexecOptions{})
+	site := alice.InstallSite(t, binary(t), "mysite")
+	alice.Run(t, "chmod", "700", alice.Home)
+	out, failed := checkAs(t, alice, site, "")
+	line := failLine(out, "the web server's user www-data cannot enter "+alice.Home+" (mode 0700)")
+	if !failed || !strings.Contains(line, "fix: chmod 711 ~") {
+		t.Errorf("check does not fail naming the home and chmod 711 ~:\n%s", out)
+	}
+	c := &http.Client{Timeout: 20 * time.Second}
+	if code, _ := peer.Get(t, c, h.UserURL(alice, "/mysite/")); code != 403 {
+		t.Errorf("home 0700: the site answers %d, want the 403 check predicts", code)
+	}
+	alice.Shell(t, "chmod 711 ~")
+	wantInfoAs(t, h.UserURL(alice, "/mysite/"), alice.UID, func() string { return h.Log() + h.SuexecLog() })
+	if out, _ := checkAs(t, alice, site, ""); !strings.Contains(out, "[ok]   the web server's user www-data can enter every directory down to "+site) {
+		t.Errorf("after chmod 711 ~, check does not say the site is reachable:\n%s", out)
 	}
 }

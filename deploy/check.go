@@ -98,6 +98,7 @@ func Check(ctx context.Context, o CheckOptions) Report {
 	o = c.o
 	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
 	dirOK := c.checkDir()
+	c.checkReach(dirOK)
 	binOK := c.checkBinary(dirOK)
 	c.checkSuexec()
 	cfg := c.checkConfig()
@@ -177,6 +178,57 @@ func (c *checker) checkDir() bool {
 	}
 	c.ok("directory %s: mode %04o, not writable by group or others", c.dir, fi.Mode().Perm())
 	return true
+}
+
+// checkReach: the web server's own user must be able to enter every
+// directory down to the site, suEXEC or not (Apache finds the program
+// before suEXEC runs it). A home made 0700 (Debian's adduser does) gives a
+// 403 for every page.
+func (c *checker) checkReach(dirOK bool) {
+	name := c.suexec.conf.HTTPDUser
+	u, err := user.Lookup(name)
+	if !dirOK || err != nil {
+		return
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return
+	}
+	gids, _ := u.GroupIds()
+	for d := c.dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil && !searchableBy(fi, uid, gids) {
+			fix := "chmod o+x " + shellQuote(d)
+			if c.suexec.target.home != "" && sameDir(d, c.suexec.target.home) {
+				fix = "chmod 711 ~ (others may enter your home, not list it)"
+			}
+			c.fail(fmt.Sprintf("the web server's user %s cannot enter %s (mode %04o): every page of the site answers 403", name, d, fi.Mode().Perm()), fix)
+			return
+		}
+		if d == "/" || d == "." {
+			break
+		}
+	}
+	c.ok("the web server's user %s can enter every directory down to %s", name, c.dir)
+}
+
+// searchableBy reports whether uid (with groups gids) may enter the
+// directory fi.
+func searchableBy(fi fs.FileInfo, uid int, gids []string) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	perm := fi.Mode().Perm()
+	switch {
+	case !ok || uid == 0:
+		return true
+	case int(st.Uid) == uid:
+		return perm&0o100 != 0
+	}
+	for _, g := range gids {
+		if g == strconv.Itoa(int(st.Gid)) {
+			return perm&0o010 != 0
+		}
+	}
+	return perm&0o001 != 0
 }
 
 func (c *checker) checkBinary(dirOK bool) bool {
