@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -326,5 +327,64 @@ func TestUpstreamSwitchingProtocolsIs502(t *testing.T) {
 	rec := do(upstreamSite(t, up), "GET", "/ws", "")
 	if rec.Code != 502 {
 		t.Fatalf("%d %q", rec.Code, rec.Body)
+	}
+}
+
+// rawIO, the proxy's own reads and writes on a connection to the app,
+// behaves as the net.Conn would: a write larger than the socket buffer
+// waits for the reader and arrives whole, a read past the deadline is a
+// timeout, a closed peer is io.EOF, and a write to it an error.
+func TestRawIOLikeConn(t *testing.T) {
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRawIO(c)
+	if r == nil {
+		t.Fatal("no rawIO for a unix connection")
+	}
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	got := make(chan []byte)
+	go func() { b, _ := io.ReadAll(io.LimitReader(peer, int64(len(big)))); got <- b }()
+	if n, err := r.Write(big); n != len(big) || err != nil {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("peer got %d bytes, not what was written", len(b))
+	}
+
+	peer.Write([]byte("hello"))
+	buf := make([]byte, 64)
+	if n, err := r.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read: %q, %v", buf[:n], err)
+	}
+
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := r.Read(buf); !isTimeout(err) {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+
+	peer.Close()
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer closed: %d, %v, want io.EOF", n, err)
+	}
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ { // the first write may still be accepted
+		_, werr = r.Write([]byte("x"))
+	}
+	if werr == nil {
+		t.Fatal("writes to a closed peer kept succeeding")
 	}
 }
