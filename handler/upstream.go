@@ -94,7 +94,8 @@ func newUpConn(c net.Conn, target string) *upConn {
 // machine: on the proxy's two short calls per request that was CPU spent
 // for nothing, since a non-blocking socket call never blocks.
 type rawIO struct {
-	rc syscall.RawConn
+	rc   syscall.RawConn
+	conn net.Conn // for the errors, which read like the net.Conn's
 	// The read and the write side each have their own: the body writer
 	// runs beside the response reader.
 	rp, wp     []byte
@@ -113,7 +114,7 @@ func newRawIO(c net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{rc: rc}
+	r := &rawIO{rc: rc, conn: c}
 	r.readFn = r.tryRead
 	r.writeFn = r.tryWrite
 	return r
@@ -157,9 +158,9 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	r.rp = nil
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, r.opError("read", err)
 	case r.rerr != 0:
-		return 0, r.rerr
+		return 0, r.opError("read", r.rerr)
 	case r.rn == 0:
 		return 0, io.EOF
 	}
@@ -177,7 +178,18 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	if err == nil && r.werr != 0 {
 		err = r.werr
 	}
+	if err != nil {
+		err = r.opError("write", err)
+	}
 	return n, err
+}
+
+func (r *rawIO) opError(op string, err error) error {
+	e := &net.OpError{Op: op, Err: err}
+	if a := r.conn.RemoteAddr(); a != nil {
+		e.Net, e.Addr = a.Network(), a
+	}
+	return e
 }
 
 // alive reports whether the app has not closed (or written on) the idle
