@@ -199,17 +199,10 @@ func (c *fakeConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // serveRaw runs one connection of s on in and returns everything s wrote.
 func serveRaw(s *Server, in string) string {
-	s.mu.Lock()
-	s.initLocked()
-	s.mu.Unlock()
 	fc := &fakeConn{in: strings.NewReader(in)}
-	c := &conn{srv: s, rwc: fc}
-	if s.track(c) {
-		panic("server closed")
+	if err := s.cs.ServeConn(context.Background(), fc, s.newConn(fc)); err != nil {
+		panic(err)
 	}
-	c.serve(context.Background())
-	s.untrack(c)
-	s.wg.Done()
 	return fc.out.String()
 }
 

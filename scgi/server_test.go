@@ -33,17 +33,10 @@ func (c *fakeConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // serveRaw runs one connection of s on in and returns everything s wrote.
 func serveRaw(s *Server, in string) string {
-	s.mu.Lock()
-	s.initLocked()
-	s.mu.Unlock()
 	fc := &fakeConn{in: strings.NewReader(in)}
-	c := &conn{srv: s, rwc: fc}
-	if s.track(c) {
-		panic("server closed")
+	if err := s.cs.ServeConn(context.Background(), fc, s.newConn(fc)); err != nil {
+		panic(err)
 	}
-	c.serve(context.Background())
-	s.untrack(c)
-	s.wg.Done()
 	return fc.out.String()
 }
 
@@ -510,21 +503,43 @@ func TestAcceptEMFILEBacksOff(t *testing.T) {
 	}
 }
 
+// Close cancels a request's context and returns without waiting for its
+// handler: one that ignores the context cannot hang a stop once Shutdown
+// has given up.
 func TestCloseCancelsRequests(t *testing.T) {
-	entered := make(chan struct{})
+	entered, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer close(release)
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		context.AfterFunc(r.Context(), func() { close(cancelled) })
 		close(entered)
-		<-r.Context().Done()
+		<-release // ignores its context
 	})}
 	addr := listen(t, s)
 	go dialRaw(addr, req("", get...))
 	<-entered
+	closeAfterShutdown(t, s.Shutdown, s.Close)
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not cancel the request's context")
+	}
+}
+
+// closeAfterShutdown runs a Shutdown that must give up on a stuck handler,
+// then a Close that must return at once.
+func closeAfterShutdown(t *testing.T, shutdown func(context.Context) error, close func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the deadline: the handler is stuck", err)
+	}
 	closed := make(chan error, 1)
-	go func() { closed <- s.Close() }()
+	go func() { closed <- close() }()
 	select {
 	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return: request context not cancelled")
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a handler that ignores its context")
 	}
 }
 
