@@ -456,12 +456,16 @@ func TestKeepAliveAndShutdown_AJP03(t *testing.T) {
 	defer idle.Close()
 	idle.SetDeadline(time.Now().Add(10 * time.Second))
 	for _, path := range []string{"/1", "/2"} {
-		idle.Write(get(path).bytes())
+		if _, err := idle.Write(get(path).bytes()); err != nil {
+			t.Fatal(err)
+		}
 		if got, err := readUntilEnd(idle); err != nil || !strings.HasSuffix(got, "END 1") {
 			t.Fatalf("%s: %v\n%s", path, err, got)
 		}
 	}
-	idle.Write(cping)
+	if _, err := idle.Write(cping); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := readUntilEnd(idle); got != "CPONG" {
 		t.Fatalf("cping: %q %v", got, err)
 	}
@@ -472,7 +476,9 @@ func TestKeepAliveAndShutdown_AJP03(t *testing.T) {
 	}
 	defer busy.Close()
 	busy.SetDeadline(time.Now().Add(10 * time.Second))
-	busy.Write(get("/slow").bytes())
+	if _, err := busy.Write(get("/slow").bytes()); err != nil {
+		t.Fatal(err)
+	}
 	<-entered
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
@@ -518,10 +524,16 @@ func TestConcurrentConnections(t *testing.T) {
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			for j := range 5 {
 				body := strings.Repeat(fmt.Sprint(i, j), 5000)
-				c.Write([]byte(cat(post("/", len(body)).bytes())))
+				if _, err := c.Write([]byte(cat(post("/", len(body)).bytes()))); err != nil {
+					errs <- err
+					return
+				}
 				for rest := body; len(rest) > 0; {
 					n := min(len(rest), 8186)
-					c.Write(chunk(rest[:n]))
+					if _, err := c.Write(chunk(rest[:n])); err != nil {
+						errs <- err
+						return
+					}
 					rest = rest[n:]
 				}
 				got, err := readUntilEnd(c)
@@ -560,7 +572,9 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write(cping)
+	if _, err := c.Write(cping); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := readUntilEnd(c); got != "CPONG" {
 		t.Fatalf("cping: %q %v", got, err)
 	}

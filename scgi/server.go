@@ -112,8 +112,8 @@ func (c *conn) Serve(ctx context.Context) {
 	}
 	c.rwc.SetReadDeadline(time.Time{})
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// One request per connection: the connection's context, cancelled
+	// by Close and when Serve returns, is the request's.
 	req, status, err := newRequest(ctx, params, br, s.MaxBodyBytes)
 	if err != nil {
 		s.log().Info("scgi: bad request", "remote", c.rwc.RemoteAddr(), "err", err)
