@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/peer"
 )
 
 // testSite is one configured site: its files, and handlers built from it.
@@ -134,18 +135,6 @@ func (s *testSite) startPIDs() []int {
 		}
 	}
 	return pids
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition
-	}
 }
 
 func getEcho(t *testing.T, req *http.Request) (echo, *http.Response) {
@@ -341,7 +330,7 @@ func TestProxyCrashMidResponseIsBroken(t *testing.T) {
 		t.Fatal("a response cut by the app's death was read as complete")
 	}
 	// The app is restarted and answers again.
-	eventually(t, 20*time.Second, "the app to be back", func() bool {
+	peer.Eventually(t, 20*time.Second, "the app to be back", func() bool {
 		resp, err := http.Get(srv.URL + "/mysite/")
 		if err != nil {
 			return false
@@ -394,7 +383,7 @@ func TestProxyCrashLoop503(t *testing.T) {
 		t.Errorf("page: %s", body)
 	}
 	// Backoff: the gaps between starts grow.
-	eventually(t, 20*time.Second, "four starts", func() bool { return len(s.startPIDs()) >= 4 })
+	peer.Eventually(t, 20*time.Second, "four starts", func() bool { return len(s.startPIDs()) >= 4 })
 	if n := strings.Count(s.logText(), "exited right after it started"); n < 3 || n > len(s.startPIDs())+1 {
 		t.Errorf("%d cause lines for %d starts:\n%s", n, len(s.startPIDs()), s.logText())
 	}
@@ -433,7 +422,7 @@ func TestProxyNeverListens(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Errorf("status %d, want 503", resp.StatusCode)
 	}
-	eventually(t, 10*time.Second, "the log line", func() bool {
+	peer.Eventually(t, 10*time.Second, "the log line", func() bool {
 		return strings.Contains(s.logText(), "never opened its socket")
 	})
 }
@@ -515,7 +504,7 @@ func TestReplacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second echo
-	eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		for _, srv := range []*httptest.Server{srv1, srv2} {
 			req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 			second, _ = getEcho(t, req)
@@ -525,7 +514,7 @@ func TestReplacement(t *testing.T) {
 		}
 		return true
 	})
-	eventually(t, 10*time.Second, "SIGTERM to the old app", func() bool {
+	peer.Eventually(t, 10*time.Second, "SIGTERM to the old app", func() bool {
 		b, _ := os.ReadFile(s.events)
 		return strings.Contains(string(b), "term "+strconv.Itoa(first.PID))
 	})
@@ -542,7 +531,7 @@ func TestReplacementKillsStubbornApp(t *testing.T) {
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 	first, _ := getEcho(t, req)
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
+	peer.Eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
 		return !alive(first.PID) || isZombie(first.PID)
 	})
 }
@@ -572,7 +561,7 @@ func TestNoOrphansAfterSIGKILL(t *testing.T) {
 	for _, p := range clients {
 		p.Signal(syscall.SIGKILL)
 	}
-	eventually(t, 30*time.Second, "the app to be gone", func() bool {
+	peer.Eventually(t, 30*time.Second, "the app to be gone", func() bool {
 		return !alive(appPID) || isZombie(appPID)
 	})
 	if !strings.Contains(s.logText(), "no client left") {
@@ -586,7 +575,7 @@ func TestNoisyAppIsRateLimited(t *testing.T) {
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 	getEcho(t, req)
-	eventually(t, 10*time.Second, "the drop notice", func() bool {
+	peer.Eventually(t, 10*time.Second, "the drop notice", func() bool {
 		return strings.Contains(s.logText(), "lines dropped")
 	})
 	if n := strings.Count(s.logText(), "noise line"); n > outBurst+outRate*5 {
