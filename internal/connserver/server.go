@@ -174,17 +174,8 @@ func temporary(err error) bool {
 // start serves rw in a goroutine and reports whether the server is already
 // shutting down; rw is tracked either way, so Shutdown waits for it.
 func (s *Server) start(ctx context.Context, rw net.Conn, h Handler) (closing bool) {
-	ctx, cancel := context.WithCancel(ctx)
-	c := h.base()
-	c.srv, c.rwc, c.cancel = s, rw, cancel
-	closing = s.track(c)
-	go func() {
-		defer s.wg.Done()
-		defer s.untrack(c)
-		defer cancel()
-		defer c.close()
-		h.Serve(ctx)
-	}()
+	ctx, c, closing := s.track(ctx, rw, h)
+	go s.serveTracked(ctx, c, h)
 	return closing
 }
 
@@ -199,25 +190,31 @@ func (s *Server) ServeConn(ctx context.Context, rw net.Conn, h Handler) error {
 	if closing {
 		return ErrServerClosed
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	c := h.base()
-	c.srv, c.rwc, c.cancel = s, rw, cancel
-	s.track(c)
-	defer s.wg.Done()
-	defer s.untrack(c)
-	defer cancel()
-	defer c.close()
-	h.Serve(ctx)
+	ctx, c, _ := s.track(ctx, rw, h)
+	s.serveTracked(ctx, c, h)
 	return nil
 }
 
-// track adds c and reports whether the server is already shutting down.
-func (s *Server) track(c *Conn) bool {
+// track fills in h's Conn for rw, adds it, and returns the connection's
+// context and whether the server is already shutting down.
+func (s *Server) track(ctx context.Context, rw net.Conn, h Handler) (context.Context, *Conn, bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := h.base()
+	c.srv, c.rwc, c.cancel = s, rw, cancel
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conns[c] = false
 	s.wg.Add(1)
-	return s.closing
+	return ctx, c, s.closing
+}
+
+// serveTracked runs h, then closes and forgets its connection.
+func (s *Server) serveTracked(ctx context.Context, c *Conn, h Handler) {
+	defer s.wg.Done()
+	defer s.untrack(c)
+	defer c.cancel()
+	defer c.close()
+	h.Serve(ctx)
 }
 
 func (s *Server) untrack(c *Conn) {
