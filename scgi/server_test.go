@@ -364,6 +364,11 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 		resp <- out
 	}()
 	<-entered
+	begin, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(begin); err != context.Canceled { // Shutdown has begun when it returns
+		t.Fatalf("Shutdown = %v, want context.Canceled", err)
+	}
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
 
