@@ -5,9 +5,9 @@ import (
 	"strings"
 )
 
-// isTchar reports whether RFC 9110 allows c in a token: letters, digits
+// TokenChar reports whether RFC 9110 allows c in a token: letters, digits
 // and !#$%&'*+-.^_`|~.
-func isTchar(c byte) bool {
+func TokenChar(c byte) bool {
 	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
 		return true
 	}
@@ -21,7 +21,7 @@ func ValidToken(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !isTchar(s[i]) {
+		if !TokenChar(s[i]) {
 			return false
 		}
 	}
