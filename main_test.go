@@ -114,7 +114,7 @@ RewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]
 
 // sharedHost starts Apache + mod_fcgid as a shared host would run it:
 // AllowOverride All, ExecCGI, the site's .htaccess doing the rest.
-func sharedHost(t *testing.T, docroot string, extra string) *peer.Server {
+func sharedHost(t testing.TB, docroot string, extra string) *peer.Server {
 	t.Helper()
 	return peer.Apache(t, []string{"fcgid", "rewrite"}, fmt.Sprintf(`
 DocumentRoot %[1]s

@@ -46,8 +46,10 @@ type App struct {
 	// EnvAllow names variables of our own environment passed to the child in
 	// addition to the built-in allow-list (PATH, HOME, LANG, …).
 	EnvAllow []string `toml:"env_allow"`
-	// ReadyPath, when set, must answer a GET with a status below 500 before
-	// requests are forwarded. "" = accepting connections is enough.
+	// ReadyPath is asked (GET) of a new instance before any request is
+	// forwarded to it, and must answer below 500. "" = "/" is asked and any
+	// answer counts: accepting a connection is not enough (gunicorn listens
+	// before its workers have loaded the app).
 	ReadyPath    string   `toml:"ready_path"`
 	ReadyTimeout Duration `toml:"ready_timeout"` // 0 = 30s
 	StopGrace    Duration `toml:"stop_grace"`    // SIGTERM→SIGKILL; 0 = 10s
@@ -61,6 +63,17 @@ type App struct {
 	// PassHeaders lets X-Sendfile / X-Accel-* response headers from the app
 	// through to the web server. Off by default.
 	PassSendfile bool `toml:"pass_sendfile"`
+	// StripPrefix sends the app the path below the mount prefix (/mysite/a
+	// arrives as /a), for apps that know nothing of SCRIPT_NAME, and puts
+	// the prefix back on Location headers that point into the site and on
+	// cookie paths. false
+	// = the full path plus SCRIPT_NAME and X-Forwarded-Prefix headers.
+	StripPrefix bool `toml:"strip_prefix"`
+	// ProxyProtocol starts every connection to the app with a PROXY
+	// protocol v1 line naming the client (gunicorn --proxy-protocol sets
+	// REMOTE_ADDR from it); such connections are not reused for other
+	// requests. false = plain HTTP (the client is in X-Forwarded-For).
+	ProxyProtocol bool `toml:"proxy_protocol"`
 }
 
 // Server holds how we serve: the prefix repair, recycling, restart watching,
@@ -407,7 +420,7 @@ func lineOf(data []byte, k toml.Key) int {
 var known = []string{
 	"app", "static", "server", "limits",
 	"command", "upstream", "workdir", "env", "env_allow", "ready_path", "ready_timeout",
-	"stop_grace", "timeout", "log", "runtime_dir", "idle_stop", "pass_sendfile",
+	"stop_grace", "timeout", "log", "runtime_dir", "idle_stop", "pass_sendfile", "strip_prefix", "proxy_protocol",
 	"force_script_name", "maxrequests", "watch", "poll_interval", "grace", "protocol",
 	"host", "port", "socket", "method", "maxchildren", "minspare", "maxspare",
 	"daemonize", "pidfile", "umask", "outlog", "errlog", "debug", "secret",

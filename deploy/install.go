@@ -202,7 +202,8 @@ func ConfigTemplate(name string) string {
 
 # The app, started once and shared by every copy of ` + name + `:
 # [app]
-# command = ["gunicorn", "--bind", "unix:{socket}", "mysite.wsgi"]  # {socket} / {port} are filled in
+# command = ["gunicorn", "--bind", "unix:{socket}", "--proxy-protocol", "mysite.wsgi"]  # {socket} / {port} are filled in
+# proxy_protocol = true   # with gunicorn's --proxy-protocol: the app sees the visitor's address
 # workdir = "/home/user/myproject"
 # env = { DJANGO_SETTINGS_MODULE = "mysite.settings" }
 # Secrets (passwords, API keys) do not belong in this file: it lies in a

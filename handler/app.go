@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +43,12 @@ type app struct {
 	logPath    string // [app] log: the supervisor's stderr; "" = ours
 
 	pool connPool // idle connections to the app
+
+	// siteHost is the Host of the first request we forwarded: the
+	// supervisor we start sends it with its readiness request, so an app
+	// that checks Host (Django's ALLOWED_HOSTS) answers it as it would a
+	// visitor, instead of logging (and mailing) a DisallowedHost error.
+	siteHost atomic.Pointer[string]
 
 	mu        sync.Mutex
 	clients   *lockFile // our shared lock on clients.lock, once registered
@@ -139,6 +148,10 @@ func (a *app) Close(context.Context) error {
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if a.siteHost.Load() == nil && r.Host != "" && validHost(r.Host) {
+		h := r.Host
+		a.siteHost.CompareAndSwap(nil, &h)
+	}
 	target, err := a.target(ctx)
 	if err != nil {
 		a.unavailable(w, r, err)
@@ -175,7 +188,7 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upConn, *http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		var uc *upConn
-		if attempt == 0 {
+		if attempt == 0 && !a.cfg.ProxyProtocol {
 			uc = a.pool.get(target, !o.replayable())
 		}
 		if uc == nil {
@@ -184,6 +197,9 @@ func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upC
 				return nil, nil, err
 			}
 			uc = newUpConn(c, target)
+			if a.cfg.ProxyProtocol {
+				writeProxyLine(uc.bw, o.in)
+			}
 		}
 		res, err := a.exchange(ctx, uc, o)
 		if err == nil {
@@ -273,6 +289,9 @@ func (a *app) finish(uc *upConn, reusable bool) {
 	if uc.stop != nil && !uc.stop() {
 		reusable = false // the request's context ended: the deadline is spent
 	}
+	if a.cfg.ProxyProtocol {
+		reusable = false // the connection names one client
+	}
 	uc.stop = nil
 	if reusable {
 		a.pool.put(uc)
@@ -298,6 +317,21 @@ func (a *app) copyResponse(w http.ResponseWriter, r *http.Request, uc *upConn, r
 			continue
 		}
 		dst[k] = vs
+	}
+	if a.cfg.StripPrefix {
+		prefix := RequestOf(r).ScriptName
+		for _, k := range []string{"Location", "Content-Location"} {
+			if v := dst.Get(k); v != "" {
+				dst.Set(k, prefixLocation(v, prefix, r.Host))
+			}
+		}
+		if cs := dst["Set-Cookie"]; len(cs) > 0 {
+			out := make([]string, len(cs))
+			for i, c := range cs {
+				out[i] = prefixCookiePath(c, prefix)
+			}
+			dst["Set-Cookie"] = out
+		}
 	}
 	w.WriteHeader(res.StatusCode)
 	var rc *http.ResponseController
@@ -698,6 +732,9 @@ func (a *app) startSupervisor(ctx context.Context) error {
 	}
 	env := appEnv(os.Environ(), a.cfg.EnvAllow, nil)
 	env = append(env, envRuntimeDir+"="+a.dir, envExecutable+"="+a.exe)
+	if h := a.siteHost.Load(); h != nil {
+		env = append(env, envReadyHost+"="+*h)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, a.exe, "_supervise", "--config", a.configPath)
@@ -744,4 +781,134 @@ func (a *app) dial(ctx context.Context, host string) (net.Conn, error) {
 	a.hostFor(s)
 	network, address := splitAddr(s.Addr)
 	return d.DialContext(ctx, network, address)
+}
+
+// appURL is the path the app is sent: the full path the client asked for,
+// or with [app] strip_prefix the path below the mount prefix ("/" for the
+// mount itself). The client's escaping is kept where it still applies.
+func (a *app) appURL(in *http.Request, req *Request) url.URL {
+	full := req.ScriptName + req.PathInfo
+	if !a.cfg.StripPrefix || req.ScriptName == "" {
+		u := url.URL{Path: full}
+		if full == in.URL.Path {
+			u.RawPath = in.URL.RawPath
+		}
+		return u
+	}
+	u := url.URL{Path: req.PathInfo}
+	switch {
+	case req.PathInfo == in.URL.Path: // the front end had stripped it already
+		u.RawPath = in.URL.RawPath
+	case full == in.URL.Path:
+		u.RawPath = stripRawPrefix(in.URL.RawPath, req.ScriptName)
+	}
+	if u.Path == "" {
+		u.Path, u.RawPath = "/", ""
+	}
+	return u
+}
+
+// stripRawPrefix removes from an escaped path the segments that unescape
+// to prefix; "" (use the unescaped path) when it cannot tell where they end.
+func stripRawPrefix(raw, prefix string) string {
+	for i := 1; i <= len(raw); i++ {
+		if i < len(raw) && raw[i] != '/' {
+			continue
+		}
+		if p, err := url.PathUnescape(raw[:i]); err == nil && p == prefix {
+			return raw[i:]
+		}
+	}
+	return ""
+}
+
+// prefixLocation puts the mount prefix back on a Location (or
+// Content-Location) from an app that was sent stripped paths, when it points
+// into the site: a path ("/next/") or an absolute URL on the request's host.
+// Relative references already resolve under the prefix; one that is already
+// under the prefix, or on another host, is left as it is.
+func prefixLocation(v, prefix, host string) string {
+	if prefix == "" {
+		return v
+	}
+	under := func(p string) bool {
+		return p == prefix || strings.HasPrefix(p, prefix+"/") || strings.HasPrefix(p, prefix+"?") || strings.HasPrefix(p, prefix+"#")
+	}
+	if strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "//") {
+		if under(v) {
+			return v
+		}
+		return prefix + v
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.User != nil || host == "" || !strings.EqualFold(u.Host, host) {
+		return v
+	}
+	head := len(u.Scheme) + len("://") + len(u.Host)
+	if len(v) < head || !strings.EqualFold(v[len(u.Scheme)+3:head], u.Host) {
+		return v
+	}
+	rest := v[head:]
+	if rest == "" || rest[0] == '?' || rest[0] == '#' {
+		rest = "/" + rest
+	}
+	if under(rest) {
+		return v
+	}
+	return v[:head] + prefix + rest
+}
+
+// prefixCookiePath puts the mount prefix in front of the Path attribute of
+// a Set-Cookie value from an app that was sent stripped paths (Path=/a
+// becomes Path=/mysite/a, Path=/ becomes Path=/mysite/), so the browser sends
+// the cookie back to the pages the app meant, and only to this site.
+func prefixCookiePath(c, prefix string) string {
+	if prefix == "" {
+		return c
+	}
+	parts := strings.Split(c, ";")
+	for i, p := range parts[1:] {
+		name, val, ok := strings.Cut(p, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), "path") {
+			continue
+		}
+		v := strings.TrimSpace(val)
+		if !strings.HasPrefix(v, "/") || v == prefix || strings.HasPrefix(v, prefix+"/") {
+			continue
+		}
+		if v == "/" {
+			v = ""
+		}
+		parts[i+1] = name + "=" + prefix + v
+		if v == "" {
+			parts[i+1] += "/"
+		}
+	}
+	return strings.Join(parts, ";")
+}
+
+// writeProxyLine starts a connection to the app with a PROXY protocol v1
+// header naming the client of in, for apps (gunicorn --proxy-protocol) that
+// take REMOTE_ADDR from it. Nothing is written for a client address that is
+// not an IP (a unix-socket front end): the app sees no address, as without.
+func writeProxyLine(w *bufio.Writer, in *http.Request) {
+	host, port, err := net.SplitHostPort(in.RemoteAddr)
+	if err != nil {
+		host, port = in.RemoteAddr, "0"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return
+	}
+	ip = ip.WithZone("").Unmap()
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
+		port = "0"
+	} else {
+		port = strconv.FormatUint(p, 10)
+	}
+	if ip.Is4() {
+		fmt.Fprintf(w, "PROXY TCP4 %s 127.0.0.1 %s 0\r\n", ip, port)
+	} else {
+		fmt.Fprintf(w, "PROXY TCP6 %s ::1 %s 0\r\n", ip, port)
+	}
 }
