@@ -737,7 +737,7 @@ func TestReadyMeansAnswered(t *testing.T) {
 	}
 	first := get()
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
 	b, _ := os.ReadFile(s.events)
 	colds := 0
 	for _, l := range strings.Split(string(b), "\n") {
@@ -833,12 +833,12 @@ func TestBinaryUpgradeRunsNewSupervisor(t *testing.T) {
 	}()
 	copyFile(t, os.Args[0], exe)
 	var now *state
-	eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
+	peer.Eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
 		var ok bool
 		now, ok = supervisorRuns(s.runDir, exe)
 		return ok && now.Supervisor != old.Supervisor
 	})
-	eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
+	peer.Eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
 		return !alive(old.Supervisor) || isZombie(old.Supervisor)
 	})
 	close(stop)
@@ -875,7 +875,7 @@ func TestDeletedBinaryIsNoChange(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})
@@ -951,7 +951,7 @@ func TestBinaryUpgradeThatCannotRun(t *testing.T) {
 	broken := filepath.Join(s.dir, "broken")
 	os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755)
 	copyFile(t, broken, exe)
-	eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})
