@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,5 +107,72 @@ func TestCloseTwice(t *testing.T) {
 	}
 	if err := s.Serve(l, Config{Name: "test", Log: slog.New(slog.DiscardHandler)}); err != ErrServerClosed {
 		t.Fatalf("Serve after Close = %v, want ErrServerClosed", err)
+	}
+}
+
+// Descriptor exhaustion and aborted handshakes are retried; a closed
+// listener or any other error ends Serve.
+func TestTemporary(t *testing.T) {
+	for err, want := range map[error]bool{
+		&net.OpError{Op: "accept", Err: syscall.EMFILE}:       true,
+		&net.OpError{Op: "accept", Err: syscall.ENFILE}:       true,
+		&net.OpError{Op: "accept", Err: syscall.ECONNABORTED}: true,
+		net.ErrClosed:                                  false,
+		errors.New("something else"):                   false,
+		&net.OpError{Op: "accept", Err: syscall.EBADF}: false,
+	} {
+		if got := temporary(err); got != want {
+			t.Errorf("temporary(%v) = %t, want %t", err, got, want)
+		}
+	}
+}
+
+// failingListener fails Accept with EMFILE fails times, then delegates.
+type failingListener struct {
+	net.Listener
+	fails int // touched only by the one Serve loop
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// An accept that fails for lack of descriptors is retried after a pause,
+// and the connection behind it is still served.
+func TestAcceptRetriedAfterEMFILE(t *testing.T) {
+	p := &stuckProtocol{entered: make(chan struct{}), cancelled: make(chan struct{}), release: make(chan struct{})}
+	close(p.release)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Server
+	served := make(chan error, 1)
+	go func() {
+		served <- s.Serve(&failingListener{Listener: inner, fails: 3}, Config{Name: "test", Log: slog.New(slog.DiscardHandler),
+			NewConn: func(rw net.Conn) Handler { p.rw = rw; return p }})
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("request\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.entered:
+	case err := <-served:
+		t.Fatalf("Serve = %v after EMFILE, want a retry", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection not served after EMFILE")
+	}
+	s.Close()
+	if err := <-served; err != ErrServerClosed {
+		t.Fatalf("Serve = %v, want ErrServerClosed", err)
 	}
 }
