@@ -52,18 +52,6 @@ func alive(pid int) bool {
 	return len(f) > 0 && f[0] != "Z"
 }
 
-// pollUntil polls cond until it holds, failing t after d.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: still not %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition
-	}
-}
-
 // minspare/maxspare/maxchildren: idle workers start at minspare, held
 // connections (one per worker) grow the pool up to maxchildren and never
 // beyond, and idle ones above maxspare are retired once released.
@@ -95,7 +83,7 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	// minspare at the start; a third when the readiness probe of
 	// startExternal held one of the two busy (only then are fewer than
 	// minspare idle), and it stays: three idle are within maxspare.
-	pollUntil(t, 10*time.Second, "2 or 3 workers (minspare, or maxspare after the probe)", func() bool {
+	peer.Eventually(t, 10*time.Second, "2 or 3 workers (minspare, or maxspare after the probe)", func() bool {
 		n := len(children(sup))
 		return n == 2 || n == 3
 	})
@@ -108,11 +96,11 @@ func TestPreforkWorkerCounts(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	pollUntil(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
+	peer.Eventually(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
 	for _, c := range conns {
 		c.Close()
 	}
-	pollUntil(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(children(sup)) == 3 })
+	peer.Eventually(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(children(sup)) == 3 })
 	if m := most.Load(); m > 4 {
 		t.Errorf("saw %d worker processes; maxchildren=4", m)
 	}
@@ -169,12 +157,12 @@ func TestPreforkWorkersDieWithSupervisor(t *testing.T) {
 	sock := filepath.Join(dir, "mysite.sock")
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "minspare=3", "maxspare=3")
 	sup := cmd.Process.Pid
-	pollUntil(t, 10*time.Second, "3 workers", func() bool { return len(children(sup)) == 3 })
+	peer.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(sup)) == 3 })
 	workers := children(sup)
 	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, 5*time.Second, fmt.Sprintf("workers %v gone", workers), func() bool {
+	peer.Eventually(t, 5*time.Second, fmt.Sprintf("workers %v gone", workers), func() bool {
 		for _, w := range workers {
 			if alive(w) {
 				return false
@@ -204,7 +192,7 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	}
 	sup, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	t.Cleanup(func() { syscall.Kill(sup, syscall.SIGKILL) })
-	pollUntil(t, 10*time.Second, "2 workers", func() bool { return len(children(sup)) == 2 })
+	peer.Eventually(t, 10*time.Second, "2 workers", func() bool { return len(children(sup)) == 2 })
 	workers := children(sup)
 
 	// A request whose body is half sent when the stop comes.
@@ -219,12 +207,12 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	writeRecord(c, 4, nil)
 	writeRecord(c, 5, []byte("hel"))
 	// The worker holds the connection before the stop comes.
-	pollUntil(t, 10*time.Second, "a worker serving", func() bool { return len(children(sup)) == 3 })
+	peer.Eventually(t, 10*time.Second, "a worker serving", func() bool { return len(children(sup)) == 3 })
 
 	if err := syscall.Kill(sup, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, 10*time.Second, "the supervisor stopping", func() bool {
+	peer.Eventually(t, 10*time.Second, "the supervisor stopping", func() bool {
 		b, _ := os.ReadFile(errlog)
 		return bytes.Contains(b, []byte("prefork: stopping workers"))
 	})
@@ -235,7 +223,7 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	if err != nil || !strings.Contains(resp, `"body_bytes": 5`) {
 		t.Fatalf("in-flight request: %v\n%s", err, resp)
 	}
-	pollUntil(t, 15*time.Second, "supervisor and workers gone", func() bool {
+	peer.Eventually(t, 15*time.Second, "supervisor and workers gone", func() bool {
 		if alive(sup) {
 			return false
 		}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // The client side of the proxy: a lean HTTP/1.1 client for one app. It does
@@ -380,21 +382,6 @@ func connectionTokens(h http.Header) map[string]bool {
 	return m
 }
 
-// validToken reports whether s is an RFC 9110 token (a method or a field
-// name).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // validTarget reports whether s can go on the request line: no space or
 // control byte (the query is passed through as the web server sent it).
 func validTarget(s string) bool {
@@ -459,7 +446,7 @@ func (e errBadRequest) Error() string { return string(e) }
 
 // newOutRequest checks what goes on the request line and frames the body.
 func (a *app) newOutRequest(in *http.Request) (*outRequest, error) {
-	if !validToken(in.Method) {
+	if !httpsyntax.ValidToken(in.Method) {
 		return nil, errBadRequest("invalid method")
 	}
 	req := RequestOf(in)
@@ -528,7 +515,7 @@ func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
 		// Apache do: to a CGI or WSGI app, X_Forwarded_For would be
 		// X-Forwarded-For.
 		ck := http.CanonicalHeaderKey(k)
-		if hopHeaders[ck] || setHeaders[ck] || conn[ck] || !validToken(k) || strings.IndexByte(k, '_') >= 0 {
+		if hopHeaders[ck] || setHeaders[ck] || conn[ck] || !httpsyntax.ValidToken(k) || strings.IndexByte(k, '_') >= 0 {
 			continue
 		}
 		for _, v := range vs {
