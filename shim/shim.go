@@ -298,7 +298,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.MaxRequests > 0 {
 		maxRequests = o.MaxRequests
 	}
-	if n := int64(maxRequests); n > 0 && !worker { // a worker counts in its listener
+	if n := int64(maxRequests); n > 0 { // a worker also counts connections in its listener
 		gw.AfterCount = func(count int64) {
 			if count == n {
 				select {
@@ -311,7 +311,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	if o.Prefork && !worker && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
 		defer closeSite(context.Background())
-		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, log)
+		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, cfg.Limits.MaxConns, log)
 	}
 	srvs := make([]server, len(listeners))
 	serveErr := make(chan error, len(listeners))

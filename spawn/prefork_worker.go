@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,117 +11,198 @@ import (
 // EnvWorkerFD names a prefork worker's control socket descriptor.
 const EnvWorkerFD = "FCGISHIM_WORKER_FD"
 
-// Bytes on the control socket, one per state change, as flup's
-// preforkserver sends them.
+// Bytes on the control socket, one per change of a worker's state. flup's
+// workers serve one connection at a time and know two states, idle and
+// busy; ours serve many connections at once, so "busy" means "serving, and
+// able to take more", and a worker that can take no more says so.
 const (
-	ctlIdle = 'i' // worker → supervisor: waiting in accept
-	ctlBusy = 'b' // worker → supervisor: serving a connection
+	ctlIdle = 'i' // worker → supervisor: accepting, no connection open
+	ctlBusy = 'b' // worker → supervisor: accepting, some connections open
+	ctlFull = 'f' // worker → supervisor: at its connection limit, not accepting
 	ctlQuit = 'q' // worker → supervisor: accepts no more and will exit;
-	// supervisor → worker: retire (finish the open connection, then exit)
+	// supervisor → worker: retire (finish the open connections, then exit)
 )
 
+// WorkerOptions are a prefork worker's limits. Zero values mean no limit.
+type WorkerOptions struct {
+	// MaxConns is how many connections the worker serves at once; at the
+	// limit it stops accepting (the others, or a new worker, do) until one
+	// closes.
+	MaxConns int
+	// Quota is how many connections the worker accepts in its life; after
+	// the last one it retires (runfcgi maxrequests: every connection
+	// carries at least one request, so this bounds the requests of a
+	// web server that opens one connection per request).
+	Quota int
+}
+
 // WorkerListener wraps a prefork worker's share l of the supervisor's
-// listener: it hands out one connection at a time (flup: a worker serves one
-// request at a time), reports idle/busy on the control socket fd, and stops
-// accepting after maxConns connections (0 = no limit) or when the
-// supervisor says to retire. quit is called once when the worker should
-// exit: no connection is open and none will be accepted, or the supervisor
-// is gone. stop closes the control socket; call it after serving ends.
+// listener: it hands out up to o.MaxConns connections at once, reports the
+// worker's state (idle, busy, full) on the control socket fd, and stops
+// accepting after o.Quota connections, or when Retire is called, or when
+// the supervisor says to retire. quit is called once when the worker
+// should exit: it accepts no more and its server should drain, or the
+// supervisor is gone. stop closes the control socket; call it after serving
+// ends.
 //
 // Retiring never closes a connection that was accepted but not yet read
-// (a server's Shutdown would): the worker finishes it first.
-func WorkerListener(l net.Listener, fd, maxConns int, quit func()) (wl net.Listener, stop func(), err error) {
+// (a server's Shutdown would): it is handed out, then Accept fails.
+func WorkerListener(l net.Listener, fd int, o WorkerOptions, quit func()) (wl *Worker, stop func(), err error) {
 	f := os.NewFile(uintptr(fd), "prefork-control")
 	c, err := net.FileConn(f) // a close-on-exec duplicate
 	f.Close()
 	if err != nil {
 		return nil, nil, fmt.Errorf("prefork worker: control socket fd %d: %w", fd, err)
 	}
-	w := &workerListener{inner: l, ctl: c, max: maxConns, quit: quit,
-		token: make(chan struct{}, 1), done: make(chan struct{}), readDone: make(chan struct{})}
+	w := &Worker{inner: l, ctl: c, opts: o, quit: quit,
+		done: make(chan struct{}), retired: make(chan struct{}), readDone: make(chan struct{})}
+	if o.MaxConns > 0 {
+		w.slots = make(chan struct{}, o.MaxConns)
+	}
 	go w.readControl()
 	return w, w.stop, nil
 }
 
-type workerListener struct {
+// Worker is the listener of a prefork worker; see WorkerListener.
+type Worker struct {
 	inner net.Listener
 	ctl   net.Conn
-	max   int
+	opts  WorkerOptions
 	quit  func()
 
-	token    chan struct{} // held from accept until that connection closes
+	slots    chan struct{} // one per open connection; nil = no limit
 	done     chan struct{} // closed by Close
+	retired  chan struct{} // closed when it accepts no more
 	readDone chan struct{}
 
 	mu       sync.Mutex
-	n        int  // connections accepted
+	open     int  // connections open
+	accepted int  // connections accepted so far
 	retiring bool // accept no more
 	last     byte // last state reported
 
 	closeOnce, quitOnce sync.Once
 }
 
-func (w *workerListener) Accept() (net.Conn, error) {
-	select {
-	case <-w.done:
-		return nil, net.ErrClosed
-	default:
-	}
-	select {
-	case w.token <- struct{}{}:
-	case <-w.done:
-		return nil, net.ErrClosed
+func (w *Worker) Accept() (net.Conn, error) {
+	if err := w.takeSlot(); err == errRetired {
+		return nil, w.finish()
+	} else if err != nil {
+		return nil, err
 	}
 	if w.isRetiring() {
+		w.releaseSlot()
 		return nil, w.finish()
 	}
-	w.report(ctlIdle)
+	w.mu.Lock()
+	w.reportLocked() // the first time: ready
+	w.mu.Unlock()
 	c, err := w.inner.Accept()
 	if err != nil {
-		if w.isRetiring() { // retire closed inner
+		w.releaseSlot()
+		if w.isRetiring() { // Retire closed inner
 			return nil, w.finish()
 		}
-		<-w.token
 		return nil, err
 	}
 	w.mu.Lock()
-	w.n++
-	if w.max > 0 && w.n >= w.max {
-		w.retiring = true // this is the last one
+	w.open++
+	w.accepted++
+	if w.opts.Quota > 0 && w.accepted >= w.opts.Quota {
+		w.retireLocked() // this is the last one
 	}
+	w.reportLocked()
 	w.mu.Unlock()
-	w.report(ctlBusy)
 	return &workerConn{Conn: c, w: w}, nil
 }
 
-// finish is Accept's end once retiring: it releases the token, asks the
-// worker to quit, and waits for Close.
-func (w *workerListener) finish() error {
-	<-w.token
-	w.report(ctlQuit)
+var errRetired = errors.New("prefork worker: retired")
+
+// takeSlot waits until fewer than MaxConns connections are open, or until
+// the worker retires (errRetired) or closes.
+func (w *Worker) takeSlot() error {
+	select {
+	case <-w.done:
+		return net.ErrClosed
+	case <-w.retired:
+		return errRetired
+	default:
+	}
+	if w.slots == nil {
+		return nil
+	}
+	select {
+	case w.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case w.slots <- struct{}{}:
+		return nil
+	case <-w.retired:
+		return errRetired
+	case <-w.done:
+		return net.ErrClosed
+	}
+}
+
+func (w *Worker) releaseSlot() {
+	if w.slots != nil {
+		<-w.slots
+	}
+}
+
+// finish is Accept's end once retiring: it asks the worker to quit and
+// waits for Close.
+func (w *Worker) finish() error {
+	w.mu.Lock()
+	w.reportLocked()
+	w.mu.Unlock()
 	w.quitOnce.Do(w.quit)
 	<-w.done
 	return net.ErrClosed
 }
 
-func (w *workerListener) isRetiring() bool {
+func (w *Worker) isRetiring() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.retiring
 }
 
-// retire stops accepting: a pending accept returns (or hands out the
-// connection it already has, which is served first).
-func (w *workerListener) retire() {
+// Retire stops accepting: a pending Accept returns (or hands out the
+// connection it already has first), and quit is called. For a worker that
+// has served its share of requests.
+func (w *Worker) Retire() {
 	w.mu.Lock()
-	w.retiring = true
+	w.retireLocked()
 	w.mu.Unlock()
 	w.inner.Close()
 }
 
-func (w *workerListener) report(state byte) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+func (w *Worker) retireLocked() {
+	if !w.retiring {
+		w.retiring = true
+		close(w.retired)
+	}
+	w.reportLocked()
+}
+
+// reportLocked sends the worker's state if it changed. Once it has said
+// it quits, it says nothing more.
+func (w *Worker) reportLocked() {
+	var state byte
+	switch {
+	case w.retiring:
+		state = ctlQuit
+	case w.opts.MaxConns > 0 && w.open >= w.opts.MaxConns:
+		// Whether Accept waits or the server stops calling it (its own
+		// limit may be the same).
+		state = ctlFull
+	case w.open == 0:
+		state = ctlIdle
+	default:
+		state = ctlBusy
+	}
 	if w.last == state || w.last == ctlQuit {
 		return
 	}
@@ -128,7 +210,7 @@ func (w *workerListener) report(state byte) {
 	w.ctl.Write([]byte{state}) // fails only when the supervisor is gone; readControl handles that
 }
 
-func (w *workerListener) readControl() {
+func (w *Worker) readControl() {
 	defer close(w.readDone)
 	b := make([]byte, 1)
 	for {
@@ -139,36 +221,46 @@ func (w *workerListener) readControl() {
 			return
 		}
 		if b[0] == ctlQuit {
-			w.retire()
+			w.Retire()
 		}
 	}
 }
 
-func (w *workerListener) Close() error {
+func (w *Worker) Close() error {
 	w.closeOnce.Do(func() {
 		close(w.done)
-		w.report(ctlQuit)
+		w.mu.Lock()
+		w.retireLocked()
+		w.mu.Unlock()
 	})
 	return w.inner.Close()
 }
 
-func (w *workerListener) Addr() net.Addr { return w.inner.Addr() }
+func (w *Worker) Addr() net.Addr { return w.inner.Addr() }
 
-func (w *workerListener) stop() {
+func (w *Worker) stop() {
 	w.ctl.Close()
 	<-w.readDone
 }
 
-// workerConn gives the worker's token back when it closes.
+func (w *Worker) closed() {
+	w.mu.Lock()
+	w.open--
+	w.reportLocked()
+	w.mu.Unlock()
+	w.releaseSlot()
+}
+
+// workerConn gives its slot back when it closes.
 type workerConn struct {
 	net.Conn
-	w    *workerListener
+	w    *Worker
 	once sync.Once
 }
 
 func (c *workerConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { <-c.w.token })
+	c.once.Do(c.w.closed)
 	return err
 }
 

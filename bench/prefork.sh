@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# runfcgi method=prefork against method=threaded, in alternating rounds of
+# one run, behind one nginx with fastcgi_keep_conn on and an upstream
+# keep-alive pool of 16 (wrk -c32, so nginx also opens and closes
+# connections beyond the pool), for two apps:
+#   info  : the built-in info page (no mysite.toml)
+#   proxy : the app mode, proxying to a Go HTTP app (bench/app) on a unix socket
+# and, as the reference, nginx proxy_pass (keep-alive) straight to that app.
+# Both servers run with Django's defaults (prefork: minspare 2, maxspare 5,
+# maxchildren 50). Every round is printed, so a decline shows; after each
+# prefork round the supervisor's workers are sampled: how many, how many
+# processes it has started so far (spawn/retire churn), their open fds,
+# threads and RSS. At the end: medians and the prefork/threaded ratios.
+# Usage: bench/prefork.sh [ROUNDS] [SECONDS]   (root: nginx; needs wrk, curl)
+set -euo pipefail
+rounds=${1:-5}
+secs=${2:-3}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+bench_workdir prefork
+(cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)
+"$work/app" "unix:$work/app.sock" &
+for d in info proxy; do mkdir -p "$work/$d" && cp "$work/mysite.fcgi" "$work/$d/"; done
+printf '[app]\nupstream = "unix:%s/app.sock"\n' "$work" > "$work/proxy/mysite.toml"
+declare -A pid
+for d in info proxy; do
+  for m in prefork threaded; do
+    "$work/$d/mysite.fcgi" runfcgi method=$m socket="$work/$d-$m.sock" daemonize=false 2>"$work/$d-$m.log" &
+    pid[$d-$m]=$!
+  done
+done
+
+{ nginx_prologue "$work" nginx; cat <<CONF
+  upstream app { server unix:$work/app.sock; keepalive 16; }
+  upstream info-prefork { server unix:$work/info-prefork.sock; keepalive 16; }
+  upstream info-threaded { server unix:$work/info-threaded.sock; keepalive 16; }
+  upstream proxy-prefork { server unix:$work/proxy-prefork.sock; keepalive 16; }
+  upstream proxy-threaded { server unix:$work/proxy-threaded.sock; keepalive 16; }
+  server { listen 127.0.0.1:18121; location / { include /etc/nginx/fastcgi_params; fastcgi_pass info-prefork; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:18122; location / { include /etc/nginx/fastcgi_params; fastcgi_pass info-threaded; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:18123; location / { include /etc/nginx/fastcgi_params; fastcgi_pass proxy-prefork; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:18124; location / { include /etc/nginx/fastcgi_params; fastcgi_pass proxy-threaded; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:18125; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+} > "$work/nginx.conf"
+nginx -c "$work/nginx.conf"
+names=(info-prefork info-threaded proxy-prefork proxy-threaded direct)
+declare -A url=([info-prefork]=http://127.0.0.1:18121/ [info-threaded]=http://127.0.0.1:18122/
+  [proxy-prefork]=http://127.0.0.1:18123/ [proxy-threaded]=http://127.0.0.1:18124/ [direct]=http://127.0.0.1:18125/)
+for n in "${names[@]}"; do wait_up "${url[$n]}" || { cat "$work"/*.log; exit 1; }; done
+
+# workers PID: the live children of PID.
+workers() { local p; for p in /proc/[0-9]*; do
+  awk -v want="$1" '{ sub(/^.*\) /, ""); if ($1 != "Z" && $2 == want) { n = split(FILENAME, f, "/"); print f[3] } }' "$p/stat" 2>/dev/null
+done; }
+declare -A seen
+# sample NAME: one line on NAME's supervisor and its workers.
+sample() {
+  local sup=${pid[$1]} w ws fds=0 thr=0 rss=0 started=0 k
+  ws=$(workers "$sup")
+  for w in $ws; do
+    seen[$1:$w]=1
+    fds=$((fds + $(ls "/proc/$w/fd" 2>/dev/null | wc -l)))
+    thr=$((thr + $(awk '/^Threads/ {print $2}' "/proc/$w/status" 2>/dev/null || echo 0)))
+    rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$w/status" 2>/dev/null || echo 0)))
+  done
+  for k in "${!seen[@]}"; do [[ $k == "$1:"* ]] && started=$((started + 1)); done
+  echo "  $1: $(echo $ws | wc -w) workers, $started started so far, fds $fds, threads $thr, RSS $((rss / 1024)) MiB" \
+    "(supervisor: fds $(ls /proc/$sup/fd | wc -l), RSS $(($(awk '/^VmRSS/ {print $2}' /proc/$sup/status) / 1024)) MiB)"
+}
+sample info-prefork; sample proxy-prefork
+
+: > "$work/r"
+for r in $(seq 1 "$rounds"); do
+  for n in "${names[@]}"; do
+    v=$(wrk -t2 -c32 -d"${secs}s" "${url[$n]}" | awk '/Requests\/sec/ {print $2}')
+    echo "$n $v" >> "$work/r"; echo "round $r $n $v req/s"
+    [[ $n == *-prefork ]] && sample "$n"
+  done
+done
+med() { awk -v t="$1" '$1==t {print $2}' "$work/r" | median; }
+ratio() { awk -v a="$(med "$1")" -v b="$(med "$2")" 'BEGIN {printf "%.2f", a/b}'; }
+echo
+for n in "${names[@]}"; do printf '%-15s median %s req/s\n' "$n" "$(med "$n")"; done
+echo "prefork/threaded, info page: $(ratio info-prefork info-threaded)"
+echo "prefork/threaded, app proxy: $(ratio proxy-prefork proxy-threaded)"
+echo "app proxy/direct: prefork $(ratio proxy-prefork direct), threaded $(ratio proxy-threaded direct)"
