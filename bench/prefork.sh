@@ -10,7 +10,8 @@
 # maxchildren 50). Every round is printed, so a decline shows; after each
 # prefork round the supervisor's workers are sampled: how many, how many
 # processes it has started so far (spawn/retire churn), their open fds,
-# threads and RSS. At the end: medians and the prefork/threaded ratios.
+# threads and RSS. At the end: medians, and the medians of the rounds'
+# prefork/threaded ratios (load from elsewhere changes less within a round).
 # Usage: bench/prefork.sh [ROUNDS] [SECONDS]   (root: nginx; needs wrk, curl)
 set -euo pipefail
 rounds=${1:-5}
@@ -55,34 +56,44 @@ workers() { local p; for p in /proc/[0-9]*; do
   awk -v want="$1" '{ sub(/^.*\) /, ""); if ($1 != "Z" && $2 == want) { n = split(FILENAME, f, "/"); print f[3] } }' "$p/stat" 2>/dev/null
 done; }
 declare -A seen
-# sample NAME: one line on NAME's supervisor and its workers.
+# num FILE KEY: the number after KEY: in a /proc status file, or 0.
+num() { awk -v k="$2:" '$1==k {print $2; f=1} END {if (!f) print 0}' "$1" 2>/dev/null || echo 0; }
+# sample NAME: one line on NAME's supervisor and its workers (never fails:
+# a worker may exit while it is read).
 sample() {
   local sup=${pid[$1]} w ws fds=0 thr=0 rss=0 started=0 k
   ws=$(workers "$sup")
   for w in $ws; do
     seen[$1:$w]=1
     fds=$((fds + $(ls "/proc/$w/fd" 2>/dev/null | wc -l)))
-    thr=$((thr + $(awk '/^Threads/ {print $2}' "/proc/$w/status" 2>/dev/null || echo 0)))
-    rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$w/status" 2>/dev/null || echo 0)))
+    thr=$((thr + $(num "/proc/$w/status" Threads)))
+    rss=$((rss + $(num "/proc/$w/status" VmRSS)))
   done
-  for k in "${!seen[@]}"; do [[ $k == "$1:"* ]] && started=$((started + 1)); done
+  for k in "${!seen[@]}"; do if [[ $k == "$1:"* ]]; then started=$((started + 1)); fi; done
   echo "  $1: $(echo $ws | wc -w) workers, $started started so far, fds $fds, threads $thr, RSS $((rss / 1024)) MiB" \
-    "(supervisor: fds $(ls /proc/$sup/fd | wc -l), RSS $(($(awk '/^VmRSS/ {print $2}' /proc/$sup/status) / 1024)) MiB)"
+    "(supervisor: fds $(ls /proc/$sup/fd 2>/dev/null | wc -l), RSS $(($(num /proc/$sup/status VmRSS) / 1024)) MiB)"
 }
 sample info-prefork; sample proxy-prefork
 
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
-  for n in "${names[@]}"; do
+  order=("${names[@]}")
+  # Every other round in reverse, so that a drift of the machine's load
+  # during a round favours neither side.
+  if (( r % 2 == 0 )); then order=(direct proxy-threaded proxy-prefork info-threaded info-prefork); fi
+  for n in "${order[@]}"; do
     v=$(wrk -t2 -c32 -d"${secs}s" "${url[$n]}" | awk '/Requests\/sec/ {print $2}')
-    echo "$n $v" >> "$work/r"; echo "round $r $n $v req/s"
-    [[ $n == *-prefork ]] && sample "$n"
+    echo "$r $n $v" >> "$work/r"; echo "round $r $n $v req/s"
+    if [[ $n == *-prefork ]]; then sample "$n"; fi
   done
+  echo "round $r prefork/threaded: info page $(awk -v r=$r '$1==r && $2=="info-prefork" {a=$3} $1==r && $2=="info-threaded" {b=$3} END {printf "%.2f", a/b}' "$work/r")," \
+    "app proxy $(awk -v r=$r '$1==r && $2=="proxy-prefork" {a=$3} $1==r && $2=="proxy-threaded" {b=$3} END {printf "%.2f", a/b}' "$work/r")"
 done
-med() { awk -v t="$1" '$1==t {print $2}' "$work/r" | median; }
-ratio() { awk -v a="$(med "$1")" -v b="$(med "$2")" 'BEGIN {printf "%.2f", a/b}'; }
+med() { awk -v t="$1" '$2==t {print $3}' "$work/r" | median; }
+# ratios A/B of each round, then their median: the load of the machine
+# changes between rounds, much less within one.
+rmed() { awk -v a="$1" -v b="$2" '$2==a {x[$1]=$3} $2==b {y[$1]=$3} END {for (r in x) printf "%.3f\n", x[r]/y[r]}' "$work/r" | median; }
 echo
 for n in "${names[@]}"; do printf '%-15s median %s req/s\n' "$n" "$(med "$n")"; done
-echo "prefork/threaded, info page: $(ratio info-prefork info-threaded)"
-echo "prefork/threaded, app proxy: $(ratio proxy-prefork proxy-threaded)"
-echo "app proxy/direct: prefork $(ratio proxy-prefork direct), threaded $(ratio proxy-threaded direct)"
+echo "prefork/threaded, median of the rounds' ratios: info page $(rmed info-prefork info-threaded), app proxy $(rmed proxy-prefork proxy-threaded)"
+echo "app proxy/direct, median of the rounds' ratios: prefork $(rmed proxy-prefork direct), threaded $(rmed proxy-threaded direct)"

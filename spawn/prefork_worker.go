@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 )
 
 // EnvWorkerFD names a prefork worker's control socket descriptor.
@@ -80,6 +81,8 @@ type Worker struct {
 	accepted int  // connections accepted so far
 	retiring bool // accept no more
 	last     byte // last state reported
+
+	idleTimer *time.Timer // reports idle after idleDelay
 
 	closeOnce, quitOnce sync.Once
 }
@@ -187,8 +190,15 @@ func (w *Worker) retireLocked() {
 	w.reportLocked()
 }
 
-// reportLocked sends the worker's state if it changed. Once it has said
-// it quits, it says nothing more.
+// idleDelay is how long a worker must have had no connection open before
+// it reports idle. The supervisor needs "idle" only to retire workers
+// beyond maxspare, which can wait; without the delay, a web server that
+// opens a connection per request would make the worker report busy and
+// idle for nearly every request.
+const idleDelay = 500 * time.Millisecond
+
+// reportLocked sends the worker's state if it changed (idle only once it
+// has lasted idleDelay). Once it has said it quits, it says nothing more.
 func (w *Worker) reportLocked() {
 	var state byte
 	switch {
@@ -203,6 +213,28 @@ func (w *Worker) reportLocked() {
 	default:
 		state = ctlBusy
 	}
+	if state == ctlIdle && w.last != 0 && w.last != ctlIdle {
+		if w.idleTimer == nil {
+			w.idleTimer = time.AfterFunc(idleDelay, w.reportIdle)
+		} else {
+			w.idleTimer.Reset(idleDelay)
+		}
+		state = ctlBusy // until the timer says otherwise
+	}
+	w.sendLocked(state)
+}
+
+// reportIdle reports idle if no connection was opened since the timer was
+// set (Reset re-arms a timer that has fired; stale runs find open > 0).
+func (w *Worker) reportIdle() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open == 0 && !w.retiring {
+		w.sendLocked(ctlIdle)
+	}
+}
+
+func (w *Worker) sendLocked(state byte) {
 	if w.last == state || w.last == ctlQuit {
 		return
 	}
@@ -239,6 +271,11 @@ func (w *Worker) Close() error {
 func (w *Worker) Addr() net.Addr { return w.inner.Addr() }
 
 func (w *Worker) stop() {
+	w.mu.Lock()
+	if w.idleTimer != nil {
+		w.idleTimer.Stop()
+	}
+	w.mu.Unlock()
 	w.ctl.Close()
 	<-w.readDone
 }
