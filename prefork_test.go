@@ -64,8 +64,8 @@ func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// minspare/maxspare/maxchildren: workers start at minspare; held
-// connections fill workers ([limits] max_conns = 2 each), and full ones make
+// minspare/maxspare/maxchildren: workers start at minspare; requests held
+// in flight fill workers ([limits] max_conns = 2 each), and full ones make
 // the pool grow up to maxchildren and never beyond; idle ones above maxspare
 // are retired once the connections close.
 func TestPreforkWorkerCounts(t *testing.T) {
@@ -103,15 +103,11 @@ func TestPreforkWorkerCounts(t *testing.T) {
 		n := len(children(sup))
 		return n == 2 || n == 3
 	})
-	// Six connections need three full workers, and then the fourth is
-	// the only one accepting: fewer than minspare.
+	// Six requests in flight need three full workers, and then the
+	// fourth is the only one accepting: fewer than minspare.
 	var conns []net.Conn
 	for i := 0; i < 6; i++ {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
+		conns = append(conns, holdRequest(t, sock))
 	}
 	pollUntil(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
 	for _, c := range conns {
@@ -280,6 +276,22 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 			t.Errorf("%s left behind", p)
 		}
 	}
+}
+
+// holdRequest sends a request whose body stops after 3 of its 5 bytes: the
+// info page waits for the rest, so the request stays in flight.
+func holdRequest(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRecord(c, 1, beginRequest)
+	writeRecord(c, 4, params("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "5", "REQUEST_URI", "/held",
+		"SCRIPT_NAME", "", "PATH_INFO", "/held", "SERVER_PROTOCOL", "HTTP/1.1"))
+	writeRecord(c, 4, nil)
+	writeRecord(c, 5, []byte("hel"))
+	return c
 }
 
 // A minimal FastCGI client for holding a request open at a chosen point.
@@ -486,24 +498,34 @@ func TestPreforkMaxLifetime(t *testing.T) {
 // or send part of a record and stall. With Django's default options
 // (maxchildren=50), ten times maxchildren such connections must not keep a
 // good request from being answered within a second: flup's one connection
-// per worker let 50 of them stop all service.
+// per worker let 50 of them stop all service. Nor may 50 times what the
+// pool can hold at once (2 workers of [limits] max_conns = 4): a full
+// worker closes the connection idle longest.
 func TestPreforkIdleAndSlowFlood(t *testing.T) {
-	const flood = 500
+	// A whole FCGI_BEGIN_REQUEST, then three bytes of a PARAMS header.
+	partial := append(record(1, beginRequest), 1, 4, 0)
 	for _, tc := range []struct {
 		name  string
+		toml  string
+		args  []string
+		flood int
 		first []byte // what each flooding connection sends before it stalls
 	}{
-		{"idle", nil},
-		// A whole FCGI_BEGIN_REQUEST, then three bytes of a PARAMS header.
-		{"partial-record", append(record(1, beginRequest), 1, 4, 0)},
+		{"defaults/idle", "", nil, 500, nil},
+		{"defaults/partial-record", "", nil, 500, partial},
+		{"full-pool/idle", "[limits]\nmax_conns = 4\n", []string{"minspare=1", "maxspare=2", "maxchildren=2"}, 400, nil},
+		{"full-pool/partial-record", "[limits]\nmax_conns = 4\n", []string{"minspare=1", "maxspare=2", "maxchildren=2"}, 400, partial},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := peer.Dir(t)
 			sock := filepath.Join(dir, "mysite.sock")
-			cmd := startExternal(t, dir, "unix", sock, "runfcgi", "socket="+sock, "daemonize=false")
+			if err := os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte(tc.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := startExternal(t, dir, "unix", sock, append([]string{"runfcgi", "socket=" + sock, "daemonize=false"}, tc.args...)...)
 			sup := cmd.Process.Pid
-			pollUntil(t, 10*time.Second, "workers started", func() bool { return len(children(sup)) >= 2 })
-			for i := 0; i < flood; i++ {
+			pollUntil(t, 10*time.Second, "workers started", func() bool { return len(children(sup)) >= 1 })
+			for i := 0; i < tc.flood; i++ {
 				c, err := net.Dial("unix", sock)
 				if err != nil {
 					t.Fatalf("flooding connection %d: %v", i, err)
@@ -527,9 +549,9 @@ func TestPreforkIdleAndSlowFlood(t *testing.T) {
 			writeRecord(c, 5, nil)
 			resp, err := readResponse(c)
 			if err != nil || !strings.Contains(resp, `"path_info": "/good"`) {
-				t.Fatalf("good request after %d %s connections: %v after %s\n%q", flood, tc.name, err, time.Since(start), resp)
+				t.Fatalf("good request after %d %s connections: %v after %s\n%q", tc.flood, tc.name, err, time.Since(start), resp)
 			}
-			t.Logf("answered in %s after %d %s connections, %d workers", time.Since(start), flood, tc.name, len(children(sup)))
+			t.Logf("answered in %s after %d %s connections, %d workers", time.Since(start), tc.flood, tc.name, len(children(sup)))
 		})
 	}
 }

@@ -124,7 +124,7 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 // the supervisor is gone; the caller counts requests too, for connections
 // that carry many). stop releases the control socket once serving has
 // ended.
-func preforkWorker(ctx context.Context, getenv func(string) string, listeners []net.Listener) (context.Context, []net.Listener, func(), error) {
+func preforkWorker(ctx context.Context, getenv func(string) string, protocol string, listeners []net.Listener) (context.Context, []net.Listener, func(), error) {
 	fd, err := strconv.Atoi(getenv(spawn.EnvWorkerFD))
 	if err != nil || len(listeners) != 1 {
 		return nil, nil, nil, fmt.Errorf("prefork worker: %s=%q with %d listeners: not started by a supervisor", spawn.EnvWorkerFD, getenv(spawn.EnvWorkerFD), len(listeners))
@@ -138,7 +138,7 @@ func preforkWorker(ctx context.Context, getenv func(string) string, listeners []
 		syscall.CloseOnExec(lfd)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	wl, stop, err := spawn.WorkerListener(listeners[0], fd, spawn.WorkerOptions{MaxConns: maxConns, Quota: quota}, cancel)
+	wl, stop, err := spawn.WorkerListener(listeners[0], fd, spawn.WorkerOptions{MaxConns: maxConns, Quota: quota, FastCGI: protocol == "fcgi"}, cancel)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err

@@ -210,7 +210,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	worker := getenv(envWorker) != "" && len(listeners) > 0 // a prefork worker: see prefork.go
 	if worker {
 		var stopWorker func()
-		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, listeners); err != nil {
+		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, o.Protocol, listeners); err != nil {
 			return err
 		}
 		defer stopWorker()

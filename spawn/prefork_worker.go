@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,10 @@ type WorkerOptions struct {
 	// limit it stops accepting (the others, or a new worker, do) until one
 	// closes.
 	MaxConns int
+	// FastCGI says the connections carry FastCGI: the worker then tells
+	// which have a request in flight, and at MaxConns closes the one idle
+	// longest instead of counting as full (see prefork_evict.go).
+	FastCGI bool
 	// Quota is how many connections the worker accepts in its life; after
 	// the last one it retires (runfcgi maxrequests: every connection
 	// carries at least one request, so this bounds the requests of a
@@ -60,6 +65,9 @@ func WorkerListener(l net.Listener, fd int, o WorkerOptions, quit func()) (wl *W
 	if o.MaxConns > 0 {
 		w.slots = make(chan struct{}, o.MaxConns)
 	}
+	if o.FastCGI {
+		w.conns = make(map[*workerConn]struct{})
+	}
 	go w.readControl()
 	return w, w.stop, nil
 }
@@ -77,12 +85,14 @@ type Worker struct {
 	readDone chan struct{}
 
 	mu       sync.Mutex
-	open     int  // connections open
-	accepted int  // connections accepted so far
-	retiring bool // accept no more
-	last     byte // last state reported
+	conns    map[*workerConn]struct{} // open ones, when FastCGI
+	open     int                      // connections open
+	accepted int                      // connections accepted so far
+	retiring bool                     // accept no more
+	last     byte                     // last state reported
 
 	idleTimer *time.Timer // reports idle after idleDelay
+	limited   atomic.Bool // open >= MaxConns: reads and writes rebalance
 
 	closeOnce, quitOnce sync.Once
 }
@@ -108,15 +118,27 @@ func (w *Worker) Accept() (net.Conn, error) {
 		}
 		return nil, err
 	}
+	wc := &workerConn{Conn: c, w: w}
+	var victim *workerConn
 	w.mu.Lock()
 	w.open++
 	w.accepted++
 	if w.opts.Quota > 0 && w.accepted >= w.opts.Quota {
 		w.retireLocked() // this is the last one
 	}
+	if w.conns != nil {
+		wc.flight = newFlight(time.Now())
+		w.conns[wc] = struct{}{}
+		if w.atLimitLocked() { // keep room for the next one
+			victim = w.evictLocked(wc)
+		}
+	}
 	w.reportLocked()
 	w.mu.Unlock()
-	return &workerConn{Conn: c, w: w}, nil
+	if victim != nil {
+		victim.Conn.Close() // the server sees it end and closes its side
+	}
+	return wc, nil
 }
 
 var errRetired = errors.New("prefork worker: retired")
@@ -204,9 +226,10 @@ func (w *Worker) reportLocked() {
 	switch {
 	case w.retiring:
 		state = ctlQuit
-	case w.opts.MaxConns > 0 && w.open >= w.opts.MaxConns:
+	case w.atLimitLocked() && (w.conns == nil || w.longestIdleLocked(nil, false) == nil):
 		// Whether Accept waits or the server stops calling it (its own
-		// limit may be the same).
+		// limit may be the same). One with an idle connection to close
+		// is not full.
 		state = ctlFull
 	case w.open == 0:
 		state = ctlIdle
@@ -280,24 +303,82 @@ func (w *Worker) stop() {
 	<-w.readDone
 }
 
-func (w *Worker) closed() {
+func (w *Worker) atLimitLocked() bool {
+	at := w.opts.MaxConns > 0 && w.open >= w.opts.MaxConns
+	w.limited.Store(at)
+	return at
+}
+
+// rebalance runs at the limit when a connection's requests change: it
+// closes the connection idle longest if connections wait to be accepted,
+// and reports the state (full only while every connection has a request
+// in flight).
+func (w *Worker) rebalance() {
+	var victim *workerConn
 	w.mu.Lock()
+	if w.atLimitLocked() && w.conns != nil && waiting(w.inner) {
+		victim = w.evictLocked(nil)
+	}
+	w.reportLocked()
+	w.mu.Unlock()
+	if victim != nil {
+		victim.Conn.Close()
+	}
+}
+
+// evictLocked picks the connection idle longest (not except) to close;
+// the caller closes it after unlocking.
+func (w *Worker) evictLocked(except *workerConn) *workerConn {
+	victim := w.longestIdleLocked(except, true)
+	if victim != nil {
+		delete(w.conns, victim) // chosen once; closed() counts it
+	}
+	return victim
+}
+
+func (w *Worker) closed(c *workerConn) {
+	w.mu.Lock()
+	delete(w.conns, c)
 	w.open--
 	w.reportLocked()
 	w.mu.Unlock()
 	w.releaseSlot()
 }
 
-// workerConn gives its slot back when it closes.
+// workerConn gives its slot back when it closes, and follows FastCGI
+// records when flight is set.
 type workerConn struct {
 	net.Conn
-	w    *Worker
-	once sync.Once
+	w      *Worker
+	flight *flight
+	once   sync.Once
+}
+
+func (c *workerConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.flight != nil && n > 0 {
+		c.flight.read(b[:n])
+		if c.w.limited.Load() {
+			c.w.rebalance()
+		}
+	}
+	return n, err
+}
+
+func (c *workerConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.flight != nil && n > 0 {
+		c.flight.wrote(b[:n])
+		if c.w.limited.Load() {
+			c.w.rebalance()
+		}
+	}
+	return n, err
 }
 
 func (c *workerConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.w.closed)
+	c.once.Do(func() { c.w.closed(c) })
 	return err
 }
 
