@@ -57,7 +57,7 @@ workers() { local p; for p in /proc/[0-9]*; do
 done; }
 declare -A seen
 # num FILE KEY: the number after KEY: in a /proc status file, or 0.
-num() { awk -v k="$2:" '$1==k {print $2; f=1} END {if (!f) print 0}' "$1" 2>/dev/null || echo 0; }
+num() { local v; v=$(awk -v k="$2:" '$1==k {print $2}' "$1" 2>/dev/null | head -1); echo "${v:-0}"; }
 # sample NAME: one line on NAME's supervisor and its workers (never fails:
 # a worker may exit while it is read).
 sample() {
@@ -97,3 +97,5 @@ echo
 for n in "${names[@]}"; do printf '%-15s median %s req/s\n' "$n" "$(med "$n")"; done
 echo "prefork/threaded, median of the rounds' ratios: info page $(rmed info-prefork info-threaded), app proxy $(rmed proxy-prefork proxy-threaded)"
 echo "app proxy/direct, median of the rounds' ratios: prefork $(rmed proxy-prefork direct), threaded $(rmed proxy-threaded direct)"
+echo "warnings and errors logged by the servers:"
+grep -h -E 'level=(WARN|ERROR)' "$work"/*.log | sed 's/^/  /' | head -20 || true

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -68,6 +69,7 @@ type worker struct {
 	cancel   context.CancelFunc // SIGTERM, then SIGKILL after Grace
 	state    workerState
 	ready    bool      // has reported accepting once
+	active   bool      // told to accept
 	retired  bool      // we asked it to retire
 	deadline time.Time // SIGTERM at this time when retired
 }
@@ -165,15 +167,15 @@ func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
 				live++
 			}
 			// Too many idle ones in the current generation: retire extras
-			// (never below MinSpare accepting ones).
+			// (never below MinSpare accepting ones), those standing by
+			// first.
 			extra := min(curIdle-p.MaxSpare, avail-p.MinSpare)
-			for w := range workers {
-				if extra <= 0 {
-					break
-				}
-				if w.gen == gen && w.state == stateIdle && !w.retired {
-					retire(w, now)
-					extra--
+			for _, active := range []bool{false, true} {
+				for w := range workers {
+					if extra > 0 && w.gen == gen && w.state == stateIdle && !w.retired && w.active == active {
+						retire(w, now)
+						extra--
+					}
 				}
 			}
 			// The old generation goes once the new one serves, or at once
@@ -185,6 +187,9 @@ func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
 					}
 				}
 			}
+		}
+		if !stopping {
+			steer(workers, gen)
 		}
 		if p.OnChange != nil {
 			p.OnChange(live, idle, busy)
@@ -276,6 +281,54 @@ func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
 			}
 		}
 	}
+}
+
+// steer lets one worker of the current generation accept new connections
+// at a time, so that the load stays on as few processes as it needs: two
+// Go processes sharing it cost about 40% more CPU per request than one
+// (measured behind nginx, info page). The others stand by, spare capacity
+// ready at once: when the accepting one is full, quits or exits, the next
+// takes over (one already serving first, then the oldest). Extra accepting
+// workers that have gone idle stand by again.
+func steer(workers map[*worker]bool, gen int) {
+	var open []*worker // may take connections now
+	accepting := 0
+	for w := range workers {
+		if w.gen == gen && !w.retired && w.ready && (w.state == stateIdle || w.state == stateBusy) {
+			open = append(open, w)
+			if w.active {
+				accepting++
+			}
+		}
+	}
+	slices.SortFunc(open, func(a, b *worker) int {
+		if (a.state == stateBusy) != (b.state == stateBusy) {
+			if a.state == stateBusy {
+				return -1
+			}
+			return 1
+		}
+		return a.id - b.id
+	})
+	if accepting == 0 && len(open) > 0 {
+		open[0].setActive(true)
+		return
+	}
+	for i := len(open) - 1; i >= 0 && accepting > 1; i-- {
+		if w := open[i]; w.active && w.state == stateIdle {
+			w.setActive(false)
+			accepting--
+		}
+	}
+}
+
+func (w *worker) setActive(on bool) {
+	w.active = on
+	c := byte(ctlStandBy)
+	if on {
+		c = ctlAccept
+	}
+	w.ctl.Write([]byte{c}) // an exited worker cannot read it; its exit event follows
 }
 
 func (p *Prefork) fill() {

@@ -23,6 +23,8 @@ const (
 	ctlFull = 'f' // worker → supervisor: at its connection limit, not accepting
 	ctlQuit = 'q' // worker → supervisor: accepts no more and will exit;
 	// supervisor → worker: retire (finish the open connections, then exit)
+	ctlAccept  = 'a' // supervisor → worker: take new connections
+	ctlStandBy = 's' // supervisor → worker: take none until told to (the default)
 )
 
 // WorkerOptions are a prefork worker's limits. Zero values mean no limit.
@@ -43,7 +45,8 @@ type WorkerOptions struct {
 }
 
 // WorkerListener wraps a prefork worker's share l of the supervisor's
-// listener: it hands out up to o.MaxConns connections at once, reports the
+// listener: while the supervisor lets it accept (it starts standing by),
+// it hands out up to o.MaxConns connections at once, reports the
 // worker's state (idle, busy, full) on the control socket fd, and stops
 // accepting after o.Quota connections, or when Retire is called, or when
 // the supervisor says to retire. quit is called once when the worker
@@ -60,7 +63,7 @@ func WorkerListener(l net.Listener, fd int, o WorkerOptions, quit func()) (wl *W
 	if err != nil {
 		return nil, nil, fmt.Errorf("prefork worker: control socket fd %d: %w", fd, err)
 	}
-	w := &Worker{inner: l, ctl: c, opts: o, quit: quit,
+	w := &Worker{inner: l, ctl: c, opts: o, quit: quit, gate: make(chan struct{}),
 		done: make(chan struct{}), retired: make(chan struct{}), readDone: make(chan struct{})}
 	if o.MaxConns > 0 {
 		w.slots = make(chan struct{}, o.MaxConns)
@@ -85,6 +88,8 @@ type Worker struct {
 	readDone chan struct{}
 
 	mu       sync.Mutex
+	gate     chan struct{}            // closed while it may accept
+	active   bool                     // gate is closed
 	conns    map[*workerConn]struct{} // open ones, when FastCGI
 	open     int                      // connections open
 	accepted int                      // connections accepted so far
@@ -93,31 +98,87 @@ type Worker struct {
 
 	idleTimer *time.Timer // reports idle after idleDelay
 	limited   atomic.Bool // open >= MaxConns: reads and writes rebalance
+	recheck   *time.Timer // rebalances while at the limit
+	rearm     bool        // recheck is not pending
 
 	closeOnce, quitOnce sync.Once
 }
 
 func (w *Worker) Accept() (net.Conn, error) {
-	if err := w.takeSlot(); err == errRetired {
-		return nil, w.finish()
-	} else if err != nil {
-		return nil, err
-	}
-	if w.isRetiring() {
-		w.releaseSlot()
-		return nil, w.finish()
-	}
 	w.mu.Lock()
 	w.reportLocked() // the first time: ready
 	w.mu.Unlock()
-	c, err := w.inner.Accept()
-	if err != nil {
-		w.releaseSlot()
-		if w.isRetiring() { // Retire closed inner
+	for {
+		err := w.awaitTurn()
+		if err == nil {
+			err = w.takeSlot()
+		}
+		if err == errRetired || err == nil && w.isRetiring() {
+			if err == nil {
+				w.releaseSlot()
+			}
 			return nil, w.finish()
 		}
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		c, err := w.inner.Accept()
+		if err != nil {
+			w.releaseSlot()
+			if w.isRetiring() { // Retire closed inner
+				return nil, w.finish()
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) { // told to stand by
+				continue
+			}
+			return nil, err
+		}
+		return w.admit(c), nil
 	}
+}
+
+// awaitTurn waits until the supervisor lets the worker accept, or it
+// retires (errRetired) or closes.
+func (w *Worker) awaitTurn() error {
+	w.mu.Lock()
+	gate := w.gate
+	w.mu.Unlock()
+	select {
+	case <-gate:
+		return nil
+	case <-w.retired:
+		return errRetired
+	case <-w.done:
+		return net.ErrClosed
+	}
+}
+
+// setActive lets the worker accept or stops it; a pending accept is cut
+// short by a deadline in the past.
+func (w *Worker) setActive(on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if on == w.active {
+		return
+	}
+	w.active = on
+	d, ok := w.inner.(interface{ SetDeadline(time.Time) error })
+	if on {
+		if ok {
+			d.SetDeadline(time.Time{})
+		}
+		close(w.gate)
+		return
+	}
+	w.gate = make(chan struct{})
+	if ok {
+		d.SetDeadline(time.Now())
+	}
+}
+
+// admit counts a new connection, and at the limit picks an idle one to
+// close to keep room for the next.
+func (w *Worker) admit(c net.Conn) net.Conn {
 	wc := &workerConn{Conn: c, w: w}
 	var victim *workerConn
 	w.mu.Lock()
@@ -134,11 +195,15 @@ func (w *Worker) Accept() (net.Conn, error) {
 		}
 	}
 	w.reportLocked()
+	limited := w.limited.Load()
 	w.mu.Unlock()
 	if victim != nil {
 		victim.Conn.Close() // the server sees it end and closes its side
 	}
-	return wc, nil
+	if limited && victim == nil && w.conns != nil {
+		w.rebalance() // starts the rechecks
+	}
+	return wc
 }
 
 var errRetired = errors.New("prefork worker: retired")
@@ -275,8 +340,13 @@ func (w *Worker) readControl() {
 			w.quitOnce.Do(w.quit)
 			return
 		}
-		if b[0] == ctlQuit {
+		switch b[0] {
+		case ctlQuit:
 			w.Retire()
+		case ctlAccept:
+			w.setActive(true)
+		case ctlStandBy:
+			w.setActive(false)
 		}
 	}
 }
@@ -298,6 +368,9 @@ func (w *Worker) stop() {
 	if w.idleTimer != nil {
 		w.idleTimer.Stop()
 	}
+	if w.recheck != nil {
+		w.recheck.Stop()
+	}
 	w.mu.Unlock()
 	w.ctl.Close()
 	<-w.readDone
@@ -309,20 +382,42 @@ func (w *Worker) atLimitLocked() bool {
 	return at
 }
 
-// rebalance runs at the limit when a connection's requests change: it
-// closes the connection idle longest if connections wait to be accepted,
-// and reports the state (full only while every connection has a request
-// in flight).
+// recheckEvery is how often a worker at its limit looks for connections
+// waiting in the backlog while its own are silent.
+const recheckEvery = 25 * time.Millisecond
+
+// rebalance runs at the limit when a connection's requests change, and
+// every recheckEvery: it closes the connection idle longest if connections
+// wait to be accepted, and reports the state (full only while every
+// connection has a request in flight).
 func (w *Worker) rebalance() {
 	var victim *workerConn
 	w.mu.Lock()
-	if w.atLimitLocked() && w.conns != nil && waiting(w.inner) {
-		victim = w.evictLocked(nil)
+	if w.atLimitLocked() && w.conns != nil {
+		if waiting(w.inner) {
+			victim = w.evictLocked(nil)
+		}
+		if w.recheck == nil {
+			w.recheck = time.AfterFunc(recheckEvery, w.onRecheck)
+		} else if w.rearm {
+			w.recheck.Reset(recheckEvery)
+		}
+		w.rearm = false
 	}
 	w.reportLocked()
 	w.mu.Unlock()
 	if victim != nil {
 		victim.Conn.Close()
+	}
+}
+
+func (w *Worker) onRecheck() {
+	w.mu.Lock()
+	w.rearm = true
+	done := w.retiring
+	w.mu.Unlock()
+	if !done {
+		w.rebalance()
 	}
 }
 
