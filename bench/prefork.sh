@@ -10,8 +10,10 @@
 # maxchildren 50). Every round is printed, so a decline shows; after each
 # prefork round the supervisor's workers are sampled: how many, how many
 # processes it has started so far (spawn/retire churn), their open fds,
-# threads and RSS. At the end: medians, and the medians of the rounds'
-# prefork/threaded ratios (load from elsewhere changes less within a round).
+# threads and RSS. Each run also reports the CPU time our processes spent
+# per request, which load from elsewhere disturbs far less than req/s. At
+# the end: medians, and the medians of the rounds' prefork/threaded ratios
+# (load from elsewhere changes less within a round than between rounds).
 # Usage: bench/prefork.sh [ROUNDS] [SECONDS]   (root: nginx; needs wrk, curl)
 set -euo pipefail
 rounds=${1:-5}
@@ -56,6 +58,19 @@ workers() { local p; for p in /proc/[0-9]*; do
   awk -v want="$1" '{ sub(/^.*\) /, ""); if ($1 != "Z" && $2 == want) { n = split(FILENAME, f, "/"); print f[3] } }' "$p/stat" 2>/dev/null
 done; }
 declare -A seen
+# ticks NAME: CPU time (clock ticks) used so far by NAME's server: the
+# process, its live workers, and the workers it has reaped. "direct" is
+# nginx's own path: nothing of ours runs, so 0.
+hz=$(getconf CLK_TCK)
+ticks() {
+  local p=${pid[$1]:-} t=0 w
+  [ -n "$p" ] || { echo 0; return; }
+  for w in $p $(workers "$p"); do
+    t=$((t + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$w/stat" 2>/dev/null || echo 0)))
+  done
+  t=$((t + $(awk '{sub(/^.*\) /, ""); print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  echo "$t"
+}
 # num FILE KEY: the number after KEY: in a /proc status file, or 0.
 num() { local v; v=$(awk -v k="$2:" '$1==k {print $2}' "$1" 2>/dev/null | head -1); echo "${v:-0}"; }
 # sample NAME: one line on NAME's supervisor and its workers (never fails:
@@ -82,20 +97,26 @@ for r in $(seq 1 "$rounds"); do
   # during a round favours neither side.
   if (( r % 2 == 0 )); then order=(direct proxy-threaded proxy-prefork info-threaded info-prefork); fi
   for n in "${order[@]}"; do
-    v=$(wrk -t2 -c32 -d"${secs}s" "${url[$n]}" | awk '/Requests\/sec/ {print $2}')
-    echo "$r $n $v" >> "$work/r"; echo "round $r $n $v req/s"
+    c0=$(ticks "$n")
+    wrk -t2 -c32 -d"${secs}s" "${url[$n]}" > "$work/out"
+    c1=$(ticks "$n")
+    v=$(awk '/Requests\/sec/ {print $2}' "$work/out")
+    us=$(awk -v c=$((c1 - c0)) -v hz="$hz" '/requests in/ {printf "%.0f", c / hz * 1e6 / $1}' "$work/out")
+    echo "$r $n $v $us" >> "$work/r"; echo "round $r $n $v req/s, ${us} us CPU per request"
     if [[ $n == *-prefork ]]; then sample "$n"; fi
   done
   echo "round $r prefork/threaded: info page $(awk -v r=$r '$1==r && $2=="info-prefork" {a=$3} $1==r && $2=="info-threaded" {b=$3} END {printf "%.2f", a/b}' "$work/r")," \
     "app proxy $(awk -v r=$r '$1==r && $2=="proxy-prefork" {a=$3} $1==r && $2=="proxy-threaded" {b=$3} END {printf "%.2f", a/b}' "$work/r")"
 done
-med() { awk -v t="$1" '$2==t {print $3}' "$work/r" | median; }
+med() { awk -v t="$1" -v c="${2:-3}" '$2==t {print $c}' "$work/r" | median; }
 # ratios A/B of each round, then their median: the load of the machine
 # changes between rounds, much less within one.
 rmed() { awk -v a="$1" -v b="$2" '$2==a {x[$1]=$3} $2==b {y[$1]=$3} END {for (r in x) printf "%.3f\n", x[r]/y[r]}' "$work/r" | median; }
 echo
-for n in "${names[@]}"; do printf '%-15s median %s req/s\n' "$n" "$(med "$n")"; done
+for n in "${names[@]}"; do printf '%-15s median %s req/s, %s us CPU per request\n' "$n" "$(med "$n")" "$(med "$n" 4)"; done
 echo "prefork/threaded, median of the rounds' ratios: info page $(rmed info-prefork info-threaded), app proxy $(rmed proxy-prefork proxy-threaded)"
 echo "app proxy/direct, median of the rounds' ratios: prefork $(rmed proxy-prefork direct), threaded $(rmed proxy-threaded direct)"
+echo "CPU per request, prefork/threaded (median): info page $(awk -v a="$(med info-prefork 4)" -v b="$(med info-threaded 4)" 'BEGIN {printf "%.2f", a/b}')," \
+  "app proxy $(awk -v a="$(med proxy-prefork 4)" -v b="$(med proxy-threaded 4)" 'BEGIN {printf "%.2f", a/b}')"
 echo "warnings and errors logged by the servers:"
 grep -h -E 'level=(WARN|ERROR)' "$work"/*.log | sed 's/^/  /' | head -20 || true
