@@ -19,14 +19,15 @@ import (
 // Prefork supervises worker processes that share listening sockets, the
 // process model of runfcgi method=prefork (flup's preforkserver) adapted to
 // workers that serve many connections at once: a worker is idle (no
-// connection open), busy (serving, and accepting more) or full (at its
-// connection limit, accepting no more). The supervisor keeps at least
-// MinSpare workers that accept (idle or busy), retires idle ones beyond
-// MaxSpare, starts at most MaxChildren in all, replaces workers that exit
-// (with back-off when they fail at start), and on reload starts a new
-// generation and retires the old one once the new one is ready. The workers
-// are Path run with Args and Env, Listeners as fd 3 onwards, and their
-// control socket as the next descriptor, named by EnvWorkerFD; see
+// connection open), busy (serving, and able to take more) or full (at its
+// connection limit, none of them idle). One worker accepts new connections
+// at a time and the others stand by (see steer). The supervisor keeps at
+// least MinSpare workers able to take connections (idle or busy), retires
+// idle ones beyond MaxSpare, starts at most MaxChildren in all, replaces
+// workers that exit (with back-off when they fail at start), and on reload
+// starts a new generation and retires the old one once the new one is ready.
+// The workers are Path run with Args and Env, Listeners as fd 3 onwards, and
+// their control socket as the next descriptor, named by EnvWorkerFD; see
 // WorkerListener for their side. The listeners stay open here, unused, so
 // that connections queue while no worker accepts.
 type Prefork struct {
@@ -35,7 +36,7 @@ type Prefork struct {
 	Env       []string
 	Listeners []net.Listener
 
-	MinSpare    int // accepting (idle or busy) workers wanted; 0 = 1
+	MinSpare    int // workers able to take connections (idle or busy) wanted; 0 = 1
 	MaxSpare    int // idle workers kept; 0 = MinSpare (at least)
 	MaxChildren int // worker processes at most; 0 = 50
 	// Grace is how long a retiring worker may finish its connections before

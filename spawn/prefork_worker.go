@@ -20,7 +20,7 @@ const EnvWorkerFD = "FCGISHIM_WORKER_FD"
 const (
 	ctlIdle = 'i' // worker → supervisor: accepting, no connection open
 	ctlBusy = 'b' // worker → supervisor: accepting, some connections open
-	ctlFull = 'f' // worker → supervisor: at its connection limit, not accepting
+	ctlFull = 'f' // worker → supervisor: at its connection limit, none of them idle
 	ctlQuit = 'q' // worker → supervisor: accepts no more and will exit;
 	// supervisor → worker: retire (finish the open connections, then exit)
 	ctlAccept  = 'a' // supervisor → worker: take new connections
