@@ -562,3 +562,41 @@ func record(typ byte, body []byte) []byte {
 	writeRecord(&b, typ, body)
 	return b.Bytes()
 }
+
+// One worker takes new connections at a time and the spares stand by, so
+// that the load stays in one process (two Go processes sharing it cost
+// more CPU per request than one): 200 requests through nginx, 8 at a time,
+// with three workers started, are all served by one of them.
+func TestPreforkOneWorkerAccepts(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
+		"umask=000", "minspare=3", "maxspare=3")
+	pollUntil(t, 10*time.Second, "3 workers", func() bool { return len(children(cmd.Process.Pid)) == 3 })
+	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
+	c := &http.Client{Timeout: 20 * time.Second}
+	var mu sync.Mutex
+	perPID := map[int]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			perPID[in.PID]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(perPID) != 1 {
+		t.Errorf("200 requests were served by %d workers %v; want one", len(perPID), perPID)
+	}
+}
