@@ -38,7 +38,8 @@ func cmdDeploy(ctx context.Context, o shim.Options, args []string) error {
 	fs.StringVar(&p.ServerName, "server-name", "", "the site's host `name` (default example.com)")
 	fs.StringVar(&p.Listen, "listen", "", "`address` the web server listens on (default port 80)")
 	fs.StringVar(&p.Prefix, "prefix", "", "URL `path` the site is mounted at (default the root)")
-	fs.StringVar(&p.User, "user", "", "`user` running the external server (systemd, init-script)")
+	fs.StringVar(&p.User, "user", "", "`user` the external server runs as (default www-data; init-script: whoever runs it)")
+	fs.StringVar(&p.WebGroup, "web-group", "", "`group` the external server's socket is given to (default: the web server's, www-data or haproxy)")
 	backends := fs.String("backends", "", "several external servers: `host:port,host:port` (haproxy, nginx)")
 	sites := fs.String("sites", "", "several lighttpd sites: `host=dir,host=dir` (each dir holds its binary)")
 	if err := fs.Parse(rest); err != nil {
@@ -144,12 +145,21 @@ func cmdCheck(ctx context.Context, o shim.Options, args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(o.Stderr)
 	name := fs.String("name", "", "the binary's file `name` in DIR (default: this binary's name, or the only *.fcgi there)")
+	suexec := fs.String("suexec", "auto", "does the web server run the site through suEXEC: auto (guess from /etc/apache2), on or off")
+	url := fs.String("url", "", "also request the live site at `URL` (https://host/mysite/) and explain what it answers")
 	dir, err := parseDirArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if dir == "" {
 		dir = filepath.Dir(exe)
+	}
+	switch *suexec {
+	case "auto":
+		*suexec = ""
+	case "on", "off":
+	default:
+		return usageError{fmt.Sprintf("check: --suexec %q: want auto, on or off", *suexec)}
 	}
 	if *name == "" {
 		*name = filepath.Base(exe)
@@ -168,7 +178,7 @@ func cmdCheck(ctx context.Context, o shim.Options, args []string) error {
 		return ""
 	}
 	r := deploy.Check(ctx, deploy.CheckOptions{
-		Dir: dir, Name: *name, Out: o.Stdout, Getenv: getenv,
+		Dir: dir, Name: *name, Out: o.Stdout, Getenv: getenv, Suexec: *suexec, URL: *url,
 		Color: isTerminal(o.Stdout) && getenv("NO_COLOR") == "" && getenv("TERM") != "dumb",
 	})
 	if r.Failed > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,51 +16,69 @@ import (
 	"github.com/fcgishim/fcgishim/spawn"
 )
 
-// runfcgiHelp is Django 1.8's runfcgi help, with mysite.fcgi for manage.py.
-const runfcgiHelp = `Usage: %[1]s runfcgi [options] [fcgi settings]
+// runfcgiHelp is the text of `runfcgi help`. The option names and defaults
+// are those of Django's runfcgi; the text says what they do here.
+const runfcgiHelp = `Usage: %[1]s runfcgi [key=value ...]
 
-Run this project as a fastcgi (or some other protocol supported
-by flup) application. To do this, the flup package from
-http://www.saddi.com/software/flup/ is required.  [fcgishim: not any more;
-everything is built in.]
+Serve this site as a FastCGI, SCGI or AJP backend for a web server that
+connects to it (nginx, lighttpd, Apache's mod_proxy_fcgi, HAProxy), the
+way "manage.py runfcgi" did before Django 1.9. Everything it needs is in
+this one program. Keys are case-insensitive; a key without "=value" means
+true. Values may also come from [server] in %[2]s; the command line wins.
 
-runfcgi [options] [fcgi settings]
+Where to listen (give one of these, or none when a web server starts this
+program with a listening socket on its standard input):
+  socket=PATH          unix socket to create; a stale one is replaced
+  host=ADDR port=N     TCP address, e.g. host=127.0.0.1 port=3033
+  protocol=NAME        fcgi (default), scgi or ajp
 
-Optional Fcgi settings: (setting=value)
-  protocol=PROTOCOL    fcgi, scgi, ajp, ... (default fcgi)
-  host=HOSTNAME        hostname to listen on.
-  port=PORTNUM         port to listen on.
-  socket=FILE          UNIX socket to listen on.
-  method=IMPL          prefork or threaded (default prefork).
-  maxrequests=NUMBER   number of requests a child handles before it is
-                       killed and a new child is forked (0 = no limit).
-  maxspare=NUMBER      max number of spare processes / threads.
-  minspare=NUMBER      min number of spare processes / threads.
-  maxchildren=NUMBER   hard limit number of processes / threads.
-  daemonize=BOOL       whether to detach from terminal.
-  pidfile=FILE         write the spawned process-id to this file.
-  workdir=DIRECTORY    change to this directory when daemonizing.
-  debug=BOOL           set to true to enable flup tracebacks.
-  outlog=FILE          write stdout to this file.
-  errlog=FILE          write stderr to this file.
-  umask=UMASK          umask to use when daemonizing, in octal notation (default 022).
+Who may connect to the unix socket, and who the server runs as:
+  listen.owner=USER    owner of the socket (needs root)
+  listen.group=GROUP   group of the socket, e.g. the web server's group
+                       (needs root, or membership of GROUP)
+  listen.mode=MODE     octal mode of the socket; 0660 by default when an
+                       owner or group is given, otherwise 0777 minus umask
+  chown-socket=U[:G]   the same as listen.owner/listen.group, spelt as uWSGI
+  chmod-socket=MODE    the same as listen.mode, spelt as uWSGI
+  user=USER            once the socket exists, run as USER (start as root);
+                       the socket then belongs to USER and USER's group,
+                       and the pidfile is written as USER
+
+How requests are served:
+  method=prefork       worker processes, started and retired by a
+                       supervisor (the default, as in Django)
+  method=threaded      one process serving each request in a goroutine
+  maxchildren=N        prefork: at most N workers; threaded: at most N
+                       requests at once, others wait (default 50)
+  minspare=N           prefork: keep at least N idle workers (default 2)
+  maxspare=N           prefork: stop idle workers above N (default 5)
+  maxrequests=N        replace a worker (prefork) or restart the process
+                       in place (threaded) after N requests; 0 = never
+
+Running in the background:
+  daemonize=BOOL       detach from the terminal; by default only when
+                       socket= or host= is given. The command returns once
+                       the server listens and its pidfile exists.
+  pidfile=FILE         write the server's process ID here; removed on exit
+  workdir=DIR          working directory of the daemon (default /)
+  umask=OCTAL          umask of the daemon, which also gives the socket's
+                       mode when listen.mode is not set (default 022)
+  outlog=FILE          append the daemon's standard output here
+  errlog=FILE          append the daemon's log (standard error) here
+  debug=BOOL           show a traceback page when the app panics (never
+                       on a public site)
+  help                 print this text
+
+Stop a daemon with "kill $(cat FILE)" or "%[1]s stop pidfile=FILE" (which
+waits until it has drained). Touching the program or its config, or
+SIGHUP, restarts it in place without dropping a connection.
 
 Examples:
-  Run a "standard" fastcgi process on a file-descriptor
-  (for Web servers which spawn your processes for you)
-    $ %[1]s runfcgi method=threaded
-
-  Run a scgi server on a TCP host/port
-    $ %[1]s runfcgi protocol=scgi method=prefork host=127.0.0.1 port=8025
-
-  Run a fastcgi server on a UNIX domain socket (posix platforms only)
-    $ %[1]s runfcgi method=prefork socket=/tmp/fcgi.sock
-
-  Run a fastCGI as a daemon and write the spawned PID in a file
-    $ %[1]s runfcgi socket=/tmp/fcgi.sock method=prefork \
-        daemonize=true pidfile=/var/run/django-fcgi.pid
-
-Values may also come from [server] in mysite.toml; the command line wins.
+  %[1]s runfcgi method=threaded host=127.0.0.1 port=3033
+  # as root, with /run/mysite owned by the user mysite:
+  %[1]s runfcgi socket=/run/mysite/mysite.sock pidfile=/run/mysite/mysite.pid \
+      listen.group=www-data user=mysite
+  %[1]s runfcgi protocol=scgi host=127.0.0.1 port=8025 daemonize=false
 `
 
 // runfcgiOptions are Django 1.8's FASTCGI_OPTIONS with their defaults.
@@ -80,10 +99,12 @@ type runfcgiOptions struct {
 	Outlog      string
 	Errlog      string
 	Umask       int
+	Sock        socketOptions // listen.owner/group/mode, chown-/chmod-socket, user
 }
 
 var runfcgiKeys = []string{"protocol", "host", "port", "socket", "method", "daemonize", "workdir",
-	"pidfile", "maxspare", "minspare", "maxchildren", "maxrequests", "debug", "outlog", "errlog", "umask", "help"}
+	"pidfile", "maxspare", "minspare", "maxchildren", "maxrequests", "debug", "outlog", "errlog", "umask", "help",
+	"listen.owner", "listen.group", "listen.mode", "chown-socket", "chmod-socket", "user"}
 
 func defaultRunfcgi() runfcgiOptions {
 	return runfcgiOptions{Protocol: "fcgi", Method: "fork", Workdir: "/", MaxSpare: 5, MinSpare: 2,
@@ -129,13 +150,16 @@ func (r *runfcgiOptions) fromConfig(s config.Server) {
 		}
 	}
 	r.Debug = r.Debug || s.Debug
+	r.Sock.fromConfig(s)
 }
 
-// parseRunfcgi applies key=value arguments the way Django did (keys are
-// case-insensitive; a bare key means true), but rejects unknown keys and
-// malformed numbers instead of ignoring them. It returns help=true for
-// "help".
+// parseRunfcgi applies key=value arguments: keys are case-insensitive and
+// a bare key means true, as with Django; unknown keys and malformed
+// numbers are errors rather than ignored. It returns help=true for "help".
+// Socket options given here replace both of their spellings from the
+// config file.
 func parseRunfcgi(r *runfcgiOptions, args []string) (help bool, err error) {
+	var sock socketOptions
 	for _, a := range args {
 		k, v, hasValue := strings.Cut(a, "=")
 		k = strings.ToLower(k)
@@ -145,7 +169,7 @@ func parseRunfcgi(r *runfcgiOptions, args []string) (help bool, err error) {
 		num := func(dst *int) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return fmt.Errorf("ERROR: %s=%s is not a number.", k, v)
+				return fmt.Errorf("runfcgi: %s=%s: want a whole number", k, v)
 			}
 			*dst = n
 			return nil
@@ -183,43 +207,59 @@ func parseRunfcgi(r *runfcgiOptions, args []string) (help bool, err error) {
 			err = num(&r.MaxChildren)
 		case "maxrequests":
 			err = num(&r.MaxRequests)
+		case "listen.owner":
+			sock.Owner = v
+		case "listen.group":
+			sock.Group = v
+		case "listen.mode":
+			sock.Mode = v
+		case "chown-socket":
+			sock.Chown = v
+		case "chmod-socket":
+			sock.Chmod = v
+		case "user":
+			sock.User = v
 		case "umask":
 			u, perr := strconv.ParseUint(v, 8, 32)
 			if perr != nil {
-				return false, fmt.Errorf("ERROR: umask=%s is not an octal number.", v)
+				return false, fmt.Errorf("runfcgi: umask=%s: want an octal number such as 022", v)
 			}
 			r.Umask = int(u)
 		default:
 			keys := append([]string(nil), runfcgiKeys...)
 			sort.Strings(keys)
-			return false, fmt.Errorf("ERROR: unknown option %q (known: %s).", k, strings.Join(keys, ", "))
+			return false, fmt.Errorf("runfcgi: unknown option %q (known: %s)", k, strings.Join(keys, ", "))
 		}
 		if err != nil {
 			return false, err
 		}
+	}
+	if err := r.Sock.override(sock); err != nil {
+		return false, fmt.Errorf("runfcgi: %w", err)
 	}
 	return false, nil
 }
 
 // resolve checks the combination as Django did and returns the address to
 // listen on ("" = fd 0, for a web server that spawns us) and whether to
-// daemonize. The messages are Django's.
+// daemonize. The messages are ours, except that a mix of socket and
+// host/port quotes Django's, which people search for.
 func (r *runfcgiOptions) resolve() (addr string, daemonize bool, err error) {
 	switch r.Protocol {
 	case "fcgi", "scgi", "ajp":
 	default:
-		return "", false, fmt.Errorf("ERROR: protocol must be one of fcgi, scgi or ajp, not %q.", r.Protocol)
+		return "", false, fmt.Errorf("runfcgi: protocol=%s: want fcgi, scgi or ajp", r.Protocol)
 	}
 	switch r.Method {
 	case "prefork", "fork", "threaded", "thread":
 	default:
-		return "", false, errors.New("ERROR: Implementation must be one of prefork or thread.")
+		return "", false, fmt.Errorf("runfcgi: method=%s: want prefork (worker processes) or threaded (one process)", r.Method)
 	}
 	switch {
 	case r.Host != "" && r.Port != "" && r.Socket == "":
 		port, perr := strconv.Atoi(r.Port)
 		if perr != nil || port < 1 || port > 65535 {
-			return "", false, fmt.Errorf("ERROR: port=%s is not a port number.", r.Port)
+			return "", false, fmt.Errorf("runfcgi: port=%s: want a port number from 1 to 65535", r.Port)
 		}
 		addr = fmt.Sprintf("%s:%d", r.Host, port)
 		if strings.Contains(r.Host, ":") {
@@ -229,7 +269,7 @@ func (r *runfcgiOptions) resolve() (addr string, daemonize bool, err error) {
 		addr = "unix:" + r.Socket
 	case r.Socket == "" && r.Host == "" && r.Port == "":
 	default:
-		return "", false, errors.New("Invalid combination of host, port, socket.")
+		return "", false, errors.New(`runfcgi: give socket=PATH, or host=ADDR with port=N, and not both (Django said "Invalid combination of host, port, socket.")`)
 	}
 	switch strings.ToLower(r.Daemonize) {
 	case "":
@@ -238,13 +278,13 @@ func (r *runfcgiOptions) resolve() (addr string, daemonize bool, err error) {
 		daemonize = true
 	case "false", "no", "f":
 	default:
-		return "", false, errors.New("ERROR: Invalid option for daemonize parameter.")
+		return "", false, fmt.Errorf("runfcgi: daemonize=%s: want true or false", r.Daemonize)
 	}
 	if r.MinSpare > r.MaxSpare {
-		return "", false, fmt.Errorf("ERROR: minspare=%d is larger than maxspare=%d.", r.MinSpare, r.MaxSpare)
+		return "", false, fmt.Errorf("runfcgi: minspare=%d is above maxspare=%d: the idle workers kept cannot be fewer than those wanted", r.MinSpare, r.MaxSpare)
 	}
 	if r.MaxChildren < 1 {
-		return "", false, errors.New("ERROR: maxchildren must be at least 1.")
+		return "", false, errors.New("runfcgi: maxchildren must be 1 or more")
 	}
 	return addr, daemonize, nil
 }
@@ -260,16 +300,21 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 	}
 	help, err := parseRunfcgi(&r, args)
 	if help {
-		fmt.Fprintf(o.Stdout, runfcgiHelp, progName(o.Args))
+		fmt.Fprintf(o.Stdout, runfcgiHelp, progName(o.Args), filepath.Base(cfgPath))
 		return nil
 	}
+	seeHelp := "\n(" + progName(o.Args) + " runfcgi help lists the options)"
 	if err != nil {
-		return usageError{err.Error()}
+		return usageError{err.Error() + seeHelp}
 	}
 	addr, daemonize, err := r.resolve()
 	if err != nil {
-		return usageError{fmt.Sprintf(runfcgiHelp, progName(o.Args)) + "\n" + err.Error()}
+		return usageError{err.Error() + seeHelp}
 	}
+	if o.SocketAccess, err = r.Sock.access(); err != nil {
+		return usageError{"runfcgi: " + err.Error() + seeHelp}
+	}
+	o.User = r.Sock.User
 	o.Protocol, o.Listen, o.Umask = r.Protocol, addr, &r.Umask
 	o.Pidfile, o.Debug = r.Pidfile, r.Debug
 	o.MaxRequests = r.MaxRequests
@@ -277,7 +322,7 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 	o.MaxChildren, o.MinSpare, o.MaxSpare = r.MaxChildren, r.MinSpare, r.MaxSpare
 	getenv := shim.Getenv(o.Env)
 	if addr == "" && spawn.Detect(getenv) != spawn.ModeFastCGIStdin && getenv("LISTEN_FDS") == "" {
-		return usageError{"runfcgi: no host/port or socket given and fd 0 is not a listening socket\n(a web server that spawns FastCGI programs passes one; otherwise give socket=PATH or host=… port=…)"}
+		return usageError{"runfcgi: nothing to listen on: give socket=PATH or host=ADDR port=N\n(without them the program expects a web server to start it with a listening socket on its standard input, and this one has none)"}
 	}
 	if fd := getenv(spawn.EnvReadyFD); fd != "" {
 		// We are the detached daemon: tell the starter when we listen.

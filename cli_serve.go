@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/shim"
 )
 
@@ -16,8 +17,16 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	httpAddr := fs.String("http", "", "serve plain HTTP on `ADDR` (a local preview)")
 	listen := fs.String("listen", "", "serve on `ADDR`: host:port or unix:/path")
 	protocol := fs.String("protocol", "fcgi", "fcgi, scgi or ajp")
+	var so socketOptions
+	fs.StringVar(&so.Owner, "listen-owner", "", "`user` owning the unix socket (php-fpm's listen.owner; needs root)")
+	fs.StringVar(&so.Group, "listen-group", "", "`group` of the unix socket, e.g. the web server's (php-fpm's listen.group; needs root or membership)")
+	fs.StringVar(&so.Mode, "listen-mode", "", "octal `mode` of the unix socket (php-fpm's listen.mode; default 0660 with an owner or group, else from --umask)")
+	fs.StringVar(&so.Chown, "chown-socket", "", "uWSGI's spelling of --listen-owner/--listen-group: `user[:group]` or :group")
+	fs.StringVar(&so.Chmod, "chmod-socket", "", "uWSGI's spelling of --listen-mode: octal `mode`")
+	fs.StringVar(&so.User, "user", "", "run as this `user` once the socket exists (start as root); the socket then belongs to that user unless --listen-owner says otherwise")
 	cfg := fs.String("config", "", "config `FILE` (default: the binary's name with .toml)")
 	umask := fs.String("umask", "077", "umask for a unix socket (octal)")
+	noApp := fs.Bool("no-app", false, "answer with the info page; never start or proxy to [app] (check's self-test)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -42,8 +51,28 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("serve: umask %q is not octal", *umask)}
 	}
+	if err := socketAccess(&o, so, *cfg); err != nil {
+		return err
+	}
 	u := int(m)
 	o.Umask = &u
 	o.ConfigPath = *cfg
+	if *noApp {
+		withoutApp(&o)
+	}
 	return shim.Run(ctx, o)
+}
+
+// withoutApp loads the config now with its [app] removed, so that serving
+// proves the binary and the config work without starting the app. A config
+// that does not load is left to Run, which answers with its error page.
+func withoutApp(o *shim.Options) {
+	path := o.ConfigPath
+	if path == "" {
+		path = config.PathFor(shim.Executable(o.Args))
+	}
+	if cfg, err := config.Load(path); err == nil {
+		cfg.App = config.App{}
+		o.Config, o.ConfigPath = cfg, path
+	}
 }

@@ -13,7 +13,7 @@ if ! command -v apache2 >/dev/null || [ ! -f /usr/lib/apache2/modules/mod_fcgid.
     service apache2 stop >/dev/null 2>&1 || true
   fi
 fi
-CGO_ENABLED=0 go build -o mysite.fcgi .
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o mysite.fcgi .
 if ! command -v apache2 >/dev/null || [ "$(id -u)" != 0 ]; then
   echo "No Apache here (or not root): local preview on http://127.0.0.1:8000/"
   exec ./mysite.fcgi serve --http 127.0.0.1:8000

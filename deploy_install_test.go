@@ -194,11 +194,15 @@ func TestDeployInstallNewBuildUnderLoad(t *testing.T) {
 	mu.Lock()
 	target := n + 50
 	mu.Unlock()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		mu.Lock()
 		done := n >= target
 		mu.Unlock()
 		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the new binary served fewer than 50 requests within 30s after the switch")
 			break
 		}
 		time.Sleep(10 * time.Millisecond) // polling a counter

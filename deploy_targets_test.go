@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,7 +53,10 @@ func deployStart(t *testing.T, cmd *exec.Cmd) *deployProc {
 	t.Helper()
 	p := &deployProc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", cmd.Args, err)
 	}
@@ -90,63 +95,133 @@ func deployWaitDial(t *testing.T, p *deployProc, network, addr string) {
 	}
 }
 
-// backend installs the binary in dir and runs it as an external FastCGI
-// server on listen ("unix:/path" or host:port). Its unix socket is made
-// world-connectable (Apache's children run as www-data).
-func deployBackend(t *testing.T, dir, listen string) *deployProc {
+// startLineRe finds the commands a deploy output tells the reader to run:
+// "#   BINARY serve --listen ADDR …" and "#   BINARY runfcgi …" lines.
+var startLineRe = regexp.MustCompile(`(?m)^#   ((\S+) (?:serve|runfcgi) .*)$`)
+
+// startAddr is where a printed start command listens: "unix:/path" or
+// host:port.
+func startAddr(t *testing.T, cmdline string) string {
 	t.Helper()
-	bin := install(t, dir, "mysite.fcgi")
-	p := deployStart(t, exec.Command(bin, "serve", "--listen", listen, "--protocol", "fcgi"))
-	if path, ok := strings.CutPrefix(listen, "unix:"); ok {
-		deployWaitDial(t, p, "unix", path)
-		// --umask 0 means "the default" (077) to serve; open it up here.
-		if err := os.Chmod(path, 0o666); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		deployWaitDial(t, p, "tcp", listen)
+	if m := regexp.MustCompile(`serve --listen '?([^' ]+)`).FindStringSubmatch(cmdline); m != nil {
+		return m[1]
 	}
-	return p
+	if m := regexp.MustCompile(`runfcgi .*'?socket=([^' ]+)`).FindStringSubmatch(cmdline); m != nil {
+		return "unix:" + m[1]
+	}
+	if m := regexp.MustCompile(`runfcgi .*'?host=([^' ]+)'? port=(\d+)`).FindStringSubmatch(cmdline); m != nil {
+		return net.JoinHostPort(m[1], m[2])
+	}
+	t.Fatalf("no address in %q", cmdline)
+	return ""
 }
 
-// deployInfo polls url until the info page answers (a server may still be
-// starting its workers), then returns it. host, when set, is the Host header.
+// deployNeedRoot skips unless the test runs as root, which the outputs say
+// starts the app server (CI runs as root, so there it fails instead).
+func deployNeedRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("the deploy outputs start the app server as root; CI runs as root")
+	}
+	t.Skip("the deploy outputs start the app server as root")
+}
+
+// deployRunPrinted starts every app server that out tells the reader to
+// start, exactly as printed: each command line goes to sh, run as root (as
+// the output says). The binary a command names is installed first. It
+// returns the servers once each listens (for a unix socket that is after
+// its owner, group and mode are set: the server listens only then).
+func deployRunPrinted(t *testing.T, out string) []*deployProc {
+	t.Helper()
+	deployNeedRoot(t)
+	if !strings.Contains(out, "Start the app server as root") {
+		t.Fatalf("the output does not say who starts the app server:\n%s", out)
+	}
+	ms := startLineRe.FindAllStringSubmatch(out, -1)
+	if len(ms) == 0 {
+		t.Fatalf("no start command in:\n%s", out)
+	}
+	var procs []*deployProc
+	installed := map[string]bool{}
+	for _, m := range ms {
+		cmdline, bin, addr := m[1], strings.Trim(m[2], "'"), startAddr(t, m[1])
+		if !installed[bin] {
+			install(t, filepath.Dir(bin), filepath.Base(bin))
+			installed[bin] = true
+		}
+		p := deployStart(t, exec.Command("sh", "-c", "exec "+cmdline))
+		if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+			deployWaitDial(t, p, "unix", path)
+		} else {
+			deployWaitDial(t, p, "tcp", addr)
+		}
+		procs = append(procs, p)
+	}
+	return procs
+}
+
+// deployWantUser checks that process pid runs as the named user, as the
+// output said it would.
+func deployWantUser(t *testing.T, pid int, name string) {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("user %s: %v", name, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$`).FindStringSubmatch(string(b))
+	if m == nil || m[1] != u.Uid || m[2] != u.Uid || m[3] != u.Uid {
+		t.Errorf("pid %d runs as uids %v, want %s (%s)", pid, m, name, u.Uid)
+	}
+}
+
+// deployInfo gets the info page at url; host, when set, is the Host
+// header. The web server is already listening, so any answer but 200 is a
+// failure: a 5xx means the printed configuration does not work as printed.
+// Only a connection error is retried (until a deadline).
 func deployInfo(t *testing.T, url, host string, logs func() string) infoJSON {
 	t.Helper()
 	c := &http.Client{Timeout: 10 * time.Second}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		in, err := deployGetInfo(c, url, host)
+		in, status, err := deployGetInfo(c, url, host)
 		if err == nil {
 			return in
 		}
-		if time.Now().After(deadline) {
+		if status != 0 || time.Now().After(deadline) {
 			t.Fatalf("GET %s (Host %q): %v\n%s", url, host, err, logs())
 		}
 		time.Sleep(50 * time.Millisecond) // polling for readiness
 	}
 }
 
-func deployGetInfo(c *http.Client, url, host string) (infoJSON, error) {
+func deployGetInfo(c *http.Client, url, host string) (infoJSON, int, error) {
 	req, err := http.NewRequest("GET", url, nil)
 	if err != nil {
-		return infoJSON{}, err
+		return infoJSON{}, 0, err
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Host = host
 	resp, err := c.Do(req)
 	if err != nil {
-		return infoJSON{}, err
+		return infoJSON{}, 0, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return infoJSON{}, err
+		return infoJSON{}, resp.StatusCode, err
 	}
 	if resp.StatusCode != 200 {
-		return infoJSON{}, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		return infoJSON{}, resp.StatusCode, fmt.Errorf("status %d: %s", resp.StatusCode, b)
 	}
-	return deployDecode(b)
+	in, err := deployDecode(b)
+	return in, resp.StatusCode, err
 }
 
 func deployDecode(b []byte) (infoJSON, error) {
@@ -194,18 +269,124 @@ DocumentRoot %[1]s
 	deployWant(t, "cgi", in, "cgi", "", "/foo/bar")
 }
 
-// mod_fastcgi is not packaged for Debian 12 (or any current distribution):
-// the .htaccess is checked by apache2 -t in a <Directory> section (every
-// line but the handler name is mod_mime/mod_rewrite syntax); serving it live
-// needs the module.
-func TestDeployHtaccessFastCGISyntax(t *testing.T) {
+// modFastCGIHost is a shared host with Apache's original mod_fastcgi
+// (built from source: no distribution packages it), .htaccess allowed in
+// docroot.
+func modFastCGIHost(t *testing.T, docroot string) *peer.Server {
+	t.Helper()
+	return peer.Apache(t, []string{"rewrite"}, peer.ModFastCGIConf(t)+fmt.Sprintf(`
+DocumentRoot %[1]s
+<Directory %[1]s>
+    AllowOverride All
+    Require all granted
+</Directory>
+`, docroot))
+}
+
+// The htaccess-fastcgi output, unedited, under a real mod_fastcgi: a
+// dynamic application at the site root and in a subdirectory, with the
+// mount prefix derived.
+func TestDeployHtaccessFastCGILive(t *testing.T) {
 	root := peer.Dir(t)
-	ht := deployOut(t, "htaccess-fastcgi")
-	srv := peer.Apache(t, []string{"rewrite"}, fmt.Sprintf("DocumentRoot %[1]s\n<Directory %[1]s>\n%[2]s</Directory>\n", root, ht))
-	srv.Stop()
-	if _, err := os.Stat("/usr/lib/apache2/modules/mod_fastcgi.so"); err != nil {
-		t.Skip("mod_fastcgi is not packaged in Debian 12: htaccess-fastcgi checked by apache2 -t only, not served live")
+	install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
+	sub := filepath.Join(root, "app")
+	os.Mkdir(sub, 0o755)
+	install(t, sub, "mysite.fcgi")
+	os.WriteFile(filepath.Join(sub, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
+	srv := modFastCGIHost(t, root)
+	in := deployInfo(t, srv.URL+"/foo/bar?x=1", "", srv.Log)
+	deployWant(t, "root", in, "fastcgi-stdin", "", "/foo/bar")
+	if in.QueryString != "x=1" {
+		t.Errorf("query_string %q", in.QueryString)
 	}
+	in = deployInfo(t, srv.URL+"/app/admin/", "", srv.Log)
+	deployWant(t, "subdirectory", in, "fastcgi-stdin", "/app", "/admin/")
+}
+
+// touch restarts the program mod_fastcgi runs while 8 clients keep
+// requesting: every request is answered, and after each of three touches a
+// process that answered before answers with a new start time (restarted in
+// place; a copy mod_fastcgi adds has a new pid, and does not count).
+func TestDeployHtaccessFastCGITouchUnderLoad(t *testing.T) {
+	root := peer.Dir(t)
+	bin := install(t, root, "mysite.fcgi")
+	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
+	srv := modFastCGIHost(t, root)
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	first := deployInfo(t, srv.URL+"/warmup", "", srv.Log)
+
+	const clients = 8
+	var mu sync.Mutex
+	started := map[int]string{first.PID: first.Started} // by pid: the latest start time
+	restarts := 0
+	newStart := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	errs := make(chan error, clients)
+	counts := make([]int, clients)
+	for w := 0; w < clients; w++ {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				in, status, err := deployGetInfo(c, fmt.Sprintf("%s/load/%d/%d", srv.URL, w, i), "")
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: status %d: %v", w, i, status, err)
+					return
+				}
+				counts[w]++
+				mu.Lock()
+				if prev, ok := started[in.PID]; ok && prev != in.Started {
+					restarts++
+					select {
+					case newStart <- struct{}{}:
+					default:
+					}
+				}
+				started[in.PID] = in.Started
+				mu.Unlock()
+			}
+		}()
+	}
+	deadline := time.After(60 * time.Second)
+	for touch := 1; touch <= 3; touch++ {
+		mu.Lock()
+		before := restarts
+		mu.Unlock()
+		now := time.Now()
+		if err := os.Chtimes(bin, now, now); err != nil {
+			t.Fatal(err)
+		}
+		for waiting := true; waiting; {
+			select {
+			case <-newStart:
+				mu.Lock()
+				waiting = restarts <= before
+				mu.Unlock()
+			case err := <-errs:
+				close(stop)
+				t.Fatalf("after touch %d: %v\n%s", touch, err, srv.Log())
+			case <-deadline:
+				close(stop)
+				t.Fatalf("touch %d: no new program within 60s\n%s", touch, srv.Log())
+			}
+		}
+	}
+	close(stop)
+	for w := 0; w < clients; w++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("%v\n%s", err, srv.Log())
+		}
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	t.Logf("%d requests from %d clients across 3 touches, none failed", total, clients)
 }
 
 func TestDeployApacheFcgidLive(t *testing.T) {
@@ -229,14 +410,18 @@ func TestDeployApacheFcgidLive(t *testing.T) {
 	}
 }
 
+// The external-server targets below are followed literally: the app
+// server is started by the printed command, as root as the output says,
+// and the web server runs as its Debian user (www-data; caddy), so a
+// socket it may not use fails the test with a 502/503.
+
 func TestDeployApacheProxyFcgiLive(t *testing.T) {
 	for _, prefix := range []string{"", "/blog"} {
 		t.Run("prefix="+prefix, func(t *testing.T) {
 			dir := peer.Dir(t)
-			sock := filepath.Join(dir, "mysite.sock")
-			be := deployBackend(t, dir, "unix:"+sock)
 			port := peer.FreePort(t)
 			conf := deployOut(t, "apache-proxy-fcgi", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
+			be := deployRunPrinted(t, conf)[0]
 			srv := peer.Apache(t, []string{"proxy", "proxy_fcgi", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
 			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y", port, prefix)
 			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
@@ -244,76 +429,124 @@ func TestDeployApacheProxyFcgiLive(t *testing.T) {
 			if in.PID != be.cmd.Process.Pid {
 				t.Errorf("pid %d, want the backend's %d", in.PID, be.cmd.Process.Pid)
 			}
+			deployWantUser(t, in.PID, "www-data")
 		})
 	}
 }
 
-// FastCGIExternalServer needs mod_fastcgi, which Debian 12 does not package.
-func TestDeployApacheFastCGIExternal(t *testing.T) {
-	if _, err := os.Stat("/usr/lib/apache2/modules/mod_fastcgi.so"); err != nil {
-		t.Skip("mod_fastcgi is not packaged in Debian 12: apache-fastcgi-external cannot be checked by apache2 -t or served")
+// Django's recipe: Apache + mod_fastcgi's FastCGIExternalServer +
+// mod_rewrite in front of runfcgi, started by the printed command.
+func TestDeployApacheFastCGIExternalLive(t *testing.T) {
+	for _, prefix := range []string{"", "/blog"} {
+		t.Run("prefix="+prefix, func(t *testing.T) {
+			dir := peer.Dir(t)
+			port := peer.FreePort(t)
+			conf := deployOut(t, "apache-fastcgi-external", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
+			be := deployRunPrinted(t, conf)[0]
+			if !strings.Contains(be.cmd.Args[2], " runfcgi ") {
+				t.Fatalf("the printed command is not runfcgi: %v", be.cmd.Args)
+			}
+			srv := peer.Apache(t, []string{"rewrite", "alias"}, peer.ModFastCGIConf(t)+fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
+			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, prefix)
+			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
+			deployWant(t, url, in, "external", prefix, "/x/y")
+			if in.PID != be.cmd.Process.Pid || in.QueryString != "q=1" {
+				t.Errorf("pid %d query %q, want the runfcgi server's %d and q=1", in.PID, in.QueryString, be.cmd.Process.Pid)
+			}
+			deployWantUser(t, in.PID, "www-data")
+		})
 	}
-	dir := peer.Dir(t)
-	be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
-	port := peer.FreePort(t)
-	conf := deployOut(t, "apache-fastcgi-external", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
-	srv := peer.Apache(t, []string{"fastcgi", "rewrite", "alias", "actions"}, fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
-	in := deployInfo(t, fmt.Sprintf("http://127.0.0.1:%d/x/y", port), "", func() string { return srv.Log() + be.out.String() })
-	deployWant(t, "fastcgi-external", in, "external", "", "/x/y")
 }
 
 func TestDeployLighttpdLive(t *testing.T) {
 	dir := peer.Dir(t)
-	be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
 	conf := deployOut(t, "lighttpd", "--dir", dir)
-	srv := peer.Lighttpd(t, conf)
+	be := deployRunPrinted(t, conf)[0]
+	srv := peer.LighttpdAs(t, "www-data", conf)
 	in := deployInfo(t, srv.URL+"/x/y", "", func() string { return srv.Log() + be.out.String() })
 	deployWant(t, "lighttpd", in, "external", "", "/x/y")
+	deployWantUser(t, in.PID, "www-data")
 }
 
-// Several sites on one lighttpd, chosen by $HTTP["host"] as in the guide.
+// Several sites on one lighttpd, chosen by $HTTP["host"] as in the guide,
+// each app server running as another user than the web server's: the
+// socket reaches lighttpd through its group alone.
 func TestDeployLighttpdSitesLive(t *testing.T) {
 	a, b := peer.Dir(t), peer.Dir(t)
-	beA := deployBackend(t, a, "unix:"+filepath.Join(a, "mysite.sock"))
-	beB := deployBackend(t, b, "unix:"+filepath.Join(b, "mysite.sock"))
-	conf := deployOut(t, "lighttpd", "--sites", "www.example1.com="+a+",www.example2.com="+b)
-	srv := peer.Lighttpd(t, conf)
-	for host, be := range map[string]*deployProc{"www.example1.com": beA, "www.example2.com": beB} {
+	conf := deployOut(t, "lighttpd", "--user", "nobody", "--sites", "www.example1.com="+a+",www.example2.com="+b)
+	bes := deployRunPrinted(t, conf)
+	if len(bes) != 2 {
+		t.Fatalf("%d start commands, want one per site:\n%s", len(bes), conf)
+	}
+	srv := peer.LighttpdAs(t, "www-data", conf)
+	for host, be := range map[string]*deployProc{"www.example1.com": bes[0], "www.example2.com": bes[1]} {
 		in := deployInfo(t, srv.URL+"/x", host, srv.Log)
 		deployWant(t, host, in, "external", "", "/x")
 		if in.PID != be.cmd.Process.Pid {
 			t.Errorf("%s: served by pid %d, want %d", host, in.PID, be.cmd.Process.Pid)
 		}
+		deployWantUser(t, in.PID, "nobody")
 	}
 }
 
 func TestDeployNginxLive(t *testing.T) {
-	for _, prefix := range []string{"", "/blog"} {
-		t.Run("prefix="+prefix, func(t *testing.T) {
+	for _, tc := range []struct{ prefix, user string }{{"", "www-data"}, {"/blog", "nobody"}} {
+		t.Run("prefix="+tc.prefix, func(t *testing.T) {
 			dir := peer.Dir(t)
-			be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
 			port := peer.FreePort(t)
-			conf := deployOut(t, "nginx", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
-			srv := peer.Nginx(t, conf, "return 404;") // the harness's own server is unused
-			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, prefix)
+			conf := deployOut(t, "nginx", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", tc.prefix, "--user", tc.user)
+			be := deployRunPrinted(t, conf)[0]
+			srv := peer.NginxAs(t, "www-data", conf, "return 404;") // the harness's own server is unused
+			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, tc.prefix)
 			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
-			deployWant(t, url, in, "external", prefix, "/x/y")
+			deployWant(t, url, in, "external", tc.prefix, "/x/y")
 			if in.QueryString != "q=1" {
 				t.Errorf("query_string %q", in.QueryString)
 			}
+			deployWantUser(t, in.PID, tc.user)
+			// Started as root, running as the user: touching the binary
+			// still restarts it in place, on the same socket, as that user.
+			bin := strings.Trim(startLineRe.FindStringSubmatch(conf)[2], "'")
+			now := time.Now()
+			if err := os.Chtimes(bin, now, now); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for again := in; again.Started == in.Started; {
+				if time.Now().After(deadline) {
+					t.Fatalf("no restart within 20s of touch\n%s", be.out.String())
+				}
+				time.Sleep(20 * time.Millisecond) // polling for the restart
+				again = deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
+				if again.PID != in.PID {
+					t.Fatalf("restart changed the pid %d → %d", in.PID, again.PID)
+				}
+			}
+			deployWantUser(t, in.PID, tc.user)
 		})
 	}
 }
 
+// Caddy runs as Debian's caddy user, which the package puts in group
+// www-data.
 func TestDeployCaddyLive(t *testing.T) {
 	caddy := peer.Need(t, "caddy")[0]
+	deployNeedRoot(t)
+	cu, err := user.Lookup("caddy")
+	if err != nil {
+		t.Fatalf("Debian's caddy package creates the caddy user: %v", err)
+	}
 	dir := peer.Dir(t)
-	be := deployBackend(t, dir, "unix:"+filepath.Join(dir, "mysite.sock"))
 	port := peer.FreePort(t)
 	conf := deployOut(t, "caddy", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	be := deployRunPrinted(t, conf)[0]
 	cdir := t.TempDir()
 	file := filepath.Join(cdir, "Caddyfile")
 	os.WriteFile(file, []byte(conf), 0o644)
+	cred := deployCredential(t, cu)
+	if err := os.Chown(cdir, int(cred.Uid), int(cred.Gid)); err != nil {
+		t.Fatal(err)
+	}
 	env := append(os.Environ(), "HOME="+cdir, "XDG_DATA_HOME="+cdir, "XDG_CONFIG_HOME="+cdir)
 	v := exec.Command(caddy, "validate", "--config", file, "--adapter", "caddyfile")
 	v.Env = env
@@ -322,25 +555,47 @@ func TestDeployCaddyLive(t *testing.T) {
 	}
 	run := exec.Command(caddy, "run", "--config", file, "--adapter", "caddyfile")
 	run.Env = env
+	run.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cp := deployStart(t, run)
 	deployWaitDial(t, cp, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	in := deployInfo(t, fmt.Sprintf("http://127.0.0.1:%d/x/y", port), "", func() string { return cp.out.String() + be.out.String() })
 	deployWant(t, "caddy", in, "external", "", "/x/y")
+	deployWantUser(t, in.PID, "www-data")
 }
 
-// HAProxy's fcgi-app over two backends: both answer.
+// deployCredential is u's identity with its supplementary groups, for
+// running a web server as u.
+func deployCredential(t *testing.T, u *user.User) *syscall.Credential {
+	t.Helper()
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	gids, err := u.GroupIds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gids {
+		n, _ := strconv.Atoi(g)
+		cred.Groups = append(cred.Groups, uint32(n))
+	}
+	return cred
+}
+
+// HAProxy's fcgi-app over two backends, each started by its printed
+// command: both answer.
 func TestDeployHAProxyLive(t *testing.T) {
 	haproxy := peer.Need(t, "haproxy")[0]
 	dir := peer.Dir(t)
 	addrs := []string{fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t))}
-	pids := map[int]bool{}
-	for _, a := range addrs {
-		d := filepath.Join(dir, strings.ReplaceAll(a, ":", "_"))
-		os.Mkdir(d, 0o755)
-		pids[deployBackend(t, d, a).cmd.Process.Pid] = true
-	}
 	port := peer.FreePort(t)
 	conf := deployOut(t, "haproxy", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--backends", strings.Join(addrs, ","))
+	pids := map[int]bool{}
+	for _, be := range deployRunPrinted(t, conf) {
+		pids[be.cmd.Process.Pid] = true
+	}
+	if len(pids) != 2 {
+		t.Fatalf("%d start commands, want one per backend:\n%s", len(pids), conf)
+	}
 	file := filepath.Join(t.TempDir(), "haproxy.cfg")
 	os.WriteFile(file, []byte(conf), 0o644)
 	if out, err := exec.Command(haproxy, "-c", "-f", file).CombinedOutput(); err != nil {
@@ -391,17 +646,16 @@ func TestDeploySystemdUnits(t *testing.T) {
 	units := deploySplitUnits(t, out)
 	udir := t.TempDir()
 	for name, text := range units {
-		os.WriteFile(filepath.Join(udir, name), []byte(text), 0o644)
-	}
-	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
-		cmd := exec.Command(analyze, "verify", filepath.Join(udir, "mysite.socket"), filepath.Join(udir, "mysite.service"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		if err := os.WriteFile(filepath.Join(udir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	} else {
-		t.Log("systemd-analyze not installed: units not verified")
 	}
-	activate := peer.Need(t, "systemd-socket-activate")[0]
+	tools := peer.Need(t, "systemd-analyze", "systemd-socket-activate")
+	analyze, activate := tools[0], tools[1]
+	verify := exec.Command(analyze, "verify", filepath.Join(udir, "mysite.socket"), filepath.Join(udir, "mysite.service"))
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
 	exec0 := regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindStringSubmatch(units["mysite.service"])
 	listen := regexp.MustCompile(`(?m)^ListenStream=(.*)$`).FindStringSubmatch(units["mysite.socket"])
 	if exec0 == nil || listen == nil || strings.Fields(exec0[1])[0] != bin {
@@ -464,6 +718,12 @@ func TestDeployInitScript(t *testing.T) {
 	}
 	if out, err := run("status"); err != nil || !strings.Contains(out, "is running") {
 		t.Errorf("status after start: %v %q", err, out)
+	}
+	// The web server's group (www-data) may connect.
+	if fi, err := os.Lstat(sock); err != nil {
+		t.Error(err)
+	} else if g, err := user.LookupGroupId(strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Gid))); err != nil || g.Name != "www-data" || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket group %v (%v) mode %04o; want www-data 0660", g, err, fi.Mode().Perm())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -23,7 +23,7 @@ import (
 // djangoProject creates a real Django project (Debian's python3-django) with
 // a migrated database, collected static files and a superuser, owned by
 // www-data so that Apache's children can run it.
-func djangoProject(t *testing.T) (project string) {
+func djangoProject(t testing.TB) (project string) {
 	t.Helper()
 	peer.Need(t, "/usr/bin/python3", "django-admin", "gunicorn")
 	project = filepath.Join(peer.Dir(t), "project")
@@ -57,7 +57,8 @@ func djangoProject(t *testing.T) (project string) {
 
 func djangoToml(project, extra string) string {
 	return fmt.Sprintf(`[app]
-command = ["gunicorn", "--bind", "unix:{socket}", "--workers", "2", "mysite.wsgi"]
+command = ["gunicorn", "--bind", "unix:{socket}", "--workers", "2", "--proxy-protocol", "mysite.wsgi"]
+proxy_protocol = true
 workdir = %q
 %s
 [static]

@@ -100,12 +100,13 @@ func usage(name string) string {
   %[1]s                            started by a web server: serves the site (FastCGI or CGI)
   %[1]s serve --http ADDR          local preview over HTTP
   %[1]s serve --listen ADDR [--protocol fcgi|scgi|ajp]
-                                   an external server (ADDR: host:port or unix:/path)
+                                   an external server (ADDR: host:port or unix:/path;
+                                   "serve --help" lists the socket's owner, group, mode and --user)
   %[1]s runfcgi [key=value …]      Django's runfcgi options ("runfcgi help" lists them)
   %[1]s stop pidfile=PATH          stop a runfcgi daemon and wait for it
   %[1]s deploy [TARGET]            print a web server configuration (no TARGET: list them)
   %[1]s install DIR                put this binary, a mysite.toml and .htaccess into DIR
-  %[1]s check [DIR]                diagnose a site's setup
+  %[1]s check [DIR] [--url URL]    diagnose a site's setup (--url: also ask the live site)
   %[1]s version
 `, name)
 }

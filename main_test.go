@@ -60,7 +60,7 @@ func install(t testing.TB, dir, name string) string {
 	return dst
 }
 
-// infoJSON is the info page's JSON (the keys DESIGN.md promises).
+// infoJSON is the info page's JSON: the keys the README promises.
 type infoJSON struct {
 	PID            int    `json:"pid"`
 	Mode           string `json:"mode"`
@@ -114,7 +114,7 @@ RewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]
 
 // sharedHost starts Apache + mod_fcgid as a shared host would run it:
 // AllowOverride All, ExecCGI, the site's .htaccess doing the rest.
-func sharedHost(t *testing.T, docroot string, extra string) *peer.Server {
+func sharedHost(t testing.TB, docroot string, extra string) *peer.Server {
 	t.Helper()
 	return peer.Apache(t, []string{"fcgid", "rewrite"}, fmt.Sprintf(`
 DocumentRoot %[1]s

@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 export PATH=$PATH:/usr/local/go/bin:/usr/sbin
 # The tests run against real web servers. As root with apt-get, install the
 # missing ones; otherwise the tests that need them skip (in CI they fail).
-peers="apache2 libapache2-mod-fcgid apache2-suexec-pristine apache2-dev nginx lighttpd haproxy libfcgi-bin libfcgi-dev php-fpm php-cgi python3-django gunicorn wrk spawn-fcgi caddy"
+peers="apache2 libapache2-mod-fcgid apache2-suexec-pristine apache2-dev nginx lighttpd haproxy libfcgi-bin libfcgi-dev php-fpm php-cgi python3-django gunicorn wrk spawn-fcgi caddy systemd"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=
   for p in $peers; do
@@ -23,7 +23,26 @@ fi
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
 go vet ./...
-go test -race -count=1 -timeout 20m ./...
+# -v so that skips are visible; the progress lines of passing tests are
+# filtered out, everything else (failures, logs, package results) is shown.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+go test -race -count=1 -timeout 20m -v ./... >"$log" 2>&1 || status=$?
+grep -vE '^ *(=== (RUN|PAUSE|CONT|NAME)|--- PASS)' "$log" || true
+# Every skip with its reason. Under CI=true a skip is a failure (a peer the
+# tests need is missing, or a case is not run), except a fuzz seed that a
+# target itself rejects as out of scope.
+skips=$(awk '/^ *--- SKIP/ {print; s=1; next} s && /^    / && !/--- (PASS|FAIL)/ {print; next} {s=0}' "$log")
+if [ -n "$skips" ]; then
+  echo "skipped:"
+  echo "$skips"
+  if [ "${CI:-}" = true ] && echo "$skips" | grep -E -- '--- SKIP' | grep -vqE -- '--- SKIP: Fuzz[^ ]*/'; then
+    echo "tests were skipped under CI=true"
+    status=1
+  fi
+fi
+[ "$status" = 0 ] || exit "$status"
 # Fuzz targets: a fixed number of inputs each (FUZZTIME=50000x by default,
 # 2-12 s per target here). A count, not a duration: with a duration, Go
 # 1.26's fuzz coordinator can fail a clean run with "context deadline

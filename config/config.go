@@ -38,11 +38,18 @@ type App struct {
 	Upstream string            `toml:"upstream"`
 	Workdir  string            `toml:"workdir"` // "" = the config file's directory
 	Env      map[string]string `toml:"env"`     // extra environment for the child
+	// EnvFile is a file of KEY=VALUE lines added to the child's environment
+	// (Env wins on a clash), for secrets kept out of the document root: an
+	// absolute path or "~/..." (the account's home). It must be ours and
+	// private (ReadEnvFile). "" = none.
+	EnvFile string `toml:"env_file"`
 	// EnvAllow names variables of our own environment passed to the child in
 	// addition to the built-in allow-list (PATH, HOME, LANG, …).
 	EnvAllow []string `toml:"env_allow"`
-	// ReadyPath, when set, must answer a GET with a status below 500 before
-	// requests are forwarded. "" = accepting connections is enough.
+	// ReadyPath is asked (GET) of a new instance before any request is
+	// forwarded to it, and must answer below 500. "" = "/" is asked and any
+	// answer counts: accepting a connection is not enough (gunicorn listens
+	// before its workers have loaded the app).
 	ReadyPath    string   `toml:"ready_path"`
 	ReadyTimeout Duration `toml:"ready_timeout"` // 0 = 30s
 	StopGrace    Duration `toml:"stop_grace"`    // SIGTERM→SIGKILL; 0 = 10s
@@ -56,6 +63,17 @@ type App struct {
 	// PassHeaders lets X-Sendfile / X-Accel-* response headers from the app
 	// through to the web server. Off by default.
 	PassSendfile bool `toml:"pass_sendfile"`
+	// StripPrefix sends the app the path below the mount prefix (/mysite/a
+	// arrives as /a), for apps that know nothing of SCRIPT_NAME, and puts
+	// the prefix back on Location headers that point into the site and on
+	// cookie paths. false
+	// = the full path plus SCRIPT_NAME and X-Forwarded-Prefix headers.
+	StripPrefix bool `toml:"strip_prefix"`
+	// ProxyProtocol starts every connection to the app with a PROXY
+	// protocol v1 line naming the client (gunicorn --proxy-protocol sets
+	// REMOTE_ADDR from it); such connections are not reused for other
+	// requests. false = plain HTTP (the client is in X-Forwarded-For).
+	ProxyProtocol bool `toml:"proxy_protocol"`
 }
 
 // Server holds how we serve: the prefix repair, recycling, restart watching,
@@ -100,6 +118,25 @@ type Server struct {
 	Errlog      string `toml:"errlog"`
 	Debug       bool   `toml:"debug"`
 	Secret      string `toml:"secret"` // AJP secret; "" = not required
+
+	// Listen sets who may connect to the unix socket (php-fpm's
+	// listen.owner, listen.group, listen.mode; written listen.owner = "…"
+	// under [server]). Empty = the socket is ours, mode from umask.
+	Listen SocketListen `toml:"listen"`
+	// ChownSocket ("user", "user:group", ":group") and ChmodSocket ("660")
+	// are uWSGI's spellings of the same; set one spelling, not both.
+	ChownSocket string `toml:"chown-socket"`
+	ChmodSocket string `toml:"chmod-socket"`
+	// User is who the server runs as once its socket exists (it starts as
+	// root); "" = whoever starts it.
+	User string `toml:"user"`
+}
+
+// SocketListen is the owner, group and mode of the server's unix socket.
+type SocketListen struct {
+	Owner string `toml:"owner"` // user name or ID; "" = the server's user
+	Group string `toml:"group"` // group name or ID; "" = the server's group
+	Mode  string `toml:"mode"`  // octal ("0660"); "" = 0660 with owner or group, else from umask
 }
 
 // Limits bound what one peer can make us hold. Zero means the default.
@@ -229,6 +266,9 @@ func (c *Config) validate(data []byte) error {
 	if a.Upstream != "" && !strings.HasPrefix(a.Upstream, "http://") && !strings.HasPrefix(a.Upstream, "unix:") {
 		return bad("app.upstream", "want http://host:port or unix:/path, got %q", a.Upstream)
 	}
+	if a.EnvFile != "" && !filepath.IsAbs(a.EnvFile) && !strings.HasPrefix(a.EnvFile, "~/") {
+		return bad("app.env_file", "want an absolute path or ~/...: a relative one would lie beside the config, where the web server can serve it")
+	}
 	if a.ReadyPath != "" && !strings.HasPrefix(a.ReadyPath, "/") {
 		return bad("app.ready_path", "must start with /")
 	}
@@ -255,6 +295,9 @@ func (c *Config) validate(data []byte) error {
 	default:
 		return bad("server.method", "want prefork or threaded, got %q", c.Server.Method)
 	}
+	if err := c.Server.validateSocket(bad); err != nil {
+		return err
+	}
 	if c.Server.MaxRequests < 0 {
 		return bad("server.maxrequests", "must not be negative")
 	}
@@ -267,6 +310,32 @@ func (c *Config) validate(data []byte) error {
 		}
 		if len(c.Server.StatusToken) < 16 {
 			return bad("server.status_path", "needs server.status_token, at least 16 characters (the status is for operators only)")
+		}
+	}
+	return nil
+}
+
+// validateSocket checks the socket's owner, group and mode keys.
+func (s Server) validateSocket(bad func(key, format string, args ...any) error) error {
+	for _, km := range [][2]string{{"server.listen.mode", s.Listen.Mode}, {"server.chmod-socket", s.ChmodSocket}} {
+		key, mode := km[0], km[1]
+		if mode == "" {
+			continue
+		}
+		if n, err := strconv.ParseUint(mode, 8, 32); err != nil || n == 0 || n > 0o777 {
+			return bad(key, "want octal permission bits between 1 and 0777, like \"0660\", got %q", mode)
+		}
+	}
+	if s.ChmodSocket != "" && s.Listen.Mode != "" {
+		return bad("server.chmod-socket", "set server.listen.mode or server.chmod-socket, not both")
+	}
+	if c := s.ChownSocket; c != "" {
+		owner, group, _ := strings.Cut(c, ":")
+		if owner == "" && group == "" || strings.ContainsAny(owner+group, ": \t") {
+			return bad("server.chown-socket", "want \"user\", \"user:group\" or \":group\", got %q", c)
+		}
+		if s.Listen.Owner != "" || s.Listen.Group != "" {
+			return bad("server.chown-socket", "set server.listen.owner/group or server.chown-socket, not both")
 		}
 	}
 	return nil
@@ -351,10 +420,11 @@ func lineOf(data []byte, k toml.Key) int {
 var known = []string{
 	"app", "static", "server", "limits",
 	"command", "upstream", "workdir", "env", "env_allow", "ready_path", "ready_timeout",
-	"stop_grace", "timeout", "log", "runtime_dir", "idle_stop", "pass_sendfile",
+	"stop_grace", "timeout", "log", "runtime_dir", "idle_stop", "pass_sendfile", "strip_prefix", "proxy_protocol",
 	"force_script_name", "maxrequests", "watch", "poll_interval", "grace", "protocol",
 	"host", "port", "socket", "method", "maxchildren", "minspare", "maxspare",
 	"daemonize", "pidfile", "umask", "outlog", "errlog", "debug", "secret",
+	"listen", "owner", "group", "mode", "chown-socket", "chmod-socket", "user",
 	"max_params_bytes", "max_header_bytes", "max_reqs_per_conn", "max_conns",
 	"max_body_bytes", "header_timeout", "idle_timeout", "request_timeout",
 }

@@ -28,6 +28,12 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"status without token", "[server]\nping_path = \"/ping\"\nstatus_path = \"/status\"\n", 3, "server.status_path", "status_token"},
 		{"status with a short token", "[server]\nstatus_path = \"/s\"\nstatus_token = \"short\"\n", 2, "server.status_path", "at least 16"},
 		{"ping path", "[server]\nping_path = \"ping\"\n", 2, "server.ping_path", "must start with /"},
+		{"socket mode not octal", "[server]\nsocket = \"/x\"\nlisten.mode = \"0999\"\n", 3, "server.listen.mode", "octal"},
+		{"socket mode too wide", "[server]\nchmod-socket = \"4770\"\n", 2, "server.chmod-socket", "between 1 and 0777"},
+		{"both mode spellings", "[server]\nlisten.mode = \"0660\"\nchmod-socket = \"660\"\n", 3, "server.chmod-socket", "not both"},
+		{"chown-socket form", "[server]\nchown-socket = \"a:b:c\"\n", 2, "server.chown-socket", "user:group"},
+		{"both owner spellings", "[server]\nlisten.group = \"www-data\"\nchown-socket = \":www-data\"\n", 3, "server.chown-socket", "not both"},
+		{"unknown listen key", "[server]\nlisten.onwer = \"www-data\"\n", 2, "server.listen.onwer", `did you mean "owner"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,6 +69,10 @@ force_script_name = ""
 maxrequests = 100
 max_lifetime = "1h"
 daemonize = false
+user = "alice"
+listen.owner = "alice"
+listen.group = "www-data"
+listen.mode = "0660"
 
 [limits]
 max_body_bytes = 1048576
@@ -75,6 +85,9 @@ slow_request = "5s"
 		c.App.StopGrace.Seconds() != 3 || c.Server.MaxRequests != 100 || c.Limits.MaxBodyBytes != 1<<20 ||
 		c.Server.MaxLifetime.Hours() != 1 || c.Limits.SlowRequest.Seconds() != 5 {
 		t.Fatalf("decoded %+v", c)
+	}
+	if l := c.Server.Listen; c.Server.User != "alice" || l.Owner != "alice" || l.Group != "www-data" || l.Mode != "0660" {
+		t.Fatalf("socket keys decoded as user %q listen %+v", c.Server.User, l)
 	}
 	if c.Server.ForceScriptName == nil || *c.Server.ForceScriptName != "" {
 		t.Fatal(`force_script_name = "" must be set-and-empty, not unset`)

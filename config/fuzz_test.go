@@ -42,3 +42,44 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEnvFile: any bytes as an env file never panic; an error names the file
+// and a line in it; what parses has valid names and no NUL, and written back
+// in double quotes parses to the same variables.
+func FuzzEnvFile(f *testing.F) {
+	for _, s := range []string{
+		"", "A=1\n", "# c\nexport B='x y'\nC=\"a\\\"b\\n\"\n", "K=\"open\n", "1=2\n", "A=1\nA=2\n", "x\r\ny=\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, err := ParseEnvFile("/h/app.env", data)
+		if err != nil {
+			var ce *Error
+			if !errors.As(err, &ce) || ce.File != "/h/app.env" {
+				t.Fatalf("error without the file: %v", err)
+			}
+			if lines := strings.Count(string(data), "\n") + 1; ce.Line < 1 || ce.Line > lines {
+				t.Fatalf("line %d outside the %d-line file: %v", ce.Line, lines, err)
+			}
+			return
+		}
+		var b strings.Builder
+		for k, v := range env {
+			if !validEnvName(k) || strings.IndexByte(v, 0) >= 0 {
+				t.Fatalf("parsed %q=%q", k, v)
+			}
+			r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\t", `\t`, "$", `\$`)
+			b.WriteString(k + "=\"" + r.Replace(v) + "\"\n")
+		}
+		back, err := ParseEnvFile("/h/app.env", []byte(b.String()))
+		if err != nil || len(back) != len(env) {
+			t.Fatalf("written back %q: %v", b.String(), err)
+		}
+		for k, v := range env {
+			if back[k] != v {
+				t.Fatalf("%s: %q written back reads %q", k, v, back[k])
+			}
+		}
+	})
+}

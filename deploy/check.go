@@ -3,20 +3,15 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/handler"
 	"github.com/fcgishim/fcgishim/reload"
 )
 
@@ -35,9 +31,20 @@ type CheckOptions struct {
 	SelfTest string
 	// Timeout bounds the self-test; 0 = 60s.
 	Timeout time.Duration
-	Color   bool                // ANSI colors for the marks (a terminal)
-	Getenv  func(string) string // for PATH and the runtime directory; nil = os.Getenv
-	Out     io.Writer
+	Color   bool // ANSI colors for the marks (a terminal)
+	// Getenv is the login shell's environment, to say where a command the
+	// web server cannot find is; nil = os.Getenv.
+	Getenv func(string) string
+	// Suexec says whether the web server runs the site through suEXEC:
+	// "on", "off", or "" = guess from the host's Apache config.
+	Suexec string
+	// SuexecBin is the suEXEC helper; "" = /usr/lib/apache2/suexec.
+	SuexecBin string
+	// ApacheDir is the web server's config; "" = /etc/apache2.
+	ApacheDir string
+	// URL, when set, is requested for the live probe (check --url).
+	URL string
+	Out io.Writer
 }
 
 // Marks of a checklist line.
@@ -52,10 +59,12 @@ const (
 type Report struct{ Failed, Warned int }
 
 type checker struct {
-	o   CheckOptions
-	r   Report
-	dir string
-	bin string
+	o      CheckOptions
+	r      Report
+	dir    string
+	bin    string
+	suexec suexecUse // whether and how suEXEC runs the site
+	env    siteEnv   // what the web server gives mysite.fcgi
 }
 
 func (c *checker) line(mark, msg, fix string) {
@@ -84,6 +93,42 @@ func (c *checker) warn(msg, fix string)         { c.line(markWarn, msg, fix) }
 // Check prints a checklist for the site in o.Dir, one line per item with a
 // fix under each failure, ending with a request through the FastCGI stack.
 func Check(ctx context.Context, o CheckOptions) Report {
+	c := newChecker(o)
+	o = c.o
+	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
+	dirOK := c.checkDir()
+	binOK := c.checkBinary(dirOK)
+	c.checkSuexec()
+	cfg := c.checkConfig()
+	if cfg != nil {
+		c.checkApp(cfg)
+		c.checkSecrets(cfg)
+		c.checkStatic(cfg)
+	}
+	c.checkHtaccess()
+	c.checkWatch(cfg)
+	if cfg != nil {
+		c.checkRuntimeDir(cfg)
+		c.checkLiveApp(cfg)
+	}
+	c.info("uploads: under mod_fcgid, request bodies above FcgidMaxRequestLen (128 KiB by default) get a 500 before reaching the app; POST a file to the site and read body_bytes on the info page to see your host's limit")
+	if cfg != nil {
+		c.selfTest(ctx, binOK)
+	} else {
+		c.warn("self-test skipped: the config does not load", "fix the config error above, then run check again")
+	}
+	if o.URL != "" {
+		c.probe(ctx, cfg)
+	} else {
+		c.info("live probe: not run; to see what visitors get, run check again with --url %s", c.guessURL())
+	}
+	fmt.Fprintf(o.Out, "%d failed, %d warnings\n", c.r.Failed, c.r.Warned)
+	return c.r
+}
+
+// newChecker fills o's defaults and learns how the web server will run the
+// site (suEXEC or not, and the environment it gives).
+func newChecker(o CheckOptions) *checker {
 	if o.Name == "" {
 		o.Name = "mysite.fcgi"
 	}
@@ -101,27 +146,9 @@ func Check(ctx context.Context, o CheckOptions) Report {
 		dir = o.Dir
 	}
 	c := &checker{o: o, dir: dir, bin: filepath.Join(dir, o.Name)}
-	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
-	dirOK := c.checkDir()
-	binOK := c.checkBinary(dirOK)
-	cfg := c.checkConfig()
-	if cfg != nil {
-		c.checkApp(cfg)
-		c.checkStatic(cfg)
-	}
-	c.checkHtaccess()
-	c.checkWatch(cfg)
-	if cfg != nil {
-		c.checkRuntimeDir(cfg)
-	}
-	c.info("uploads: under mod_fcgid, request bodies above FcgidMaxRequestLen (128 KiB by default) get a 500 before reaching the app; POST a file to the site and read body_bytes on the info page to see your host's limit")
-	if cfg != nil {
-		c.selfTest(ctx, binOK)
-	} else {
-		c.warn("self-test skipped: the config does not load", "fix the config error above, then run check again")
-	}
-	fmt.Fprintf(o.Out, "%d failed, %d warnings\n", c.r.Failed, c.r.Warned)
-	return c.r
+	c.suexec = c.detectSuexec()
+	c.env = c.serverEnv()
+	return c
 }
 
 func owner(fi fs.FileInfo) (uid int, ok bool) {
@@ -174,7 +201,7 @@ func (c *checker) checkBinary(dirOK bool) bool {
 		c.warn(fmt.Sprintf("binary %s is not executable by others (mode %04o): fine under suEXEC, a 403/500 when the web server runs as its own user", c.bin, perm),
 			"chmod 755 "+shellQuote(c.bin))
 	}
-	if dfi, err := os.Stat(c.dir); err == nil && dirOK {
+	if dfi, err := os.Stat(c.dir); err == nil && dirOK && !c.suexec.on { // under suEXEC: checkSuexec
 		bu, ok1 := owner(fi)
 		du, ok2 := owner(dfi)
 		if ok1 && ok2 && bu != du {
@@ -236,24 +263,68 @@ func (c *checker) checkApp(cfg *config.Config) {
 			"create it or fix app.workdir")
 		return
 	}
-	prog := a.Command[0]
-	var path string
-	var err error
+	c.checkCommand(cfg, workdir, c.checkEnvFile(cfg))
+	c.info("the app's environment: %s, plus [app] env; set what it needs there (HOME, LANG, ...)", c.env.desc)
+}
+
+// checkCommand looks the app's program up as the supervisor will: with
+// [app] env's PATH, else the PATH the web server gives. A program found
+// only in the login shell's PATH (~/.local/bin, where pip install --user
+// puts gunicorn) fails, naming the file and what to write instead.
+func (c *checker) checkCommand(cfg *config.Config, workdir string, fileVars map[string]string) {
+	prog := cfg.App.Command[0]
+	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, "command"), cfg.File)
 	if strings.ContainsRune(prog, '/') {
-		path = prog
+		path := prog
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(workdir, prog)
 		}
-		err = isExecutable(path)
-	} else {
-		path, err = lookPath(prog, c.o.Getenv("PATH"))
-	}
-	if err != nil {
-		c.fail(fmt.Sprintf("app command %q: %v (line %d of %s)", prog, err, lineOfKey(cfg.File, "command"), cfg.File),
-			"install it, or give its full path in app.command (the web server's PATH is short: /usr/local/bin:/usr/bin:/bin)")
+		if err := isExecutable(path); err != nil {
+			c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line), "install it, or fix the path in app.command")
+			return
+		}
+		c.ok("app command %s found, workdir %s", path, workdir)
 		return
 	}
-	c.ok("app command %s found (%s), workdir %s", prog, path, workdir)
+	pathEnv, from := c.env.getenv("PATH"), c.env.desc
+	if p, ok := fileVars["PATH"]; ok {
+		pathEnv, from = p, "[app] env_file sets PATH="+p
+	}
+	if p, ok := cfg.App.Env["PATH"]; ok {
+		pathEnv, from = p, "[app] env sets PATH="+p
+	}
+	path, err := lookPath(prog, pathEnv)
+	if err == nil {
+		c.ok("app command %s found (%s) with the PATH the app gets (%s), workdir %s", prog, path, pathEnv, workdir)
+		return
+	}
+	if login, lerr := lookPath(prog, c.o.Getenv("PATH")); lerr == nil {
+		c.fail(fmt.Sprintf("app command %q is %s in your login shell's PATH, but the app gets PATH=%s (%s): the site would answer \"the app's command was not found\" (%s)", prog, login, pathEnv, from, line),
+			fmt.Sprintf("give the full path: command = [%q, ...]; or add its directory: [app] env = { PATH = \"%s:%s\" }", login, filepath.Dir(login), c.env.getenv("PATH")))
+		return
+	}
+	c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line),
+		"install it, or give its full path in app.command (the app gets PATH="+pathEnv+")")
+}
+
+// checkSecrets warns when the config, in the site's public directory,
+// holds [app] env values: one rule missing in .htaccess and they are served.
+func (c *checker) checkSecrets(cfg *config.Config) {
+	if len(cfg.App.Env) == 0 || cfg.File == "" || !within(evalOr(cfg.File), evalOr(c.dir)) {
+		return
+	}
+	names := make([]string, 0, len(cfg.App.Env))
+	for k := range cfg.App.Env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	home := c.suexec.target.home
+	if home == "" {
+		home = "/home/you"
+	}
+	c.warn(fmt.Sprintf("%s is in the public directory %s and holds [app] env values (%s, line %d): if the web server ever serves it, they are public",
+		filepath.Base(cfg.File), c.dir, strings.Join(names, ", "), lineOfKey(cfg.File, "env")),
+		fmt.Sprintf("move secrets to a file outside the document root: [app] env_file = %q (KEY=value lines, chmod 600)", filepath.Join(home, ".config", strings.TrimSuffix(c.o.Name, filepath.Ext(c.o.Name))+".env")))
 }
 
 func isExecutable(path string) error {
@@ -331,83 +402,99 @@ func (c *checker) checkHtaccess() {
 		c.fail(fmt.Sprintf(".htaccess: %v", err), "make it readable")
 		return
 	}
-	ext := filepath.Ext(c.o.Name)
-	var handler string
-	handlerLine, ruleLine, loopLine := 0, 0, 0
-	engine := false
+	c.reportHtaccess(path, scanHtaccess(string(b), c.o.Name))
+}
+
+// htaccessScan is what scanHtaccess found; line numbers are 1-based, 0 =
+// not found.
+type htaccessScan struct {
+	handler                         string
+	handlerLine, ruleLine, loopLine int
+	engine                          bool
+}
+
+// scanHtaccess finds the handler that applies to name, RewriteEngine On,
+// the first rewrite to name, and whether that rewrite can loop.
+func scanHtaccess(text, name string) htaccessScan {
+	var s htaccessScan
 	files := "" // the <Files> section we are in
 	var conds []string
-	for i, raw := range strings.Split(string(b), "\n") {
+	for i, raw := range strings.Split(text, "\n") {
 		l := strings.TrimSpace(raw)
-		if strings.HasPrefix(l, "#") || l == "" {
-			continue
-		}
-		if m := reFiles.FindStringSubmatch(l); m != nil {
-			files = m[2]
-			continue
-		}
-		if strings.HasPrefix(strings.ToLower(l), "</files") {
+		switch m := reHandler.FindStringSubmatch(l); {
+		case strings.HasPrefix(l, "#") || l == "":
+		case reFiles.MatchString(l):
+			files = reFiles.FindStringSubmatch(l)[2]
+		case strings.HasPrefix(strings.ToLower(l), "</files"):
 			files = ""
-			continue
-		}
-		if m := reHandler.FindStringSubmatch(l); m != nil && handlerLine == 0 {
-			applies := false
-			if strings.EqualFold(m[1], "SetHandler") {
-				applies = files == "" || files == c.o.Name || matchFiles(files, c.o.Name)
-			} else {
-				for _, e := range strings.Fields(m[3]) {
-					if e == ext || "."+strings.TrimPrefix(e, ".") == ext {
-						applies = true
-					}
-				}
+		case m != nil:
+			if s.handlerLine == 0 && handlerApplies(m, files, name) {
+				s.handler, s.handlerLine = m[2], i+1
 			}
-			if applies {
-				handler, handlerLine = m[2], i+1
-			}
-			continue
-		}
-		if reEngine.MatchString(l) {
-			engine = true
-			continue
-		}
-		if m := reCond.FindStringSubmatch(l); m != nil {
+		case reEngine.MatchString(l):
+			s.engine = true
+		case reCond.MatchString(l):
+			m := reCond.FindStringSubmatch(l)
 			conds = append(conds, m[1]+" "+m[2])
-			continue
-		}
-		if m := reRule.FindStringSubmatch(l); m != nil {
-			pattern, target := m[1], m[2]
-			if strings.Contains(target, c.o.Name) && ruleLine == 0 {
-				ruleLine = i + 1
-				guarded := false
-				for _, cd := range conds {
-					if strings.Contains(cd, "REQUEST_FILENAME") && strings.HasPrefix(strings.Fields(cd)[1], "!-f") ||
-						strings.Contains(cd, c.o.Name) && strings.Contains(cd, "!") {
-						guarded = true
-					}
-				}
-				if re, err := regexp.Compile(pattern); !guarded && err == nil && re.MatchString(c.o.Name+"/x") {
-					loopLine = i + 1
+		case reRule.MatchString(l):
+			m := reRule.FindStringSubmatch(l)
+			if strings.Contains(m[2], name) && s.ruleLine == 0 {
+				s.ruleLine = i + 1
+				if re, err := regexp.Compile(m[1]); !guarded(conds, name) && err == nil && re.MatchString(name+"/x") {
+					s.loopLine = i + 1
 				}
 			}
 			conds = nil
 		}
 	}
+	return s
+}
+
+// handlerApplies: SetHandler applies in no <Files> section or in one that
+// matches name; AddHandler when it lists name's extension.
+func handlerApplies(m []string, files, name string) bool {
+	if strings.EqualFold(m[1], "SetHandler") {
+		return files == "" || files == name || matchFiles(files, name)
+	}
+	ext := filepath.Ext(name)
+	for _, e := range strings.Fields(m[3]) {
+		if e == ext || "."+strings.TrimPrefix(e, ".") == ext {
+			return true
+		}
+	}
+	return false
+}
+
+// guarded reports whether the conditions keep a rewrite to name from
+// rewriting name itself.
+func guarded(conds []string, name string) bool {
+	for _, cd := range conds {
+		if strings.Contains(cd, "REQUEST_FILENAME") && strings.HasPrefix(strings.Fields(cd)[1], "!-f") ||
+			strings.Contains(cd, name) && strings.Contains(cd, "!") {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *checker) reportHtaccess(path string, s htaccessScan) {
+	ext := filepath.Ext(c.o.Name)
 	switch {
-	case handlerLine == 0:
+	case s.handlerLine == 0:
 		c.fail(fmt.Sprintf("%s has no AddHandler/SetHandler for %s: the web server sends the binary as a download or a 403", path, c.o.Name),
 			c.o.Name+" install "+shellQuote(c.dir)+" (adds the fcgishim block), or add: AddHandler fcgid-script "+ext)
 	default:
-		c.ok(".htaccess line %d: handler %s for %s", handlerLine, handler, c.o.Name)
+		c.ok(".htaccess line %d: handler %s for %s", s.handlerLine, s.handler, c.o.Name)
 	}
 	switch {
-	case ruleLine == 0 || !engine:
+	case s.ruleLine == 0 || !s.engine:
 		c.warn(fmt.Sprintf("%s has no RewriteEngine On + RewriteRule to %s: only URLs naming %s reach the app", path, c.o.Name, c.o.Name),
 			"add: RewriteEngine On / RewriteCond %{REQUEST_FILENAME} !-f / RewriteRule ^(.*)$ "+c.o.Name+"/$1 [QSA,L]")
-	case loopLine != 0:
-		c.fail(fmt.Sprintf("%s line %d rewrites %s to itself: a rewrite loop (500, \"too many internal redirects\")", path, loopLine, c.o.Name),
+	case s.loopLine != 0:
+		c.fail(fmt.Sprintf("%s line %d rewrites %s to itself: a rewrite loop (500, \"too many internal redirects\")", path, s.loopLine, c.o.Name),
 			"put RewriteCond %{REQUEST_FILENAME} !-f on the line before it")
 	default:
-		c.ok(".htaccess line %d: rewrite to %s, guarded against a loop", ruleLine, c.o.Name)
+		c.ok(".htaccess line %d: rewrite to %s, guarded against a loop", s.ruleLine, c.o.Name)
 	}
 }
 
@@ -458,44 +545,19 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// runtimeDir mirrors the handler's choice of the app's private directory:
-// [app] runtime_dir, else $XDG_RUNTIME_DIR/fcgishim-<hash>,
-// $HOME/.cache/fcgishim/<hash> or $TMPDIR/fcgishim-<uid>-<hash>, the first
-// short enough for a unix socket path.
+// runtimeDir is the handler's one rule for the app's private directory.
 func runtimeDir(cfg *config.Config, getenv func(string) string) string {
-	if cfg.App.RuntimeDir != "" {
-		return cfg.Resolve(cfg.App.RuntimeDir)
-	}
-	abs, err := filepath.Abs(cfg.File)
-	if err != nil {
-		abs = cfg.File
-	}
-	sum := sha256.Sum256([]byte(abs))
-	hash := hex.EncodeToString(sum[:6])
-	var cands []string
-	if x := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
-		cands = append(cands, filepath.Join(x, "fcgishim-"+hash))
-	}
-	if h := getenv("HOME"); filepath.IsAbs(h) {
-		cands = append(cands, filepath.Join(h, ".cache", "fcgishim", hash))
-	}
-	tmp := getenv("TMPDIR")
-	if !filepath.IsAbs(tmp) {
-		tmp = "/tmp"
-	}
-	for _, d := range cands {
-		if len(d) <= 90 {
-			return d
-		}
-	}
-	return filepath.Join(tmp, "fcgishim-"+strconv.Itoa(os.Getuid())+"-"+hash)
+	return handler.RuntimeDir(cfg, getenv)
 }
 
 func (c *checker) checkRuntimeDir(cfg *config.Config) {
 	if len(cfg.App.Command) == 0 {
 		return
 	}
-	d := runtimeDir(cfg, c.o.Getenv)
+	d := runtimeDir(cfg, c.env.getenv)
+	if uid, who := c.siteUID(); uid >= 0 && uid != os.Geteuid() {
+		c.info("runtime directory: the site runs as %s (uid %d) and check as uid %d; the directory below is where check's user would keep it: run check as uid %d to see the site's", who, uid, os.Geteuid(), uid)
+	}
 	fi, err := os.Lstat(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(d)
@@ -528,117 +590,6 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 		c.fail("runtime directory "+d+" is not writable", "chmod 700 "+shellQuote(d))
 	default:
 		c.ok("runtime directory %s: private (0700) and writable", d)
-	}
-}
-
-// selfTest starts the binary as a FastCGI server on a private unix socket
-// and sends it one request through our own FastCGI client.
-func (c *checker) selfTest(ctx context.Context, binOK bool) {
-	bin := c.o.SelfTest
-	if bin == "" {
-		bin = c.bin
-		if !binOK {
-			c.warn("self-test skipped: "+c.bin+" cannot run", "fix the binary first")
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-	defer cancel()
-	tmp, err := os.MkdirTemp("", "fcgishim-check-")
-	if err != nil {
-		c.fail("self-test: "+err.Error(), "make $TMPDIR writable")
-		return
-	}
-	defer os.RemoveAll(tmp)
-	sock := filepath.Join(tmp, "s.sock")
-	cmd := exec.Command(bin, "serve", "--listen", "unix:"+sock, "--protocol", "fcgi", "--config", c.configPath())
-	cmd.Dir = c.dir
-	stderr := &limitedWriter{n: 64 << 10}
-	cmd.Stderr, cmd.Stdout = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// A supervisor the server starts for [app] detaches but inherits the
-	// output pipe: do not wait for it to close.
-	cmd.WaitDelay = time.Second
-	start := time.Now()
-	fmt.Fprintf(c.o.Out, "       self-test: starting %s serve on %s ...\n", filepath.Base(bin), sock)
-	if err := cmd.Start(); err != nil {
-		c.fail("self-test: start "+bin+": "+err.Error(), "chmod 755 "+shellQuote(bin))
-		return
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	}()
-
-	// Wait for the socket, showing progress every second.
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	lastShown := time.Now()
-	for {
-		conn, err := net.Dial("unix", sock)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			c.fail(fmt.Sprintf("self-test: %s exited before listening (%v): %s", filepath.Base(bin), err, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 to see the error")
-			return
-		case <-ctx.Done():
-			c.fail(fmt.Sprintf("self-test: no socket after %s", c.o.Timeout), "run "+bin+" serve --http 127.0.0.1:8000 to see what it does")
-			return
-		case <-tick.C:
-		}
-		if time.Since(lastShown) >= time.Second {
-			lastShown = time.Now()
-			fmt.Fprintf(c.o.Out, "       self-test: waiting for the socket (%.0fs) ...\n", time.Since(start).Seconds())
-		}
-	}
-	fmt.Fprintf(c.o.Out, "       self-test: sending GET / ...\n")
-	t0 := time.Now()
-	type result struct {
-		resp *Response
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := FastCGIGet(ctx, "unix", sock, "/", http.Header{"Accept": {"application/json, text/html;q=0.9"}})
-		done <- result{resp, err}
-	}()
-	var res result
-	for waiting := true; waiting; {
-		select {
-		case res = <-done:
-			waiting = false
-		case <-time.After(time.Second): // progress only; the deadline is ctx
-			fmt.Fprintf(c.o.Out, "       self-test: waiting for the app to answer (%.0fs) ...\n", time.Since(t0).Seconds())
-		}
-	}
-	took := time.Since(t0).Round(time.Millisecond)
-	switch {
-	case res.err != nil:
-		c.fail(fmt.Sprintf("self-test: GET / through FastCGI: %v after %s: %s", res.err, took, lastLines(stderr.String(), 3)), "run "+bin+" serve --http 127.0.0.1:8000 and open it to see the error")
-	case res.resp.Status >= 500:
-		c.fail(fmt.Sprintf("self-test: GET / through FastCGI answered %d %s in %s: %s | log: %s", res.resp.Status, http.StatusText(res.resp.Status), took, firstLine(res.resp.Body), lastLines(stderr.String(), 1)),
-			"read the app's error above, or run "+bin+" serve --http 127.0.0.1:8000")
-	default:
-		what := ""
-		var in struct {
-			Version string `json:"version"`
-			Mode    string `json:"mode"`
-		}
-		if json.Unmarshal(res.resp.Body, &in) == nil && in.Version != "" {
-			what = ", the info page of version " + in.Version
-		}
-		c.ok("self-test: GET / through FastCGI answered %d %s in %s%s", res.resp.Status, http.StatusText(res.resp.Status), took, what)
 	}
 }
 

@@ -202,9 +202,14 @@ func ConfigTemplate(name string) string {
 
 # The app, started once and shared by every copy of ` + name + `:
 # [app]
-# command = ["gunicorn", "--bind", "unix:{socket}", "mysite.wsgi"]  # {socket} / {port} are filled in
+# command = ["gunicorn", "--bind", "unix:{socket}", "--proxy-protocol", "mysite.wsgi"]  # {socket} / {port} are filled in
+# proxy_protocol = true   # with gunicorn's --proxy-protocol: the app sees the visitor's address
 # workdir = "/home/user/myproject"
 # env = { DJANGO_SETTINGS_MODULE = "mysite.settings" }
+# Secrets (passwords, API keys) do not belong in this file: it lies in a
+# public directory that other users on the machine can often read. Put
+# KEY=VALUE lines in a file in your home, chmod 600, and name it here:
+# env_file = "~/.config/` + strings.TrimSuffix(name, filepath.Ext(name)) + `.env"
 # Or an app that is already running:
 # upstream = "http://127.0.0.1:8000"
 

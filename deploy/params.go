@@ -39,9 +39,13 @@ type Params struct {
 	// Static maps URL prefixes (as the app sees them) to directories, as
 	// [static] in mysite.toml does; the web server serves them directly.
 	Static map[string]string
-	// User runs the external server (systemd, init script); "" = www-data
-	// for systemd, the invoking user for the init script.
+	// User runs the external server; "" = www-data (as Debian's php-fpm
+	// pool does), except for the init script, where "" = whoever runs it.
 	User string
+	// WebGroup is the group the external server's unix socket is given to
+	// (mode 0660), so the web server can connect; "" = the target's own
+	// (www-data; haproxy for HAProxy).
+	WebGroup string
 }
 
 // Site is one lighttpd virtual host.
@@ -108,9 +112,40 @@ func (p Params) Addr() string {
 // HostPort is Host:Port.
 func (p Params) HostPort() string { return joinHostPort(p.Host, p.Port) }
 
-// ServeCommand is the command line that runs the external server.
-func (p Params) ServeCommand() string {
-	return shellQuote(p.Binary()) + " serve --listen " + shellQuote(p.Addr()) + " --protocol fcgi"
+// RunUser is who runs the external server.
+func (p Params) RunUser() string {
+	if p.User == "" {
+		return "www-data"
+	}
+	return p.User
+}
+
+// ServeCommand is the command line, run by root, that starts the external
+// server on addr ("unix:/path" or host:port): it switches to RunUser once it
+// listens, and gives a unix socket to group with mode 0660.
+func (p Params) ServeCommand(addr, group string) string {
+	cmd := shellQuote(p.Binary()) + " serve --listen " + shellQuote(addr) + " --protocol fcgi --user " + shellQuote(p.RunUser())
+	if strings.HasPrefix(addr, "unix:") {
+		cmd += " --listen-group " + shellQuote(group) + " --listen-mode 0660"
+	}
+	return cmd
+}
+
+// RunfcgiCommand is ServeCommand in runfcgi's spelling, as Django's guide
+// started the server: threaded, in the foreground.
+func (p Params) RunfcgiCommand(addr, group string) string {
+	cmd := shellQuote(p.Binary()) + " runfcgi method=threaded"
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		cmd += " " + shellQuote("socket="+path)
+	} else {
+		i := strings.LastIndex(addr, ":")
+		cmd += " " + shellQuote("host="+strings.Trim(addr[:i], "[]")) + " port=" + addr[i+1:]
+	}
+	cmd += " daemonize=false " + shellQuote("user="+p.RunUser())
+	if strings.HasPrefix(addr, "unix:") {
+		cmd += " " + shellQuote("listen.group="+group) + " listen.mode=0660"
+	}
+	return cmd
 }
 
 // BackendAddrs are the external servers: Backends, or the one of Socket or

@@ -129,6 +129,41 @@ func TestTargetContents(t *testing.T) {
 	}
 }
 
+// Every target in front of an external server says who runs what and gives
+// a start command whose socket the named web server can use.
+func TestTargetsSayWhoRunsTheServer(t *testing.T) {
+	unix := Params{Dir: "/srv/s"}
+	const sock = "serve --listen unix:/srv/s/mysite.sock --protocol fcgi --user www-data --listen-group www-data --listen-mode 0660"
+	cases := []struct {
+		target string
+		p      Params
+		want   []string
+	}{
+		{"nginx", unix, []string{"nginx's workers run as www-data", "app server as www-data", "#   /srv/s/mysite.fcgi " + sock + "\n"}},
+		{"lighttpd", unix, []string{"lighttpd runs as www-data", "#   /srv/s/mysite.fcgi " + sock + "\n"}},
+		{"caddy", unix, []string{"Caddy runs as caddy, a member of www-data", "#   /srv/s/mysite.fcgi " + sock + "\n"}},
+		{"apache-proxy-fcgi", unix, []string{"Apache's children run as www-data", "#   /srv/s/mysite.fcgi " + sock + "\n"}},
+		{"apache-fastcgi-external", unix, []string{"#   /srv/s/mysite.fcgi runfcgi method=threaded socket=/srv/s/mysite.sock daemonize=false user=www-data listen.group=www-data listen.mode=0660\n",
+			"FastCGIExternalServer /srv/s/mysite.fcgi -socket /srv/s/mysite.sock"}},
+		{"apache-fastcgi-external", Params{Dir: "/srv/s", Port: 3033}, []string{"#   /srv/s/mysite.fcgi runfcgi method=threaded host=127.0.0.1 port=3033 daemonize=false user=www-data\n"}},
+		{"nginx", Params{Dir: "/srv/s", User: "ann", WebGroup: "web"}, []string{"app server as ann", "--user ann --listen-group web --listen-mode 0660\n"}},
+		{"haproxy", Params{Dir: "/srv/s"}, []string{"HAProxy runs as haproxy", "--user www-data --listen-group haproxy --listen-mode 0660\n", "server mysite1 /srv/s/mysite.sock"}},
+		{"haproxy", Params{Dir: "/srv/s", Backends: []string{"127.0.0.1:1", "127.0.0.1:2"}}, []string{"One server per address",
+			"#   /srv/s/mysite.fcgi serve --listen 127.0.0.1:1 --protocol fcgi --user www-data\n", "#   /srv/s/mysite.fcgi serve --listen 127.0.0.1:2 --protocol fcgi --user www-data\n"}},
+		{"lighttpd", Params{Sites: []Site{{"a", "/x/a"}, {"b", "/x/b/"}}}, []string{"#   /x/a/mysite.fcgi serve --listen unix:/x/a/mysite.sock", "#   /x/b/mysite.fcgi serve --listen unix:/x/b/mysite.sock"}},
+	}
+	for _, tc := range cases {
+		out, err := Render(tc.target, tc.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		containsInOrder(t, tc.target, out, tc.want...)
+		if strings.Contains(out, "need not exist") {
+			t.Errorf("%s: says the binary it starts need not exist", tc.target)
+		}
+	}
+}
+
 func TestStaticDirsAreServedByTheWebServer(t *testing.T) {
 	p := Params{Dir: "/srv/s", Prefix: "/app", Static: map[string]string{"/static/": "/srv/s/static", "media": "/srv/s/media/"}}
 	want := map[string][]string{

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,12 +36,19 @@ type app struct {
 	exe        string // absolute path of our binary, started as the supervisor
 	configPath string // absolute
 	dir        string // runtime dir; "" with an upstream
+	dirID      uint64 // its inode when we prepared it (under mu)
 	upstream   string // "unix:/p" or "tcp:host:port" for [app] upstream
 	timeout    time.Duration
 	ready      time.Duration
 	logPath    string // [app] log: the supervisor's stderr; "" = ours
 
 	pool connPool // idle connections to the app
+
+	// siteHost is the Host of the first request we forwarded: the
+	// supervisor we start sends it with its readiness request, so an app
+	// that checks Host (Django's ALLOWED_HOSTS) answers it as it would a
+	// visitor, instead of logging (and mailing) a DisallowedHost error.
+	siteHost atomic.Pointer[string]
 
 	mu        sync.Mutex
 	clients   *lockFile // our shared lock on clients.lock, once registered
@@ -110,11 +120,12 @@ func newApp(o Options) (*app, error) {
 		if a.exe, err = filepath.Abs(a.exe); err != nil {
 			return nil, err
 		}
-		a.dir = runtimeDir(c.Resolve(c.App.RuntimeDir), a.configPath, os.Getenv)
+		a.dir = RuntimeDir(c, os.Getenv)
 		a.statePath = filepath.Join(a.dir, fileState)
 		if err := prepareRuntimeDir(a.dir); err != nil {
 			return nil, err
 		}
+		a.dirID = dirIdentity(a.dir)
 		a.logPath = c.Resolve(c.App.Log)
 	}
 	return a, nil
@@ -137,6 +148,10 @@ func (a *app) Close(context.Context) error {
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if a.siteHost.Load() == nil && r.Host != "" && validHost(r.Host) {
+		h := r.Host
+		a.siteHost.CompareAndSwap(nil, &h)
+	}
 	target, err := a.target(ctx)
 	if err != nil {
 		a.unavailable(w, r, err)
@@ -173,7 +188,7 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upConn, *http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		var uc *upConn
-		if attempt == 0 {
+		if attempt == 0 && !a.cfg.ProxyProtocol {
 			uc = a.pool.get(target, !o.replayable())
 		}
 		if uc == nil {
@@ -182,6 +197,9 @@ func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upC
 				return nil, nil, err
 			}
 			uc = newUpConn(c, target)
+			if a.cfg.ProxyProtocol {
+				writeProxyLine(uc.bw, o.in)
+			}
 		}
 		res, err := a.exchange(ctx, uc, o)
 		if err == nil {
@@ -271,6 +289,9 @@ func (a *app) finish(uc *upConn, reusable bool) {
 	if uc.stop != nil && !uc.stop() {
 		reusable = false // the request's context ended: the deadline is spent
 	}
+	if a.cfg.ProxyProtocol {
+		reusable = false // the connection names one client
+	}
 	uc.stop = nil
 	if reusable {
 		a.pool.put(uc)
@@ -296,6 +317,21 @@ func (a *app) copyResponse(w http.ResponseWriter, r *http.Request, uc *upConn, r
 			continue
 		}
 		dst[k] = vs
+	}
+	if a.cfg.StripPrefix {
+		prefix := RequestOf(r).ScriptName
+		for _, k := range []string{"Location", "Content-Location"} {
+			if v := dst.Get(k); v != "" {
+				dst.Set(k, prefixLocation(v, prefix, r.Host))
+			}
+		}
+		if cs := dst["Set-Cookie"]; len(cs) > 0 {
+			out := make([]string, len(cs))
+			for i, c := range cs {
+				out[i] = prefixCookiePath(c, prefix)
+			}
+			dst["Set-Cookie"] = out
+		}
 	}
 	w.WriteHeader(res.StatusCode)
 	var rc *http.ResponseController
@@ -502,9 +538,11 @@ func (a *app) target(ctx context.Context) (string, error) {
 }
 
 // hostFor names an instance: a new instance is a new host, so pooled
-// connections to a replaced one are never reused for new requests.
+// connections to a replaced one are never reused for new requests. The
+// supervisor's pid is part of it: a new supervisor (after its runtime
+// directory was re-created) numbers its instances from 1 again.
 func (a *app) hostFor(s *state) string {
-	host := "app-" + strconv.Itoa(s.Instance)
+	host := "app-" + strconv.Itoa(s.Supervisor) + "-" + strconv.Itoa(s.Instance)
 	a.mu.Lock()
 	if a.addrs[host] != s.Addr {
 		if len(a.addrs) > 0 {
@@ -574,6 +612,11 @@ func (a *app) await(ctx context.Context, avoid string) (*state, error) {
 	wait := 5 * time.Millisecond
 	var startErr error
 	for {
+		if renewed, err := a.ensureDir(); err != nil {
+			return nil, err
+		} else if renewed {
+			avoid = "" // a new supervisor may well reuse the old address
+		}
 		if ok, err := a.register(); err != nil {
 			return nil, err
 		} else if ok {
@@ -610,6 +653,32 @@ func (a *app) await(ctx context.Context, avoid string) (*state, error) {
 			wait = min(wait*2, 50*time.Millisecond)
 		}
 	}
+}
+
+// ensureDir re-creates the runtime directory when it was removed or
+// replaced since we prepared it (a cleaner of /tmp or ~/.cache, a person).
+// Our registration and the state we read belong to the old one: they are
+// dropped, so the wait that follows starts a supervisor in the new one. The
+// old supervisor sees its directory gone and stops its app. It reports
+// whether it re-created the directory.
+func (a *app) ensureDir() (bool, error) {
+	id := dirIdentity(a.dir)
+	a.mu.Lock()
+	same := id != 0 && id == a.dirID
+	a.mu.Unlock()
+	if same {
+		return false, nil
+	}
+	if err := prepareRuntimeDir(a.dir); err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	a.dirID = dirIdentity(a.dir)
+	a.clients.close()
+	a.clients, a.cached = nil, nil
+	a.mu.Unlock()
+	a.logOnce("runtime dir", "the app's runtime directory %s was removed: re-created it", a.dir)
+	return true, nil
 }
 
 // alive reports whether pid exists (it may belong to another user).
@@ -663,6 +732,9 @@ func (a *app) startSupervisor(ctx context.Context) error {
 	}
 	env := appEnv(os.Environ(), a.cfg.EnvAllow, nil)
 	env = append(env, envRuntimeDir+"="+a.dir, envExecutable+"="+a.exe)
+	if h := a.siteHost.Load(); h != nil {
+		env = append(env, envReadyHost+"="+*h)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, a.exe, "_supervise", "--config", a.configPath)
@@ -709,4 +781,134 @@ func (a *app) dial(ctx context.Context, host string) (net.Conn, error) {
 	a.hostFor(s)
 	network, address := splitAddr(s.Addr)
 	return d.DialContext(ctx, network, address)
+}
+
+// appURL is the path the app is sent: the full path the client asked for,
+// or with [app] strip_prefix the path below the mount prefix ("/" for the
+// mount itself). The client's escaping is kept where it still applies.
+func (a *app) appURL(in *http.Request, req *Request) url.URL {
+	full := req.ScriptName + req.PathInfo
+	if !a.cfg.StripPrefix || req.ScriptName == "" {
+		u := url.URL{Path: full}
+		if full == in.URL.Path {
+			u.RawPath = in.URL.RawPath
+		}
+		return u
+	}
+	u := url.URL{Path: req.PathInfo}
+	switch {
+	case req.PathInfo == in.URL.Path: // the front end had stripped it already
+		u.RawPath = in.URL.RawPath
+	case full == in.URL.Path:
+		u.RawPath = stripRawPrefix(in.URL.RawPath, req.ScriptName)
+	}
+	if u.Path == "" {
+		u.Path, u.RawPath = "/", ""
+	}
+	return u
+}
+
+// stripRawPrefix removes from an escaped path the segments that unescape
+// to prefix; "" (use the unescaped path) when it cannot tell where they end.
+func stripRawPrefix(raw, prefix string) string {
+	for i := 1; i <= len(raw); i++ {
+		if i < len(raw) && raw[i] != '/' {
+			continue
+		}
+		if p, err := url.PathUnescape(raw[:i]); err == nil && p == prefix {
+			return raw[i:]
+		}
+	}
+	return ""
+}
+
+// prefixLocation puts the mount prefix back on a Location (or
+// Content-Location) from an app that was sent stripped paths, when it points
+// into the site: a path ("/next/") or an absolute URL on the request's host.
+// Relative references already resolve under the prefix; one that is already
+// under the prefix, or on another host, is left as it is.
+func prefixLocation(v, prefix, host string) string {
+	if prefix == "" {
+		return v
+	}
+	under := func(p string) bool {
+		return p == prefix || strings.HasPrefix(p, prefix+"/") || strings.HasPrefix(p, prefix+"?") || strings.HasPrefix(p, prefix+"#")
+	}
+	if strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "//") {
+		if under(v) {
+			return v
+		}
+		return prefix + v
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.User != nil || host == "" || !strings.EqualFold(u.Host, host) {
+		return v
+	}
+	head := len(u.Scheme) + len("://") + len(u.Host)
+	if len(v) < head || !strings.EqualFold(v[len(u.Scheme)+3:head], u.Host) {
+		return v
+	}
+	rest := v[head:]
+	if rest == "" || rest[0] == '?' || rest[0] == '#' {
+		rest = "/" + rest
+	}
+	if under(rest) {
+		return v
+	}
+	return v[:head] + prefix + rest
+}
+
+// prefixCookiePath puts the mount prefix in front of the Path attribute of
+// a Set-Cookie value from an app that was sent stripped paths (Path=/a
+// becomes Path=/mysite/a, Path=/ becomes Path=/mysite/), so the browser sends
+// the cookie back to the pages the app meant, and only to this site.
+func prefixCookiePath(c, prefix string) string {
+	if prefix == "" {
+		return c
+	}
+	parts := strings.Split(c, ";")
+	for i, p := range parts[1:] {
+		name, val, ok := strings.Cut(p, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), "path") {
+			continue
+		}
+		v := strings.TrimSpace(val)
+		if !strings.HasPrefix(v, "/") || v == prefix || strings.HasPrefix(v, prefix+"/") {
+			continue
+		}
+		if v == "/" {
+			v = ""
+		}
+		parts[i+1] = name + "=" + prefix + v
+		if v == "" {
+			parts[i+1] += "/"
+		}
+	}
+	return strings.Join(parts, ";")
+}
+
+// writeProxyLine starts a connection to the app with a PROXY protocol v1
+// header naming the client of in, for apps (gunicorn --proxy-protocol) that
+// take REMOTE_ADDR from it. Nothing is written for a client address that is
+// not an IP (a unix-socket front end): the app sees no address, as without.
+func writeProxyLine(w *bufio.Writer, in *http.Request) {
+	host, port, err := net.SplitHostPort(in.RemoteAddr)
+	if err != nil {
+		host, port = in.RemoteAddr, "0"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return
+	}
+	ip = ip.WithZone("").Unmap()
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
+		port = "0"
+	} else {
+		port = strconv.FormatUint(p, 10)
+	}
+	if ip.Is4() {
+		fmt.Fprintf(w, "PROXY TCP4 %s 127.0.0.1 %s 0\r\n", ip, port)
+	} else {
+		fmt.Fprintf(w, "PROXY TCP6 %s ::1 %s 0\r\n", ip, port)
+	}
 }

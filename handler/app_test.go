@@ -66,11 +66,18 @@ func newTestSite(t *testing.T, switches, extra string) *testSite {
 // forces the mount prefix /mysite, served by an httptest server.
 func (s *testSite) handler() (*Site, *httptest.Server) {
 	s.t.Helper()
+	return s.handlerOf(os.Args[0])
+}
+
+// handlerOf is handler with exe as our binary (the one started as the
+// supervisor).
+func (s *testSite) handlerOf(exe string) (*Site, *httptest.Server) {
+	s.t.Helper()
 	cfg, err := config.Load(s.cfgPath)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	site, err := New(Options{Config: cfg, Process: &Process{}, Executable: os.Args[0]})
+	site, err := New(Options{Config: cfg, Process: &Process{}, Executable: exe})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -609,6 +616,9 @@ func TestProxyUploadMemoryBounded(t *testing.T) {
 	getEcho(t, req)
 	var before, after runtimeMem
 	before.read()
+	if before.sys == 0 {
+		t.Fatal("cannot read VmRSS from /proc/self/status: the bound would be unmeasured")
+	}
 	const size = 256 << 20
 	stop := make(chan struct{})
 	peak := make(chan uint64)
@@ -719,5 +729,248 @@ func TestProxyOversizedResponseHeaders_RESP05(t *testing.T) {
 		if c.want == 502 && (len(resp.Header.Values("Set-Cookie")) != 0 || !strings.Contains(string(b), "too large")) {
 			t.Errorf("%s: 502 page leaks headers or says nothing: %v %.200s", c.query, resp.Header, b)
 		}
+	}
+}
+
+// Traffic goes to a new instance only once it has answered the readiness
+// request (sent with the site's Host): an app that listens at once but needs a while before it can
+// answer (gunicorn's workers importing Django) gets no visitor's request
+// during that while, neither at the first start nor after a restart.
+func TestReadyMeansAnswered(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "warm=1s", "")
+	_, srv := s.handler()
+	get := func() echo {
+		req, _ := http.NewRequest("GET", srv.URL+"/mysite/page", nil)
+		req.Header.Set("User-Agent", "visitor")
+		e, _ := getEcho(t, req)
+		return e
+	}
+	first := get()
+	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
+	eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
+	b, _ := os.ReadFile(s.events)
+	colds := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "cold ") {
+			continue
+		}
+		colds++
+		if !strings.HasPrefix(l, "cold "+readyUserAgent+" ") {
+			t.Errorf("a request reached an app still warming up: %q", l)
+		}
+		// The probe carries the site's Host, as a visitor would (an app
+		// checking it, like Django's ALLOWED_HOSTS, must not see a stranger).
+		if host := strings.TrimPrefix(srv.URL, "http://"); !strings.HasPrefix(l, "cold "+readyUserAgent+" "+host+" /") {
+			t.Errorf("readiness request %q does not carry the site's Host %s", l, host)
+		}
+	}
+	if colds < 2 {
+		t.Errorf("%d readiness requests waited for the warm-up, want one per start (2): %q", colds, b)
+	}
+}
+
+// copyFile writes a copy of src to dst by a rename, as an upload would.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst+".new", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".new", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// supervisorRuns reads the state and reports whether it names a ready
+// app and a supervisor running the binary at exe (not a deleted one).
+func supervisorRuns(runDir, exe string) (*state, bool) {
+	st, err := readState(runDir)
+	if err != nil || st.Status != statusReady {
+		return st, false
+	}
+	link, err := os.Readlink("/proc/" + strconv.Itoa(st.Supervisor) + "/exe")
+	return st, err == nil && link == exe
+}
+
+// mv new mysite.fcgi: the supervisor that runs afterwards is the new
+// binary (not the deleted old one), the app is replaced once, and no
+// request fails meanwhile.
+func TestBinaryUpgradeRunsNewSupervisor(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	exe := filepath.Join(s.dir, "mysite.fcgi")
+	copyFile(t, os.Args[0], exe)
+	_, srv := s.handlerOf(exe)
+	get := func() (echo, error) {
+		resp, err := http.Get(srv.URL + "/mysite/")
+		if err != nil {
+			return echo{}, err
+		}
+		defer resp.Body.Close()
+		var e echo
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return e, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		}
+		return e, json.Unmarshal(body, &e)
+	}
+	first, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, ok := supervisorRuns(s.runDir, exe)
+	if !ok {
+		t.Fatalf("before the upgrade the supervisor does not run %s: %+v", exe, old)
+	}
+	// Requests all along, one at a time, until the test has seen enough.
+	stop, done := make(chan struct{}), make(chan []error)
+	go func() {
+		var errs []error
+		for {
+			select {
+			case <-stop:
+				done <- errs
+				return
+			default:
+			}
+			if _, err := get(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}()
+	copyFile(t, os.Args[0], exe)
+	var now *state
+	eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
+		var ok bool
+		now, ok = supervisorRuns(s.runDir, exe)
+		return ok && now.Supervisor != old.Supervisor
+	})
+	eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
+		return !alive(old.Supervisor) || isZombie(old.Supervisor)
+	})
+	close(stop)
+	for _, err := range <-done {
+		t.Errorf("request during the upgrade: %v", err)
+	}
+	if e, err := get(); err != nil || e.PID == first.PID || e.PID != now.PID {
+		t.Errorf("after the upgrade the app pid is %d (%v), want the new supervisor's app %d, not %d", e.PID, err, now.PID, first.PID)
+	}
+	if n := len(s.startPIDs()); n != 2 {
+		t.Errorf("%d app starts for one upgrade, want 2:\n%s", n, s.logText())
+	}
+}
+
+// The restart rule of the copies (package reload) holds for the
+// supervisor too: a deleted binary is no change; a later restart.txt
+// replaces the app once.
+func TestDeletedBinaryIsNoChange(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	exe := filepath.Join(s.dir, "mysite.fcgi")
+	copyFile(t, os.Args[0], exe)
+	_, srv := s.handlerOf(exe)
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
+	first, _ := getEcho(t, req)
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	// A non-event has no moment to wait for: watch the app for longer than
+	// the watcher's debounce and several supervisor ticks.
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		if e, _ := getEcho(t, req); e.PID != first.PID {
+			t.Fatalf("deleting the binary replaced the app (pid %d, then %d)", first.PID, e.PID)
+		}
+	}
+	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
+	eventually(t, 20*time.Second, "a new app pid", func() bool {
+		e, _ := getEcho(t, req)
+		return e.PID != first.PID
+	})
+	if n := len(s.startPIDs()); n != 2 {
+		t.Errorf("%d app starts for a deleted binary and one restart.txt, want 2:\n%s", n, s.logText())
+	}
+}
+
+// [app] strip_prefix through the proxy: the app gets the path below the
+// mount with the client's escaping, no SCRIPT_NAME header (gunicorn would
+// take it for "the path starts with this"), X-Forwarded-Prefix still; a
+// Location and a cookie path it sends come back under the mount.
+func TestProxyStripPrefix(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "strip_prefix = true\n")
+	_, srv := s.handler()
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/a%2Fb/c?x=1", nil)
+	e, _ := getEcho(t, req)
+	if e.URI != "/a%2Fb/c?x=1" {
+		t.Errorf("request URI = %q, want /a%%2Fb/c?x=1", e.URI)
+	}
+	if v, ok := e.Header["Script_name"]; ok {
+		t.Errorf("SCRIPT_NAME header reached a stripped app: %q", v)
+	}
+	if got := e.Header.Get("X-Forwarded-Prefix"); got != "/mysite" {
+		t.Errorf("X-Forwarded-Prefix = %q, want /mysite", got)
+	}
+	req, _ = http.NewRequest("GET", srv.URL+"/mysite/", nil)
+	if e, _ = getEcho(t, req); e.URI != "/" {
+		t.Errorf("the mount itself: request URI %q, want /", e.URI)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(srv.URL + "/mysite/headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// The test app answers /headers with Location /mysite/next/ (already
+	// under the mount: kept), cookies a (Path=/mysite: kept) and b (none).
+	if got := resp.Header.Get("Location"); got != "/mysite/next/" {
+		t.Errorf("Location = %q", got)
+	}
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 2 || got[0] != "a=1; Path=/mysite; HttpOnly" || got[1] != "b=2" {
+		t.Errorf("Set-Cookie = %q", got)
+	}
+	// An app that knows nothing of the mount redirects to /login and sets
+	// a cookie for Path=/: both are meant for the site.
+	resp, err = c.Get(srv.URL + "/mysite/redirect?to=/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Location"); resp.StatusCode != 302 || got != "/mysite/login" {
+		t.Errorf("redirect: %d Location %q, want 302 to /mysite/login", resp.StatusCode, got)
+	}
+	if got := resp.Header.Get("Set-Cookie"); got != "c=3; Path=/mysite/" {
+		t.Errorf("Set-Cookie = %q, want c=3; Path=/mysite/", got)
+	}
+}
+
+// A new binary that cannot run as the supervisor (here a program that
+// exits at once, as one built for another processor would fail) is logged;
+// the running supervisor stays and replaces the app itself.
+func TestBinaryUpgradeThatCannotRun(t *testing.T) {
+	t.Parallel()
+	s := newTestSite(t, "", "")
+	exe := filepath.Join(s.dir, "mysite.fcgi")
+	copyFile(t, os.Args[0], exe)
+	_, srv := s.handlerOf(exe)
+	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
+	first, _ := getEcho(t, req)
+	old, _ := supervisorRuns(s.runDir, exe)
+	broken := filepath.Join(s.dir, "broken")
+	os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	copyFile(t, broken, exe)
+	eventually(t, 20*time.Second, "a new app pid", func() bool {
+		e, _ := getEcho(t, req)
+		return e.PID != first.PID
+	})
+	st, err := readState(s.runDir)
+	if err != nil || st.Supervisor != old.Supervisor {
+		t.Errorf("state %+v (%v): want the old supervisor %d still in charge", st, err, old.Supervisor)
+	}
+	if !strings.Contains(s.logText(), "binary replaced, but its supervisor exited (exit status 3)") {
+		t.Errorf("log does not say why the new binary was not used:\n%s", s.logText())
 	}
 }

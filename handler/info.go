@@ -20,7 +20,8 @@ type InfoPage struct {
 	Process *Process
 }
 
-// info is the JSON document; its keys are a contract (DESIGN.md).
+// info is the JSON document; its keys are a contract with users (the README
+// lists them), so they are only ever added, never renamed.
 type info struct {
 	PID            int     `json:"pid"`
 	Mode           string  `json:"mode"`

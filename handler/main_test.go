@@ -51,7 +51,10 @@ func TestMain(m *testing.M) {
 }
 
 // testApp is the child app. switches (comma separated): crash-at-start,
-// slow-start=DUR, hang (never listens), ignore-term, noisy (floods stderr).
+// slow-start=DUR, hang (never listens), ignore-term, noisy (floods stderr),
+// warm=DUR (listens at once but holds requests until DUR after its start,
+// like gunicorn whose workers are still importing the app; each request
+// that had to wait appends "cold USER-AGENT HOST PATH" to $TEST_EVENTS).
 // On start it appends its pid to $TEST_STARTS; on SIGTERM it appends
 // "term PID" to $TEST_EVENTS.
 func testApp(switches, addr string) {
@@ -93,7 +96,11 @@ func testApp(switches, addr string) {
 		fmt.Fprintln(os.Stderr, "listen:", err)
 		os.Exit(2)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(testAppServe)}
+	var h http.Handler = http.HandlerFunc(testAppServe)
+	if d, ok := sw["warm"]; ok {
+		h = warming(h, d)
+	}
+	srv := &http.Server{Handler: h}
 	go func() {
 		for range term {
 			if p := os.Getenv("TEST_EVENTS"); p != "" {
@@ -172,6 +179,10 @@ func testAppServe(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprint(w, "big")
 		return
+	case strings.HasSuffix(r.URL.Path, "/redirect"):
+		w.Header().Set("Set-Cookie", "c=3; Path=/")
+		http.Redirect(w, r, q.Get("to"), http.StatusFound)
+		return
 	case strings.HasSuffix(r.URL.Path, "/headers"):
 		h := w.Header()
 		h.Set("X-Sendfile", "/etc/passwd")
@@ -217,3 +228,17 @@ func testClient(configPath string) {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func warming(h http.Handler, d string) http.Handler {
+	dur, _ := time.ParseDuration(d)
+	warm := time.Now().Add(dur)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait := time.Until(warm); wait > 0 {
+			if p := os.Getenv("TEST_EVENTS"); p != "" {
+				appendLine(p, "cold "+r.UserAgent()+" "+r.Host+" "+r.URL.Path)
+			}
+			time.Sleep(wait) // the app's own warm-up under test, not synchronisation
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fcgishim/fcgishim/config"
 )
 
 // The runtime directory is shared by every copy of mysite.fcgi for one
@@ -43,34 +47,80 @@ const (
 // maxSocketPath leaves room for "/app-NNNNNN.sock" within sun_path (108).
 const maxSocketPath = 90
 
-// runtimeDir picks the private directory for configPath: dir when set
-// ([app] runtime_dir), else the first of $XDG_RUNTIME_DIR/fcgishim-<hash>,
-// $HOME/.cache/fcgishim/<hash>, $TMPDIR/fcgishim-<uid>-<hash> that is short
-// enough to hold a unix socket path. getenv is os.Getenv outside tests.
-func runtimeDir(dir, configPath string, getenv func(string) string) string {
-	if dir != "" {
-		return dir
+// RuntimeDir is the one rule for the private directory of the app
+// configured by c, shared by every copy of mysite.fcgi for that config file
+// and by its supervisor (and predicted by `check`): [app] runtime_dir when
+// set, else the first of these that is short enough for a unix socket path
+// and lies in a directory we own:
+//
+//	<home>/.cache/fcgishim/<hash>       home: $HOME, else the password database's
+//	<config dir>/.fcgishim-<name>       beside the config; never served
+//	$TMPDIR/fcgishim-<uid>-<hash>        $TMPDIR or /tmp: the last resort
+//
+// where <hash> comes from the config file's absolute path. suEXEC passes no
+// HOME or TMPDIR, so the home comes from the password database: a shared
+// /tmp is used only when neither our home nor the site directory is ours,
+// because another local user can compute the name and create it first
+// (prepareRuntimeDir then refuses it). $XDG_RUNTIME_DIR is not used: web
+// servers do not pass it, so a copy started from a login shell (or `check`)
+// would pick another directory than the site's, and it vanishes at logout.
+// getenv is os.Getenv outside tests.
+func RuntimeDir(c *config.Config, getenv func(string) string) string {
+	if c.App.RuntimeDir != "" {
+		return c.Resolve(c.App.RuntimeDir)
 	}
+	configPath, err := filepath.Abs(c.File)
+	if err != nil {
+		configPath = c.File
+	}
+	return defaultRuntimeDir(configPath, getenv)
+}
+
+func defaultRuntimeDir(configPath string, getenv func(string) string) string {
 	sum := sha256.Sum256([]byte(configPath))
 	hash := hex.EncodeToString(sum[:6])
-	var cands []string
-	if x := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
-		cands = append(cands, filepath.Join(x, "fcgishim-"+hash))
+	uid := os.Getuid()
+	fits := func(d string) bool { return len(d) <= maxSocketPath }
+	if h := homeDir(getenv); h != "" && ownedBy(h, uid) {
+		if d := filepath.Join(h, ".cache", "fcgishim", hash); fits(d) {
+			return d
+		}
 	}
-	if h := getenv("HOME"); filepath.IsAbs(h) {
-		cands = append(cands, filepath.Join(h, ".cache", "fcgishim", hash))
+	if cd := filepath.Dir(configPath); ownedBy(cd, uid) {
+		name := strings.TrimSuffix(filepath.Base(configPath), filepath.Ext(configPath))
+		if d := filepath.Join(cd, ".fcgishim-"+name); fits(d) {
+			return d
+		}
 	}
 	tmp := getenv("TMPDIR")
 	if !filepath.IsAbs(tmp) {
 		tmp = "/tmp"
 	}
-	last := filepath.Join(tmp, "fcgishim-"+strconv.Itoa(os.Getuid())+"-"+hash)
-	for _, c := range cands {
-		if len(c) <= maxSocketPath {
-			return c
-		}
+	return filepath.Join(tmp, "fcgishim-"+strconv.Itoa(uid)+"-"+hash)
+}
+
+// homeDir is the account's home directory: $HOME when it is an absolute
+// path, else the password database's entry for our uid (os/user
+// reads /etc/passwd without cgo); "" when neither is known.
+func homeDir(getenv func(string) string) string {
+	if h := getenv("HOME"); filepath.IsAbs(h) {
+		return h
 	}
-	return last
+	u, err := user.LookupId(strconv.Itoa(os.Getuid()))
+	if err != nil || !filepath.IsAbs(u.HomeDir) {
+		return ""
+	}
+	return u.HomeDir
+}
+
+// ownedBy reports whether path is a directory (after symlinks) owned by uid.
+func ownedBy(path string, uid int) bool {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == uid
 }
 
 // prepareRuntimeDir creates dir (and its parents) and checks that it is a
@@ -100,6 +150,19 @@ func prepareRuntimeDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+// dirIdentity is the inode of dir, 0 when it cannot be read: a removed and
+// re-created directory has a new one.
+func dirIdentity(dir string) uint64 {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 // lockFile is an open file used only for flock.

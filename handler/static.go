@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -53,9 +52,7 @@ func newStatic(o Options, next http.Handler) (http.Handler, error) {
 		s.deny = append(s.deny, c.Resolve(c.App.Log))
 	}
 	if len(c.App.Command) > 0 && c.File != "" {
-		if abs, err := filepath.Abs(c.File); err == nil {
-			s.runDir = runtimeDir(c.Resolve(c.App.RuntimeDir), abs, os.Getenv)
-		}
+		s.runDir = RuntimeDir(c, os.Getenv)
 	}
 	return s, nil
 }

@@ -2,11 +2,13 @@ package handler
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -20,10 +22,23 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/reload"
 )
 
 // envStage marks the second, detached stage of the supervisor (see Supervise).
 const envStage = "FCGISHIM_SUPERVISE_STAGE"
+
+// envReadyHost is the Host the readiness request carries (the site's, from
+// the copy that started us); "localhost" without it.
+const envReadyHost = "FCGISHIM_READY_HOST"
+
+// envTakeover starts a supervisor that takes over from the one running the
+// previous binary (see handOver); its value is the last instance number used.
+const envTakeover = "FCGISHIM_SUPERVISE_TAKEOVER"
+
+// fileTakeoverLock is held by a supervisor that is waiting to take over,
+// until it holds the supervisor lock: it tells the old one the new binary runs.
+const fileTakeoverLock = "takeover.lock"
 
 // Backoff between failed starts: backoffMin doubling up to backoffMax; an
 // instance that stayed up stableAfter resets the count.
@@ -60,7 +75,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	}
 	dir := os.Getenv(envRuntimeDir)
 	if dir == "" {
-		dir = runtimeDir(cfg.Resolve(cfg.App.RuntimeDir), configPath, os.Getenv)
+		dir = RuntimeDir(cfg, os.Getenv)
 	}
 	if err := prepareRuntimeDir(dir); err != nil {
 		return err
@@ -69,12 +84,31 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	if os.Getenv(envStage) != "detached" {
 		return superviseDetach(ctx, dir, configPath, exe, stderr)
 	}
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return fmt.Errorf("find own executable: %w", err)
+		}
+	}
 	lock, err := openLock(filepath.Join(dir, fileSupervisorLock))
 	if err != nil {
 		return fmt.Errorf("supervisor lock: %w", err)
 	}
 	defer lock.close()
-	if ok, err := lock.try(syscall.LOCK_EX); err != nil || !ok {
+	readyHost := os.Getenv(envReadyHost)
+	if readyHost == "" || !validHost(readyHost) {
+		readyHost = "localhost"
+	}
+	s := &supervisor{
+		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
+		log: stderr, lock: lock,
+		exited: make(chan *instance), readied: make(chan readyEvent),
+		spawn: make(chan func()),
+	}
+	if n, ok := os.LookupEnv(envTakeover); ok {
+		if err := s.takeOver(n); err != nil {
+			return err
+		}
+	} else if ok, err := lock.try(syscall.LOCK_EX); err != nil || !ok {
 		return err // another supervisor runs: nothing to do
 	}
 	clients, err := openLock(filepath.Join(dir, fileClientsLock))
@@ -82,12 +116,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 		return fmt.Errorf("clients lock: %w", err)
 	}
 	defer clients.close()
-	s := &supervisor{
-		dir: dir, configPath: configPath, exe: exe, cfg: cfg,
-		log: stderr, clients: clients,
-		exited: make(chan *instance), readied: make(chan readyEvent),
-		spawn: make(chan func()),
-	}
+	s.clients = clients
 	return s.run(ctx)
 }
 
@@ -138,10 +167,18 @@ func superviseDetach(ctx context.Context, dir, configPath, exe string, stderr io
 // goroutine; other goroutines report through the channels.
 type supervisor struct {
 	dir, configPath, exe string
+	readyHost            string // Host of the readiness request
+	dirID                uint64 // inode of dir; a new one means dir was removed
 	cfg                  *config.Config
 	log                  io.Writer // our own lines
 	out                  *outLog   // the app's output lines
+	lock                 *lockFile // supervisor.lock, held for our life or until handed over
 	clients              *lockFile
+	socks                []string // the unix sockets of our instances
+
+	// inherited: we took over from the supervisor of the previous binary,
+	// whose app serves (and state.json names it) until ours is ready.
+	inherited bool
 
 	exited  chan *instance
 	readied chan readyEvent
@@ -203,60 +240,15 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.logf("%v; app output goes to stderr", err)
 		s.out, _ = newOutLog(config.App{Command: s.cfg.App.Command}, s.log)
 	}
-	s.st = state{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
-	s.save()
+	if !s.inherited {
+		s.st = state{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
+		s.save()
+	}
 	s.cur = s.start()
 
-	idle := s.cfg.App.IdleStop.Duration
-	if idle <= 0 {
-		idle = 15 * time.Second
-	}
-	tick := time.NewTicker(min(max(idle/5, 20*time.Millisecond), time.Second))
-	var idleSince time.Time
-	var reason string
-loop:
-	for {
-		var retry <-chan time.Time
-		if s.retry != nil {
-			retry = s.retry.C
-		}
-		select {
-		case <-ctx.Done():
-			reason = "stopping"
-			break loop
-		case inst := <-s.exited:
-			s.onExit(inst)
-		case ev := <-s.readied:
-			s.onReady(ev)
-		case <-retry:
-			s.retry = nil
-			s.restart()
-		case <-tick.C:
-			ok, err := s.clients.try(syscall.LOCK_EX)
-			if err != nil || !ok {
-				idleSince = time.Time{}
-			} else if idleSince.IsZero() {
-				idleSince = time.Now()
-				s.clients.unlock()
-			} else if time.Since(idleSince) >= idle {
-				// Keep the lock: a copy arriving now waits until we are
-				// gone, then starts a fresh supervisor.
-				reason = "no client left"
-				break loop
-			} else {
-				s.clients.unlock()
-			}
-			if g := s.stampNow(); g != s.gen {
-				if stop := s.changed(g); stop != "" {
-					reason = stop
-					break loop
-				}
-			}
-		}
-	}
-	tick.Stop()
+	reason, succ := s.loop(ctx)
 	s.logf("%s: stopping the app", reason)
-	os.Remove(filepath.Join(s.dir, fileState))
+	moved := s.dirMoved()
 	// Nobody handles reports any more: drain them so their senders finish.
 	stopDrain, drained := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -270,7 +262,17 @@ loop:
 			}
 		}
 	}()
-	s.stopInstance(s.cur)
+	if succ != nil {
+		// Ours serves until the successor's app is ready, then for the
+		// handover period, as in a replacement.
+		s.awaitSuccessor(ctx, succ)
+		s.stopInstanceAfter(s.cur, handover)
+	} else {
+		if !moved {
+			os.Remove(filepath.Join(s.dir, fileState))
+		}
+		s.stopInstance(s.cur)
+	}
 	s.stopInstance(s.next)
 	s.wg.Wait() // every instance has exited, SIGKILL after stop_grace at worst
 	close(stopDrain)
@@ -278,20 +280,107 @@ loop:
 	close(s.spawn)
 	<-spawnDone
 	s.out.close()
-	s.removeSockets()
+	for _, p := range s.socks {
+		if !moved {
+			os.Remove(p)
+		}
+	}
 	return nil
 }
 
-// stampNow is the generation: the binary, the config file and a
-// restart.txt beside the config (Passenger's convention).
-func (s *supervisor) stampNow() string {
-	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"))
+// watch starts watching the files whose change replaces the app: the
+// binary, the config, a restart.txt beside the config (Passenger's
+// convention) and the [app] env_file. The rule is a copy's (package
+// reload): a touch, a rename or a finished copy is a change once it has
+// held still; a deleted file is not (a deleted binary keeps serving).
+func (s *supervisor) watch() (w *reload.Watcher, envFile string) {
+	envFile, _ = envFilePath(s.cfg)
+	files := []string{s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt")}
+	if envFile != "" {
+		files = append(files, envFile)
+	}
+	w, err := reload.New(reload.Options{Files: files, Mode: s.cfg.Server.Watch, PollInterval: s.cfg.Server.PollInterval.Duration})
+	if err != nil {
+		s.logf("%v; the app is not replaced on changes", err)
+		w, _ = reload.New(reload.Options{Mode: "off"})
+	}
+	return w, envFile
 }
 
-// changed handles a new generation: re-read the config and replace the app
-// once. It returns a reason to stop when the config no longer has an app.
-func (s *supervisor) changed(g string) (stop string) {
-	s.gen = g
+// loop handles the events of a running supervisor until it must stop: it
+// returns why, and the successor when it handed over to a new binary.
+func (s *supervisor) loop(ctx context.Context) (reason string, succ *successor) {
+	w, envFile := s.watch()
+	defer func() { w.Close() }()
+	idle := s.cfg.App.IdleStop.Duration
+	if idle <= 0 {
+		idle = 15 * time.Second
+	}
+	tick := time.NewTicker(min(max(idle/5, 20*time.Millisecond), time.Second))
+	defer tick.Stop()
+	var idleSince time.Time
+	for {
+		var retry <-chan time.Time
+		if s.retry != nil {
+			retry = s.retry.C
+		}
+		select {
+		case <-ctx.Done():
+			return "stopping", nil
+		case inst := <-s.exited:
+			s.onExit(inst)
+		case ev := <-s.readied:
+			s.onReady(ev)
+		case <-retry:
+			s.retry = nil
+			s.restart()
+		case path := <-w.C:
+			s.gen = s.stampNow()
+			if path == s.exe {
+				if succ := s.handOver(ctx); succ != nil {
+					return "the binary was replaced, its supervisor took over", succ
+				}
+			}
+			if stop := s.changed(); stop != "" {
+				return stop, nil
+			}
+			if f, _ := envFilePath(s.cfg); f != envFile {
+				w.Close() // the new config names another env_file
+				w, envFile = s.watch()
+			}
+		case <-tick.C:
+			if s.dirMoved() {
+				// Removed (a cleaner, a person) or replaced: the copies
+				// start a supervisor in a new one; ours is nobody's.
+				return "the runtime directory " + s.dir + " was removed", nil
+			}
+			ok, err := s.clients.try(syscall.LOCK_EX)
+			if err != nil || !ok {
+				idleSince = time.Time{}
+			} else if idleSince.IsZero() {
+				idleSince = time.Now()
+				s.clients.unlock()
+			} else if time.Since(idleSince) >= idle {
+				// Keep the lock: a copy arriving now waits until we are
+				// gone, then starts a fresh supervisor.
+				return "no client left", nil
+			} else {
+				s.clients.unlock()
+			}
+		}
+	}
+}
+
+// stampNow labels the generation in the state (for operators): the files
+// watch watches. Whether something changed is the watcher's business.
+func (s *supervisor) stampNow() string {
+	envFile, _ := envFilePath(s.cfg)
+	return stamp(s.exe, s.configPath, filepath.Join(filepath.Dir(s.configPath), "restart.txt"), envFile)
+}
+
+// changed handles a change of the files: re-read the config and replace the
+// app once. It returns a reason to stop when the config no longer has an app.
+func (s *supervisor) changed() (stop string) {
 	cfg, err := config.Load(s.configPath)
 	if err != nil {
 		s.logf("new config not loaded, the app keeps running: %v", err)
@@ -301,7 +390,8 @@ func (s *supervisor) changed(g string) (stop string) {
 		return "no [app] command in the config any more"
 	}
 	s.cfg = cfg
-	s.st.Generation = g
+	s.gen = s.stampNow() // the new config may name another env_file
+	s.st.Generation = s.gen
 	s.logf("binary or config changed: replacing the app")
 	s.failures = 0
 	if s.retry != nil {
@@ -337,7 +427,7 @@ func (s *supervisor) restart() {
 func (s *supervisor) start() *instance {
 	s.n++
 	inst := &instance{n: s.n, done: make(chan struct{}), started: time.Now()}
-	if s.cur == nil || s.cur.ready.IsZero() {
+	if (s.cur == nil || s.cur.ready.IsZero()) && !s.inherited {
 		s.st.Status = statusStarting
 		s.save()
 	}
@@ -357,8 +447,50 @@ func (s *supervisor) start() *instance {
 	return inst
 }
 
+// appVars is what the config adds to the app's environment: the [app]
+// env_file (read at every start, so an edit applies on the next one), then
+// the [app] env table, which wins on a clash.
+func appVars(c *config.Config) (map[string]string, error) {
+	path, err := envFilePath(c)
+	if err != nil || path == "" {
+		return c.App.Env, envFileErr(err)
+	}
+	vars, err := config.ReadEnvFile(path)
+	if err != nil {
+		return nil, envFileErr(err)
+	}
+	maps.Copy(vars, c.App.Env)
+	return vars, nil
+}
+
+// envFilePath is [app] env_file with "~/" expanded (the home is looked up
+// only then).
+func envFilePath(c *config.Config) (string, error) {
+	home := ""
+	if strings.HasPrefix(c.App.EnvFile, "~/") {
+		home = homeDir(os.Getenv)
+	}
+	return c.EnvFilePath(home)
+}
+
+// envFileError marks a failure to read [app] env_file.
+type envFileError struct{ err error }
+
+func (e *envFileError) Error() string { return e.err.Error() }
+func (e *envFileError) Unwrap() error { return e.err }
+
+func envFileErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &envFileError{err}
+}
+
 func launchCause(err error) string {
+	var ef *envFileError
 	switch {
+	case errors.As(err, &ef):
+		return "the app's env_file could not be read"
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return "the app's command was not found"
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, exec.ErrDot):
@@ -386,6 +518,8 @@ func (s *supervisor) onReady(ev readyEvent) {
 	if inst != s.cur {
 		return
 	}
+	s.inherited = false // from now on the state is ours
+	s.st.Supervisor, s.st.Generation = os.Getpid(), s.gen
 	s.st.Status, s.st.Addr, s.st.Instance, s.st.PID = statusReady, inst.addr, inst.n, inst.pid
 	s.st.Cause, s.st.RetryAt = "", time.Time{}
 	s.save()
@@ -438,8 +572,8 @@ func (s *supervisor) fail(inst *instance, cause string, err error) {
 	case s.cur:
 		s.cur = nil
 	}
-	if s.cur != nil && !s.cur.ready.IsZero() {
-		return
+	if s.cur != nil && !s.cur.ready.IsZero() || s.inherited {
+		return // an older instance (perhaps our predecessor's) serves
 	}
 	s.st.Status, s.st.Addr, s.st.PID = statusBackoff, "", 0
 	s.st.Failures, s.st.Cause, s.st.RetryAt = s.failures, cause, time.Now().Add(delay)
@@ -447,6 +581,9 @@ func (s *supervisor) fail(inst *instance, cause string, err error) {
 }
 
 func (s *supervisor) save() {
+	if s.dirMoved() {
+		return // the directory belongs to another supervisor now
+	}
 	if err := writeState(s.dir, &s.st); err != nil {
 		s.logf("%v", err)
 	}
@@ -464,6 +601,7 @@ func (s *supervisor) launch(inst *instance) error {
 	a := s.cfg.App
 	sock := filepath.Join(s.dir, "app-"+strconv.Itoa(inst.n)+".sock")
 	os.Remove(sock)
+	s.socks = append(s.socks, sock)
 	port := ""
 	wantPort, wantSock := false, false
 	for _, arg := range a.Command {
@@ -489,7 +627,11 @@ func (s *supervisor) launch(inst *instance) error {
 	if workdir == "" {
 		workdir = s.cfg.Resolve(".")
 	}
-	env := appEnv(os.Environ(), a.EnvAllow, a.Env)
+	vars, err := appVars(s.cfg)
+	if err != nil {
+		return err
+	}
+	env := appEnv(os.Environ(), a.EnvAllow, vars)
 	env = append(env, "SOCKET="+sock, "PORT="+port)
 	path, err := lookPath(argv[0], workdir, env)
 	if err != nil {
@@ -521,7 +663,9 @@ func (s *supervisor) launch(inst *instance) error {
 		inst.err = cmd.Wait()
 		// Take the rest of the group with it (workers of a dead master).
 		_ = syscall.Kill(-inst.pid, syscall.SIGKILL)
-		os.Remove(sock)
+		if !s.dirMoved() {
+			os.Remove(sock)
+		}
 		close(inst.done)
 		s.exited <- inst
 	}()
@@ -623,9 +767,9 @@ func slicesHasPrefix(list []string, prefix string) bool {
 	return false
 }
 
-// probe waits until inst accepts connections on one of its addresses (and
-// answers ready_path below 500), exits, or ready_timeout passes. It returns
-// a cause ("" when ready) and the detail for the log.
+// probe waits until inst has answered a readiness request (see readyAt),
+// exits, or ready_timeout passes. It returns a cause ("" when ready) and the
+// detail for the log.
 func (s *supervisor) probe(inst *instance) (string, error) {
 	a := s.cfg.App
 	timeout := a.ReadyTimeout.Duration
@@ -634,13 +778,17 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	until := time.Now().Add(timeout)
 	wait := 10 * time.Millisecond
+	connected := false
 	for {
 		for _, addr := range inst.addrs {
-			if readyAt(addr, a.ReadyPath) {
+			ok, conn := readyAt(addr, s.readyHost, a.ReadyPath, until)
+			if ok {
 				inst.addr = addr
 				return "", nil
 			}
+			connected = connected || conn
 		}
 		select {
 		case <-inst.done:
@@ -650,8 +798,11 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 			return "the app exited before it was ready", fmt.Errorf("exited (%v)", inst.err)
 		case <-deadline.C:
 			what := "never opened its socket"
-			if a.ReadyPath != "" {
-				what = "never answered " + a.ReadyPath
+			if connected {
+				what = "never answered GET " + cmp.Or(a.ReadyPath, defaultReadyPath)
+				if a.ReadyPath != "" {
+					what += " below 500"
+				}
 			}
 			return "the app did not become ready in time", fmt.Errorf("%s within %s (addresses %s)", what, timeout, strings.Join(inst.addrs, ", "))
 		case <-time.After(wait):
@@ -660,31 +811,41 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 	}
 }
 
-// readyAt reports whether addr accepts a connection and, with path set,
-// answers a GET for it with a status below 500.
-func readyAt(addr, path string) bool {
+// defaultReadyPath is asked when [app] ready_path is unset. Any answer
+// counts, even a 404 or a 500 (the app's own pages are its business): what
+// matters is that a worker has loaded the app and answered, so that no
+// visitor's request waits for that.
+const defaultReadyPath = "/"
+
+// readyUserAgent marks the readiness request in the app's access log.
+const readyUserAgent = "fcgishim-ready-probe"
+
+// readyAt reports whether the app at addr answers a GET for path with
+// Host: host (with path "", defaultReadyPath and any status; else a status
+// below 500), and whether it accepted the connection. Accepting is not enough: gunicorn's
+// master listens before its workers have imported the app, and the request
+// waits for that, until until at most.
+func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
 	network, address := splitAddr(addr)
 	c, err := net.DialTimeout(network, address, time.Second)
 	if err != nil {
-		return false
-	}
-	if path == "" {
-		c.Close()
-		return true
+		return false, false
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	req, _ := http.NewRequest("GET", "http://localhost"+path, nil)
+	c.SetDeadline(until)
+	req, _ := http.NewRequest("GET", "http://localhost"+cmp.Or(path, defaultReadyPath), nil)
+	req.Host = host
+	req.Header.Set("User-Agent", readyUserAgent)
 	req.Close = true
 	if err := req.Write(c); err != nil {
-		return false
+		return false, true
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), req)
 	if err != nil {
-		return false
+		return false, true
 	}
 	resp.Body.Close()
-	return resp.StatusCode < 500
+	return path == "" || resp.StatusCode < 500, true
 }
 
 // splitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
@@ -735,12 +896,10 @@ func (s *supervisor) stopInstanceAfter(inst *instance, delay time.Duration) {
 	}()
 }
 
-func (s *supervisor) removeSockets() {
-	socks, _ := filepath.Glob(filepath.Join(s.dir, "app-*.sock"))
-	for _, p := range socks {
-		os.Remove(p)
-	}
-}
+// dirMoved reports whether our runtime directory is gone or another one
+// took its path since we started: its files are then not ours to write or
+// remove.
+func (s *supervisor) dirMoved() bool { return dirIdentity(s.dir) != s.dirID }
 
 // outLog writes the app's output lines, prefixed with its name and pid, to
 // the [app] log file or our stderr, at most outRate lines a second (with a

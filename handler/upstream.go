@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,13 +305,9 @@ func (a *app) newOutRequest(in *http.Request) (*outRequest, error) {
 		return nil, errBadRequest("invalid method")
 	}
 	req := RequestOf(in)
-	full := req.ScriptName + req.PathInfo
-	u := url.URL{Path: full}
-	if full == in.URL.Path {
-		u.RawPath = in.URL.RawPath
-	}
-	if !strings.HasPrefix(full, "/") {
-		u.Path, u.RawPath = "/"+full, "" // origin-form (RFC 9112 3.2.1)
+	u := a.appURL(in, req)
+	if !strings.HasPrefix(u.Path, "/") {
+		u.Path, u.RawPath = "/"+u.Path, "" // origin-form (RFC 9112 3.2.1)
 	}
 	u.RawQuery = in.URL.RawQuery
 	o := &outRequest{in: in, req: req, uri: u.RequestURI(), host: in.Host}
@@ -411,8 +406,11 @@ func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
 	if req.ScriptName != "" {
 		// Written with the underscore on purpose: gunicorn reads the
 		// SCRIPT_NAME header (trusted from its forwarded_allow_ips, which
-		// includes unix-socket peers and 127.0.0.1).
-		writeField(w, "SCRIPT_NAME", req.ScriptName)
+		// includes unix-socket peers and 127.0.0.1). It means "the path
+		// starts with this", so not with [app] strip_prefix.
+		if !a.cfg.StripPrefix {
+			writeField(w, "SCRIPT_NAME", req.ScriptName)
+		}
 		writeField(w, "X-Forwarded-Prefix", req.ScriptName)
 	}
 	if u := req.Vars["REMOTE_USER"]; u != "" {

@@ -136,11 +136,20 @@ func TestNeighboursIgnored(t *testing.T) {
 	}
 }
 
+// With watch = "off" a change goes unreported, while a polling watcher of the
+// same file sees the same change in the same window: the quiet is the mode's.
 func TestOffModeReportsNothing(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "mysite.fcgi")
-	os.WriteFile(bin, []byte("v1"), 0o755)
-	w := newWatcher(t, "off", bin)
+	if err := os.WriteFile(bin, []byte("v1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	off := newWatcher(t, "off", bin)
+	if off.Backend() != "off" {
+		t.Fatalf("backend %q, want off", off.Backend())
+	}
+	control := newWatcher(t, "poll", bin)
 	touch(t, bin, time.Now().Add(time.Second))
-	quiet(t, w, 300*time.Millisecond)
+	expectChange(t, control, bin)
+	quiet(t, off, 300*time.Millisecond)
 }

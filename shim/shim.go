@@ -58,6 +58,12 @@ type Options struct {
 	Listen   string
 	Protocol string // fcgi (default), scgi, ajp, http
 	Umask    *int   // for unix sockets; nil = 0o077 (private)
+	// SocketAccess sets the owner, group and mode of a unix socket at
+	// Listen (php-fpm's listen.owner/group/mode); zero = from Umask.
+	SocketAccess spawn.SocketAccess
+	// User, when set, is who the process runs as once it listens (it must
+	// start as root, or already be that user); "" = stay as started.
+	User string
 
 	// runfcgi-style process options. Zero values: no pidfile, no limit.
 	Pidfile     string // written once listening, removed on exit
@@ -180,7 +186,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		mode = spawn.Mode(getenv(envMode))
 		o.Listen = getenv(envListenAddr)
 	case o.Listen != "":
-		l, err := spawn.Listen(o.Listen, *o.Umask)
+		l, err := spawn.ListenAccess(o.Listen, *o.Umask, o.SocketAccess)
 		if err != nil {
 			return err
 		}
@@ -206,6 +212,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		o.Protocol = "cgi"
 	case mode == spawn.ModeTerminal || mode == "":
 		return Status(o.Stdout, o)
+	}
+	if o.User != "" {
+		if err := spawn.SwitchUser(o.User); err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
 	}
 	worker := getenv(envWorker) != "" && len(listeners) > 0 // a prefork worker: see prefork.go
 	if worker {

@@ -7,20 +7,25 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // Listen opens addr: "unix:/path", "/path" (unix), or "host:port" (TCP).
-// A unix socket is created with the given umask (0002 → mode 0775 so a web
-// server in the same group can connect; use 0077 for a private socket). A
-// stale socket file (nothing listening) is replaced; a live one, or a file
-// that is not a socket, is an error.
+// A unix socket gets mode 0777 minus umask (0o077 → 0700, private; 0o007 →
+// 0770). A stale socket file (nothing listening) is replaced; a live one, or
+// a file that is not a socket, is an error.
 func Listen(addr string, umask int) (net.Listener, error) {
+	return ListenAccess(addr, umask, SocketAccess{})
+}
+
+// ListenAccess is Listen with the owner, group and mode of a unix socket
+// set by a before the socket accepts its first connection. a is ignored
+// for TCP.
+func ListenAccess(addr string, umask int, a SocketAccess) (net.Listener, error) {
 	if path, ok := unixPath(addr); ok {
-		return listenUnix(path, umask)
+		return listenUnix(path, umask, a)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -36,28 +41,68 @@ func unixPath(addr string) (string, bool) {
 	return addr, strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./")
 }
 
-func listenUnix(path string, umask int) (net.Listener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("listen unix:%s: exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen unix:%s: another server is listening there", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
+func listenUnix(path string, umask int, a SocketAccess) (net.Listener, error) {
+	if err := removeStale(path); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
 	}
-	old := syscall.Umask(umask)
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	l, err := bindAndListen(path, umask, a)
 	if err != nil {
 		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	return l, nil
+}
+
+// removeStale removes a socket file nobody listens on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("listen unix:%s: exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("listen unix:%s: another server is listening there", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// bindAndListen creates the socket file, gives it its owner, group and
+// mode, and only then listens: until listen(2) every connect is refused,
+// so no one reaches the socket while its permissions are still changing.
+// (net.Listen binds and listens in one step, which leaves that window open.)
+func bindAndListen(path string, umask int, a SocketAccess) (net.Listener, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "unix:"+path)
+	defer f.Close() // net.FileListener works on its own duplicate
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	fail := func(err error) (net.Listener, error) {
+		os.Remove(path)
+		return nil, err
+	}
+	if err := applyAccess(path, a, umask); err != nil {
+		return fail(err)
+	}
+	// The kernel caps the backlog at net.core.somaxconn.
+	if err := unix.Listen(fd, 65535); err != nil {
+		return fail(fmt.Errorf("listen: %w", err))
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		return fail(err)
 	}
 	// Remove the file when the listener closes, but not on a re-exec
 	// handover (the fd is passed on and the path must stay).

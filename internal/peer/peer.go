@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,6 +125,7 @@ func start(t testing.TB, s *Server, cmd *exec.Cmd, stopSig syscall.Signal) {
 		}
 		select {
 		case err := <-done:
+			done <- err // for the cleanup's Stop, which waits for it
 			t.Fatalf("%s exited at start: %v\n%s\n%s", cmd.Path, err, out.String(), s.Log())
 		default:
 		}
@@ -135,8 +138,16 @@ func start(t testing.TB, s *Server, cmd *exec.Cmd, stopSig syscall.Signal) {
 
 // Nginx starts nginx with server block body (everything inside `server {}`
 // except `listen`) plus http-level lines in httpLevel. "{{DIR}}" in either
-// is replaced with the server's directory.
+// is replaced with the server's directory. Its workers run as root.
 func Nginx(t testing.TB, httpLevel, body string) *Server {
+	t.Helper()
+	return NginxAs(t, "root", httpLevel, body)
+}
+
+// NginxAs is Nginx with its workers running as user, as Debian's nginx
+// runs them as www-data: a backend socket must then be reachable by that
+// user.
+func NginxAs(t testing.TB, user, httpLevel, body string) *Server {
 	t.Helper()
 	bin := Need(t, "nginx")[0]
 	s := &Server{Dir: Dir(t), Port: FreePort(t)}
@@ -149,7 +160,7 @@ func Nginx(t testing.TB, httpLevel, body string) *Server {
 	conf := fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes 1;
-user root;
+user %[5]s;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log info;
 events { worker_connections 1024; }
@@ -167,7 +178,7 @@ http {
         %[4]s
     }
 }
-`, s.Dir, s.Port, r.Replace(httpLevel), r.Replace(body))
+`, s.Dir, s.Port, r.Replace(httpLevel), r.Replace(body), user)
 	path := filepath.Join(s.Dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -238,9 +249,19 @@ TypesConfig /etc/mime.types
 }
 
 // Lighttpd starts lighttpd in the foreground with the given config lines
-// (modules included by the caller via server.modules += (...)).
+// (modules included by the caller via server.modules += (...)), as root.
 func Lighttpd(t testing.TB, conf string) *Server {
 	t.Helper()
+	return LighttpdAs(t, "", conf)
+}
+
+// LighttpdAs is Lighttpd switching to user (and that user's group) after
+// start, as Debian's lighttpd runs as www-data; "" stays root.
+func LighttpdAs(t testing.TB, user, conf string) *Server {
+	t.Helper()
+	if user != "" {
+		conf = fmt.Sprintf("server.username = %q\nserver.groupname = %q\n", user, user) + conf
+	}
 	bin := Need(t, "lighttpd")[0]
 	s := &Server{Dir: Dir(t), Port: FreePort(t)}
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.Port)
@@ -258,11 +279,29 @@ server.upload-dirs = ( "%[1]s" )
 	if err := os.WriteFile(path, []byte(full), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if user != "" {
+		// lighttpd opens its logs and uploads after switching user.
+		chownToUser(t, user, s.Dir)
+	}
 	if out, err := exec.Command(bin, "-tt", "-f", path).CombinedOutput(); err != nil {
 		t.Fatalf("lighttpd -tt: %v\n%s\n%s", err, out, full)
 	}
 	start(t, s, exec.Command(bin, "-D", "-f", path), syscall.SIGTERM)
 	return s
+}
+
+// chownToUser gives path to the named user and that user's group.
+func chownToUser(t testing.TB, name, path string) {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Get fetches url and returns status and body, failing t on transport errors.
