@@ -39,7 +39,7 @@ urlpatterns += [path('whoami/', whoami)]
 	os.WriteFile(filepath.Join(site, ".htaccess"), []byte(htaccessFcgid), 0o644)
 	os.WriteFile(filepath.Join(site, "mysite.toml"), []byte(djangoToml(project, `idle_stop = "1s"`)), 0o644)
 	t.Cleanup(func() { // runs after Apache has stopped: gunicorn follows within idle_stop
-		waitFor(t, "gunicorn to stop", 30*time.Second, func() bool { return len(gunicornMasters(t, project)) == 0 })
+		peer.Eventually(t, 30*time.Second, "gunicorn to stop", func() bool { return len(gunicornMasters(t, project)) == 0 })
 	})
 	srv := sharedHost(t, root, "")
 	t.Cleanup(func() {

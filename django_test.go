@@ -93,17 +93,6 @@ func gunicornMasters(t *testing.T, project string) []int {
 	return masters
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond) // polling external processes
-	}
-}
-
 func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
 	t.Helper()
 	resp, err := c.Get(u)
@@ -225,7 +214,7 @@ func TestDjangoUnderApacheFcgid(t *testing.T) {
 	now := time.Now()
 	os.Chtimes(bin, now, now)
 	old := masters[0]
-	waitFor(t, "a new gunicorn master after touch", 30*time.Second, func() bool {
+	peer.Eventually(t, 30*time.Second, "a new gunicorn master after touch", func() bool {
 		m := gunicornMasters(t, project)
 		return len(m) == 1 && m[0] != old
 	})
@@ -235,7 +224,7 @@ func TestDjangoUnderApacheFcgid(t *testing.T) {
 
 	// Apache stops: no gunicorn remains after 30 s.
 	srv.Stop()
-	waitFor(t, "gunicorn to be gone after Apache stopped", 30*time.Second, func() bool {
+	peer.Eventually(t, 30*time.Second, "gunicorn to be gone after Apache stopped", func() bool {
 		return len(gunicornMasters(t, project)) == 0
 	})
 }
@@ -249,7 +238,7 @@ func TestDjangoUnderNginxRunfcgi(t *testing.T) {
 	// nginx passes SCRIPT_NAME without REDIRECT_URL; the prefix is forced.
 	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte(djangoToml(project, `idle_stop = "1s"`)+"\n[server]\nforce_script_name = \"/mysite\"\n"), 0o644)
 	t.Cleanup(func() { // runs after mysite.fcgi stopped (cleanups run last-first): its app follows within idle_stop
-		waitFor(t, "gunicorn to stop after mysite.fcgi", 30*time.Second, func() bool {
+		peer.Eventually(t, 30*time.Second, "gunicorn to stop after mysite.fcgi", func() bool {
 			return len(gunicornMasters(t, project)) == 0
 		})
 	})

@@ -75,7 +75,7 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "bin-path" => "%s", "socket" 
 		in := checkInfo(t, c, srv.URL, "/x/y", "fastcgi-stdin")
 		// lighttpd started max-procs copies, all ours.
 		lpid := lighttpdPID(t, srv)
-		pollUntil(t, 10*time.Second, "2 mysite.fcgi processes under lighttpd", func() bool { return len(children(lpid)) == 2 })
+		peer.Eventually(t, 10*time.Second, "2 mysite.fcgi processes under lighttpd", func() bool { return len(children(lpid)) == 2 })
 		for _, p := range children(lpid) {
 			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p))
 			if exe != bin {
@@ -91,7 +91,7 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "bin-path" => "%s", "socket" 
 func lighttpdPID(t *testing.T, srv *peer.Server) int {
 	t.Helper()
 	var pid int
-	pollUntil(t, 5*time.Second, "lighttpd's pidfile", func() bool {
+	peer.Eventually(t, 5*time.Second, "lighttpd's pidfile", func() bool {
 		b, err := os.ReadFile(filepath.Join(srv.Dir, "lighttpd.pid"))
 		if err != nil {
 			return false

@@ -69,7 +69,7 @@ func TestSuexecBinaryUpgrade(t *testing.T) {
 	alice.WriteFile(t, "mysite.fcgi", append(data, "\nnew build\n"...), 0o755)
 	alice.Shell(t, "./mysite.fcgi install ~/public_html/mysite")
 	var now map[int]string
-	waitFor(t, "one supervisor, running the new binary", 60*time.Second, func() bool {
+	peer.Eventually(t, 60*time.Second, "one supervisor, running the new binary", func() bool {
 		now = supervisors(cfgPath)
 		if len(now) != 1 {
 			return false

@@ -51,7 +51,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 	cfgPath := filepath.Join(site, "mysite.toml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[app]\ncommand = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\nworkdir = %q\nstrip_prefix = true\nidle_stop = \"1s\"\n", files)), 0o644)
 	t.Cleanup(func() { // runs after Apache has stopped
-		waitFor(t, "the supervisors to stop", 30*time.Second, func() bool { return len(supervisors(cfgPath)) == 0 })
+		peer.Eventually(t, 30*time.Second, "the supervisors to stop", func() bool { return len(supervisors(cfgPath)) == 0 })
 	})
 	srv := sharedHost(t, filepath.Join(root, "public_html"), "")
 	t.Cleanup(func() {
@@ -111,7 +111,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 	if err := os.Rename(bin+".new", bin); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "one supervisor, running the new binary", 60*time.Second, func() bool {
+	peer.Eventually(t, 60*time.Second, "one supervisor, running the new binary", func() bool {
 		now := supervisors(cfgPath)
 		if len(now) != 1 {
 			return false

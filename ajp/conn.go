@@ -5,22 +5,20 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/fcgishim/fcgishim/internal/connserver"
 )
 
 // conn is one AJP connection, serving requests one after another.
 type conn struct {
+	connserver.Conn
 	srv        *Server
 	rwc        net.Conn
-	closed     bool               // guarded by srv.mu
-	started    bool               // a request has begun; guarded by srv.mu
-	cancel     context.CancelFunc // cancels the connection's requests; nil in tests
 	packetSize int
 
 	br     *bufio.Reader
@@ -37,21 +35,15 @@ type conn struct {
 // send (also minus type byte and trailing NUL).
 func (c *conn) maxChunk() int { return c.packetSize - packetHeaderLen - 2 }
 
-func (c *conn) serve(ctx context.Context) {
+func (c *conn) Serve(ctx context.Context) {
 	s := c.srv
-	defer func() {
-		s.mu.Lock()
-		c.closed = true
-		s.mu.Unlock()
-		c.rwc.Close()
-	}()
 	c.packetSize = s.packetSize()
 	c.br = bufio.NewReaderSize(c.rwc, c.packetSize)
 	c.buf = make([]byte, c.packetSize)
 	c.bw = bufio.NewWriterSize(c.rwc, c.packetSize)
 	c.chunkBuf = make([]byte, 0, c.packetSize-packetHeaderLen-4)
 	for {
-		if !s.setIdle(c) {
+		if !c.SetIdle() {
 			return
 		}
 		if s.IdleTimeout > 0 {
@@ -62,7 +54,7 @@ func (c *conn) serve(ctx context.Context) {
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
-		if !s.setActive(c) {
+		if !c.SetActive() {
 			return
 		}
 		if s.HeaderTimeout > 0 {
@@ -76,7 +68,7 @@ func (c *conn) serve(ctx context.Context) {
 		c.rwc.SetReadDeadline(time.Time{})
 		switch {
 		case len(p) == 1 && p[0] == typeCPing:
-			if s.shuttingDown() {
+			if c.Draining() {
 				return // AJP-03: draining, do not promise more
 			}
 			if c.writePacket([]byte{'A', 'B', 0, 1, typeCPongReply}) != nil || c.flush() != nil {
@@ -120,18 +112,18 @@ func (c *conn) serveRequest(ctx context.Context, p []byte) bool {
 	}
 	b := req.Body.(*body)
 	w := newResponse(c, req)
-	ok := serveHandler(s.Handler, w, req, s.log())
+	ok := connserver.RunHandler(s.Handler, w, req, s.log(), "ajp")
 	inStep := b.finish()
 	if !ok {
 		return false // panicked after the headers went out: no END_RESPONSE
 	}
-	reuse := inStep && !s.shuttingDown()
+	reuse := inStep && !c.Draining()
 	if err := w.finish(reuse); err != nil {
 		s.log().Info("ajp: write response", "remote", c.rwc.RemoteAddr(), "err", err)
 		return false
 	}
 	if !reuse {
-		c.lingerClose()
+		connserver.LingerClose(c.rwc, c.br)
 	}
 	return reuse
 }
@@ -173,17 +165,7 @@ func (c *conn) refuse(status int) {
 		c.flush() != nil {
 		return
 	}
-	c.lingerClose()
-}
-
-// lingerClose half-closes, then discards what the front end may still send
-// (an unasked body chunk) so the close does not reset the response.
-func (c *conn) lingerClose() {
-	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
-	io.CopyN(io.Discard, c.br, lingerBytes)
+	connserver.LingerClose(c.rwc, c.br)
 }
 
 func (c *conn) writePacket(p []byte) error {
@@ -227,25 +209,4 @@ func (c *conn) flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.bw.Flush()
-}
-
-// serveHandler runs h and reports whether the response may be finished; a
-// panic before any output becomes a 500.
-func serveHandler(h http.Handler, w *response, r *http.Request, log *slog.Logger) (ok bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			if p != http.ErrAbortHandler {
-				log.Error("ajp: handler panic", "uri", r.RequestURI, "panic", p)
-			}
-			if w.sent {
-				ok = false
-				return
-			}
-			w.reset()
-			w.WriteHeader(http.StatusInternalServerError)
-			ok = true
-		}
-	}()
-	h.ServeHTTP(w, r)
-	return true
 }

@@ -6,11 +6,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/fcgishim/fcgishim/internal/conntest"
 )
 
 // hdr is a request header: code (0xA001..) or name.
@@ -182,35 +181,13 @@ func describe(out string) string {
 	return strings.Join(lines, "\n")
 }
 
-// fakeConn is an in-memory connection: reads come from in, writes go to out.
-type fakeConn struct {
-	in  io.Reader
-	out bytes.Buffer
-}
-
-func (c *fakeConn) Read(p []byte) (int, error)         { return c.in.Read(p) }
-func (c *fakeConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
-func (c *fakeConn) Close() error                       { return nil }
-func (c *fakeConn) LocalAddr() net.Addr                { return &net.UnixAddr{Name: "local", Net: "unix"} }
-func (c *fakeConn) RemoteAddr() net.Addr               { return &net.UnixAddr{Name: "remote", Net: "unix"} }
-func (c *fakeConn) SetDeadline(t time.Time) error      { return nil }
-func (c *fakeConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *fakeConn) SetWriteDeadline(t time.Time) error { return nil }
-
 // serveRaw runs one connection of s on in and returns everything s wrote.
 func serveRaw(s *Server, in string) string {
-	s.mu.Lock()
-	s.initLocked()
-	s.mu.Unlock()
-	fc := &fakeConn{in: strings.NewReader(in)}
-	c := &conn{srv: s, rwc: fc}
-	if s.track(c) {
-		panic("server closed")
+	fc := conntest.New(in)
+	if err := s.cs.ServeConn(context.Background(), fc, s.newConn(fc)); err != nil {
+		panic(err)
 	}
-	c.serve(context.Background())
-	s.untrack(c)
-	s.wg.Done()
-	return fc.out.String()
+	return fc.Out.String()
 }
 
 // The wire format of our packets, byte for byte.

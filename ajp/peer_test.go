@@ -225,7 +225,10 @@ func TestApacheProxyAJP(t *testing.T) {
 
 func TestLighttpdAJP13(t *testing.T) {
 	l, addr := serveOn(t, &Server{Handler: peerHandler})
-	host, port, _ := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_ajp13" )
 ajp13.server = ( "/" => (( "host" => "%s", "port" => %s, "check-local" => "disable" )) )
 `, host, port))

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // methods maps AJP method codes to names; 0xFF means "see stored_method".
@@ -202,7 +204,7 @@ func (fr *forwardRequest) checkAccess(secret string) error {
 
 // newRequest builds the http.Request. Its body is attached by the caller.
 func (fr *forwardRequest) newRequest(ctx context.Context) (*http.Request, error) {
-	if !validToken(fr.method) {
+	if !httpsyntax.ValidToken(fr.method) {
 		return nil, reject(http.StatusBadRequest, "method %q", fr.method)
 	}
 	major, minor, ok := http.ParseHTTPVersion(fr.protocol)
@@ -210,7 +212,7 @@ func (fr *forwardRequest) newRequest(ctx context.Context) (*http.Request, error)
 		return nil, reject(http.StatusBadRequest, "protocol %q", fr.protocol)
 	}
 	uri := fr.requestURI()
-	if badText(uri) {
+	if httpsyntax.BadText(uri) {
 		return nil, reject(http.StatusBadRequest, "control character in the URI")
 	}
 	u, err := url.ParseRequestURI(uri)
@@ -227,10 +229,10 @@ func (fr *forwardRequest) newRequest(ctx context.Context) (*http.Request, error)
 		if strings.Contains(f.name, "_") {
 			continue // PARAM-02: X_Remote_User must not pose as X-Remote-User
 		}
-		if !validToken(f.name) {
+		if !httpsyntax.ValidToken(f.name) {
 			return nil, reject(http.StatusBadRequest, "header name %q", f.name)
 		}
-		if badText(f.value) {
+		if httpsyntax.BadText(f.value) {
 			return nil, reject(http.StatusBadRequest, "control character in header %s", f.name)
 		}
 		k := http.CanonicalHeaderKey(f.name)
@@ -239,7 +241,7 @@ func (fr *forwardRequest) newRequest(ctx context.Context) (*http.Request, error)
 			if lengths++; lengths > 1 {
 				return nil, reject(http.StatusBadRequest, "two Content-Length headers")
 			}
-			n, ok := parseLength(f.value)
+			n, ok := httpsyntax.ParseLength(f.value)
 			if !ok {
 				return nil, reject(http.StatusBadRequest, "Content-Length %q", f.value)
 			}
@@ -350,40 +352,4 @@ func Params(r *http.Request) map[string]string {
 		}
 	}
 	return p
-}
-
-// parseLength accepts only ^[0-9]+$ within int64.
-func parseLength(s string) (int64, bool) {
-	if s == "" {
-		return 0, false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
-}
-
-// badText reports CR, LF or NUL, which would let a value split a header.
-func badText(s string) bool {
-	return strings.ContainsAny(s, "\r\n\x00")
-}
-
-// validToken reports whether s is a non-empty RFC 9110 token.
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
 }

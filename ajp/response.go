@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/internal/connserver"
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // responseHeaders maps response header names to their codes (0xA001 + index).
@@ -16,12 +19,6 @@ var responseHeaders = map[string]int{
 	"Date": 0xA004, "Last-Modified": 0xA005, "Location": 0xA006, "Set-Cookie": 0xA007,
 	"Set-Cookie2": 0xA008, "Servlet-Engine": 0xA009, "Status": 0xA00A,
 	"Www-Authenticate": 0xA00B,
-}
-
-// hopHeaders are never passed from the handler to the front end.
-var hopHeaders = map[string]bool{
-	"Status": true, "Connection": true, "Keep-Alive": true, "Transfer-Encoding": true,
-	"Upgrade": true, "Te": true, "Trailer": true, "Proxy-Connection": true,
 }
 
 // response writes SEND_HEADERS, SEND_BODY_CHUNKs and END_RESPONSE.
@@ -46,7 +43,11 @@ func newResponse(c *conn, req *http.Request) *response {
 
 func (w *response) Header() http.Header { return w.header }
 
-func (w *response) reset() {
+// HeaderSent reports whether SEND_HEADERS went out.
+func (w *response) HeaderSent() bool { return w.sent }
+
+// Reset forgets everything the handler did, for the 500 after a panic.
+func (w *response) Reset() {
 	w.header = make(http.Header)
 	w.status, w.written, w.declared, w.pending = 0, 0, -1, w.pending[:0]
 }
@@ -55,13 +56,9 @@ func (w *response) WriteHeader(code int) {
 	if w.status != 0 || w.sent {
 		return
 	}
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	if connserver.FinalStatus(code) { // 1xx has no AJP encoding
+		w.status = code
 	}
-	if code < 200 {
-		return // informational responses have no AJP encoding
-	}
-	w.status = code
 }
 
 func (w *response) noBodyStatus() bool {
@@ -83,7 +80,7 @@ func (w *response) Write(p []byte) (int, error) {
 	}
 	if w.declared < 0 {
 		if cl := w.header.Get("Content-Length"); cl != "" {
-			if n, ok := parseLength(cl); ok {
+			if n, ok := httpsyntax.ParseLength(cl); ok {
 				w.declared = n
 			}
 		}
@@ -163,20 +160,8 @@ func (w *response) sendHeaders() {
 	w.sent = true
 	w.noBody = w.noBodyStatus() || w.req.Method == http.MethodHead
 	h := w.header
-	if cl := h.Get("Content-Length"); cl != "" {
-		if n, ok := parseLength(cl); ok && len(h["Content-Length"]) == 1 {
-			w.declared = n
-		} else {
-			h.Del("Content-Length")
-			w.declared = -1
-		}
-	}
-	if w.status == http.StatusNoContent {
-		h.Del("Content-Length")
-	}
-	if !w.noBodyStatus() && h.Get("Content-Type") == "" {
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("X-Content-Type-Options", "nosniff")
+	if n, set := connserver.PrepareHeader(h, w.status, !w.noBodyStatus()); set {
+		w.declared = n
 	}
 	e := &w.c.enc
 	e.start(typeSendHeaders)
@@ -186,7 +171,7 @@ func (w *response) sendHeaders() {
 	e.int(0)
 	count, limit := 0, w.c.packetSize
 	for _, k := range slices.Sorted(maps.Keys(h)) {
-		if hopHeaders[k] || !validToken(k) {
+		if !connserver.PassHeader(k) {
 			continue
 		}
 		for _, v := range h[k] {
@@ -195,7 +180,7 @@ func (w *response) sendHeaders() {
 			if _, coded := responseHeaders[k]; !coded {
 				size += len(k) + 3
 			}
-			if badText(v) || len(e.b)+size > limit {
+			if httpsyntax.BadText(v) || len(e.b)+size > limit {
 				w.c.srv.log().Warn("ajp: response header dropped", "name", k, "uri", w.req.RequestURI)
 				continue
 			}

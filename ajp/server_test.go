@@ -3,6 +3,7 @@ package ajp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -354,18 +355,29 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
+// A CPing that arrives once Shutdown has begun gets no CPong: the
+// connection closes instead of promising more requests.
 func TestCPingWhileDraining_AJP03(t *testing.T) {
 	s := &Server{Handler: echo}
-	s.mu.Lock()
-	s.initLocked()
-	s.mu.Unlock()
-	fc := &fakeConn{in: bytes.NewReader(cping)}
-	c := &conn{srv: s, rwc: fc}
-	s.track(c)
-	s.beginClose()
-	c.serve(context.Background())
-	if fc.out.Len() != 0 {
-		t.Fatalf("answered %q while draining", fc.out.String())
+	front, back := net.Pipe()
+	defer front.Close()
+	served := make(chan error, 1)
+	go func() { served <- s.cs.ServeConn(context.Background(), back, s.newConn(back)) }()
+	if _, err := front.Write(cping[:1]); err != nil { // the connection has begun its first packet
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); err != context.Canceled { // begins draining, does not wait
+		t.Fatalf("Shutdown: %v, want context.Canceled", err)
+	}
+	go front.Write(cping[1:])
+	got, err := io.ReadAll(front)
+	if len(got) != 0 {
+		t.Fatalf("answered %q while draining (err %v)", got, err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -444,12 +456,16 @@ func TestKeepAliveAndShutdown_AJP03(t *testing.T) {
 	defer idle.Close()
 	idle.SetDeadline(time.Now().Add(10 * time.Second))
 	for _, path := range []string{"/1", "/2"} {
-		idle.Write(get(path).bytes())
+		if _, err := idle.Write(get(path).bytes()); err != nil {
+			t.Fatal(err)
+		}
 		if got, err := readUntilEnd(idle); err != nil || !strings.HasSuffix(got, "END 1") {
 			t.Fatalf("%s: %v\n%s", path, err, got)
 		}
 	}
-	idle.Write(cping)
+	if _, err := idle.Write(cping); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := readUntilEnd(idle); got != "CPONG" {
 		t.Fatalf("cping: %q %v", got, err)
 	}
@@ -460,7 +476,9 @@ func TestKeepAliveAndShutdown_AJP03(t *testing.T) {
 	}
 	defer busy.Close()
 	busy.SetDeadline(time.Now().Add(10 * time.Second))
-	busy.Write(get("/slow").bytes())
+	if _, err := busy.Write(get("/slow").bytes()); err != nil {
+		t.Fatal(err)
+	}
 	<-entered
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
@@ -506,10 +524,16 @@ func TestConcurrentConnections(t *testing.T) {
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			for j := range 5 {
 				body := strings.Repeat(fmt.Sprint(i, j), 5000)
-				c.Write([]byte(cat(post("/", len(body)).bytes())))
+				if _, err := c.Write([]byte(cat(post("/", len(body)).bytes()))); err != nil {
+					errs <- err
+					return
+				}
 				for rest := body; len(rest) > 0; {
 					n := min(len(rest), 8186)
-					c.Write(chunk(rest[:n]))
+					if _, err := c.Write(chunk(rest[:n])); err != nil {
+						errs <- err
+						return
+					}
 					rest = rest[n:]
 				}
 				got, err := readUntilEnd(c)
@@ -548,7 +572,9 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write(cping)
+	if _, err := c.Write(cping); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := readUntilEnd(c); got != "CPONG" {
 		t.Fatalf("cping: %q %v", got, err)
 	}
@@ -557,26 +583,42 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// Close cancels a request's context and returns without waiting for its
+// handler: one that ignores the context cannot hang a stop once Shutdown
+// has given up.
 func TestCloseCancelsRequests(t *testing.T) {
-	entered := make(chan struct{})
+	entered, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer close(release)
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		context.AfterFunc(r.Context(), func() { close(cancelled) })
 		close(entered)
-		<-r.Context().Done()
+		<-release // ignores its context
 	})}
-	addr := listen(t, s)
-	c, err := net.Dial("tcp", addr)
+	c, err := net.Dial("tcp", listen(t, s))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write(get("/").bytes())
+	if _, err := c.Write(get("/").bytes()); err != nil {
+		t.Fatal(err)
+	}
 	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the deadline: the handler is stuck", err)
+	}
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	select {
 	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return: request context not cancelled")
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a handler that ignores its context")
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not cancel the request's context")
 	}
 }
 

@@ -5,7 +5,9 @@
 #   B. nginx -> proxy_pass (keep-alive) -> app
 #   C. nginx -> proxy_pass -> a second nginx -> proxy_pass -> app: the control,
 #      what a middle hop written in C costs on this machine
-# Prints req/s and p50/p99 latency per round, the medians, the req/s ratios
+# Prints req/s, p50/p99 latency and the middle hop's CPU time per request
+# (from /proc: mysite.fcgi in A, the second nginx's worker in C) per
+# round, the medians, the req/s ratios
 # A/B (the figure we are held to) and C/B, and the latency mysite.fcgi adds;
 # then streams a 256 MiB upload through A and reports whether it arrived
 # intact and mysite.fcgi's peak RSS (VmHWM).
@@ -59,24 +61,38 @@ wait_up http://127.0.0.1:18091/ || { cat "$work/shim.log"; exit 1; }
 wait_up http://127.0.0.1:18092/
 wait_up http://127.0.0.1:18093/
 
-run() { wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out"; 
+# ticks PID...: CPU time (user + system, clock ticks) of the processes.
+ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+# run URL PID...: req/s, p50, p99 and the CPU microseconds per request that
+# the middle hop's processes (PID...) spent; "-" without one.
+run() { local a b n cpu=-
+  a=$(ticks "${@:2}")
+  wrk -t2 -c32 -d"${secs}s" --latency "$1" > "$work/out"
+  b=$(ticks "${@:2}")
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/out")
   p50=$(awk '$1=="50%" {print $2}' "$work/out"); p99=$(awk '$1=="99%" {print $2}' "$work/out")
-  echo "$rps $(ms "$p50") $(ms "$p99")"; }
+  n=$(awk '/requests in/ {print $1}' "$work/out")
+  [ $# -gt 1 ] && cpu=$(awk -v a="$a" -v b="$b" -v n="$n" -v t="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b-a)/t*1e6/n}')
+  echo "$rps $(ms "$p50") $(ms "$p99") $cpu"; }
 # wrk prints 812.00us / 1.23ms / 1.02s: convert to milliseconds.
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
   for t in shim direct nginxhop; do
-    case $t in shim) u=http://127.0.0.1:18091/ ;; direct) u=http://127.0.0.1:18092/ ;; nginxhop) u=http://127.0.0.1:18093/ ;; esac
-    read -r rps p50 p99 < <(run "$u")
-    echo "$t $rps $p50 $p99" >> "$work/r"
-    echo "round $r $t: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
+    case $t in
+      shim) u=http://127.0.0.1:18091/; mid=("$shim_pid") ;;
+      direct) u=http://127.0.0.1:18092/; mid=() ;;
+      nginxhop) u=http://127.0.0.1:18093/; mid=($(pgrep -P "$(cat "$work/nginx2.pid")")) ;;
+    esac
+    read -r rps p50 p99 cpu < <(run "$u" "${mid[@]}")
+    echo "$t $rps $p50 $p99 $cpu" >> "$work/r"
+    echo "round $r $t: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, middle hop CPU ${cpu} us/request"
   done
 done
 med() { awk -v t="$1" -v c="$2" '$1==t {print $c}' "$work/r" | median; }
 echo
 for t in shim direct nginxhop; do echo "$t median: $(med $t 2) req/s, p50 $(med $t 3) ms, p99 $(med $t 4) ms"; done
+echo "middle hop CPU per request, median: mysite.fcgi $(med shim 5) us, nginx $(med nginxhop 5) us"
 ratio() { awk -v a="$(med "$1" 2)" -v b="$(med "$2" 2)" 'BEGIN {printf "%.2f", a/b}'; }
 echo "ratio req/s  nginx->mysite.fcgi->app / nginx->proxy_pass->app: $(ratio shim direct)"
 echo "control      nginx->nginx->app / nginx->proxy_pass->app:       $(ratio nginxhop direct)"

@@ -302,9 +302,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listeners and every connection, which cancels every
-// request context, and waits for handlers to return. A handler that
-// ignores its context and blocks keeps Close waiting.
+// request context, and returns without waiting for handlers, like
+// net/http's Close: one that ignores its context cannot hang a stop.
+// Shutdown, if called, still waits for them.
 func (s *Server) Close() error {
-	<-s.startShutdown(true)
+	s.startShutdown(true)
 	return nil
 }

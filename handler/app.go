@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -186,20 +185,26 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // response header. A reused connection that the app had closed while idle
 // is retried on a new one when o can be sent again.
 func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upConn, *http.Response, error) {
+	key, proxyLine := target, ""
+	if a.cfg.ProxyProtocol {
+		// The PROXY line names one visitor for the connection's life: it
+		// is reused only for that visitor's requests.
+		var ip string
+		proxyLine, ip = proxyProtocolLine(o.in.RemoteAddr)
+		key = target + " " + ip
+	}
 	for attempt := 0; ; attempt++ {
 		var uc *upConn
-		if attempt == 0 && !a.cfg.ProxyProtocol {
-			uc = a.pool.get(target, !o.replayable())
+		if attempt == 0 {
+			uc = a.pool.get(key, !o.replayable())
 		}
 		if uc == nil {
 			c, err := a.dial(ctx, target)
 			if err != nil {
 				return nil, nil, err
 			}
-			uc = newUpConn(c, target)
-			if a.cfg.ProxyProtocol {
-				writeProxyLine(uc.bw, o.in)
-			}
+			uc = newUpConn(c, key)
+			uc.bw.WriteString(proxyLine)
 		}
 		res, err := a.exchange(ctx, uc, o)
 		if err == nil {
@@ -288,9 +293,6 @@ func (a *app) finish(uc *upConn, reusable bool) {
 	}
 	if uc.stop != nil && !uc.stop() {
 		reusable = false // the request's context ended: the deadline is spent
-	}
-	if a.cfg.ProxyProtocol {
-		reusable = false // the connection names one client
 	}
 	uc.stop = nil
 	if reusable {
@@ -887,28 +889,28 @@ func prefixCookiePath(c, prefix string) string {
 	return strings.Join(parts, ";")
 }
 
-// writeProxyLine starts a connection to the app with a PROXY protocol v1
-// header naming the client of in, for apps (gunicorn --proxy-protocol) that
-// take REMOTE_ADDR from it. Nothing is written for a client address that is
-// not an IP (a unix-socket front end): the app sees no address, as without.
-func writeProxyLine(w *bufio.Writer, in *http.Request) {
-	host, port, err := net.SplitHostPort(in.RemoteAddr)
+// proxyProtocolLine is the PROXY protocol v1 header that starts a
+// connection to the app for apps (gunicorn --proxy-protocol) that take
+// REMOTE_ADDR from it, naming the client at remoteAddr, and that client's IP.
+// For an address that is not an IP (a unix-socket front end) both are empty:
+// the app sees no address, as without.
+func proxyProtocolLine(remoteAddr string) (line, ip string) {
+	host, port, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
-		host, port = in.RemoteAddr, "0"
+		host, port = remoteAddr, "0"
 	}
-	ip, err := netip.ParseAddr(host)
+	addr, err := netip.ParseAddr(host)
 	if err != nil {
-		return
+		return "", ""
 	}
-	ip = ip.WithZone("").Unmap()
+	addr = addr.WithZone("").Unmap()
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
 		port = "0"
 	} else {
 		port = strconv.FormatUint(p, 10)
 	}
-	if ip.Is4() {
-		fmt.Fprintf(w, "PROXY TCP4 %s 127.0.0.1 %s 0\r\n", ip, port)
-	} else {
-		fmt.Fprintf(w, "PROXY TCP6 %s ::1 %s 0\r\n", ip, port)
+	if addr.Is4() {
+		return "PROXY TCP4 " + addr.String() + " 127.0.0.1 " + port + " 0\r\n", addr.String()
 	}
+	return "PROXY TCP6 " + addr.String() + " ::1 " + port + " 0\r\n", addr.String()
 }

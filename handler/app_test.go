@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/peer"
 )
 
 // testSite is one configured site: its files, and handlers built from it.
@@ -141,18 +142,6 @@ func (s *testSite) startPIDs() []int {
 		}
 	}
 	return pids
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition
-	}
 }
 
 func getEcho(t *testing.T, req *http.Request) (echo, *http.Response) {
@@ -348,7 +337,7 @@ func TestProxyCrashMidResponseIsBroken(t *testing.T) {
 		t.Fatal("a response cut by the app's death was read as complete")
 	}
 	// The app is restarted and answers again.
-	eventually(t, 20*time.Second, "the app to be back", func() bool {
+	peer.Eventually(t, 20*time.Second, "the app to be back", func() bool {
 		resp, err := http.Get(srv.URL + "/mysite/")
 		if err != nil {
 			return false
@@ -401,7 +390,7 @@ func TestProxyCrashLoop503(t *testing.T) {
 		t.Errorf("page: %s", body)
 	}
 	// Backoff: the gaps between starts grow.
-	eventually(t, 20*time.Second, "four starts", func() bool { return len(s.startPIDs()) >= 4 })
+	peer.Eventually(t, 20*time.Second, "four starts", func() bool { return len(s.startPIDs()) >= 4 })
 	if n := strings.Count(s.logText(), "exited right after it started"); n < 3 || n > len(s.startPIDs())+1 {
 		t.Errorf("%d cause lines for %d starts:\n%s", n, len(s.startPIDs()), s.logText())
 	}
@@ -440,7 +429,7 @@ func TestProxyNeverListens(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Errorf("status %d, want 503", resp.StatusCode)
 	}
-	eventually(t, 10*time.Second, "the log line", func() bool {
+	peer.Eventually(t, 10*time.Second, "the log line", func() bool {
 		return strings.Contains(s.logText(), "never opened its socket")
 	})
 }
@@ -522,7 +511,7 @@ func TestReplacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second echo
-	eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		for _, srv := range []*httptest.Server{srv1, srv2} {
 			req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 			second, _ = getEcho(t, req)
@@ -532,7 +521,7 @@ func TestReplacement(t *testing.T) {
 		}
 		return true
 	})
-	eventually(t, 10*time.Second, "SIGTERM to the old app", func() bool {
+	peer.Eventually(t, 10*time.Second, "SIGTERM to the old app", func() bool {
 		b, _ := os.ReadFile(s.events)
 		return strings.Contains(string(b), "term "+strconv.Itoa(first.PID))
 	})
@@ -549,7 +538,7 @@ func TestReplacementKillsStubbornApp(t *testing.T) {
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 	first, _ := getEcho(t, req)
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
+	peer.Eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
 		return !alive(first.PID) || isZombie(first.PID)
 	})
 }
@@ -579,7 +568,7 @@ func TestNoOrphansAfterSIGKILL(t *testing.T) {
 	for _, p := range clients {
 		p.Signal(syscall.SIGKILL)
 	}
-	eventually(t, 30*time.Second, "the app to be gone", func() bool {
+	peer.Eventually(t, 30*time.Second, "the app to be gone", func() bool {
 		return !alive(appPID) || isZombie(appPID)
 	})
 	if !strings.Contains(s.logText(), "no client left") {
@@ -593,7 +582,7 @@ func TestNoisyAppIsRateLimited(t *testing.T) {
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 	getEcho(t, req)
-	eventually(t, 10*time.Second, "the drop notice", func() bool {
+	peer.Eventually(t, 10*time.Second, "the drop notice", func() bool {
 		return strings.Contains(s.logText(), "lines dropped")
 	})
 	if n := strings.Count(s.logText(), "noise line"); n > outBurst+outRate*5 {
@@ -748,7 +737,7 @@ func TestReadyMeansAnswered(t *testing.T) {
 	}
 	first := get()
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
 	b, _ := os.ReadFile(s.events)
 	colds := 0
 	for _, l := range strings.Split(string(b), "\n") {
@@ -844,12 +833,12 @@ func TestBinaryUpgradeRunsNewSupervisor(t *testing.T) {
 	}()
 	copyFile(t, os.Args[0], exe)
 	var now *state
-	eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
+	peer.Eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
 		var ok bool
 		now, ok = supervisorRuns(s.runDir, exe)
 		return ok && now.Supervisor != old.Supervisor
 	})
-	eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
+	peer.Eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
 		return !alive(old.Supervisor) || isZombie(old.Supervisor)
 	})
 	close(stop)
@@ -886,7 +875,7 @@ func TestDeletedBinaryIsNoChange(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})
@@ -962,7 +951,7 @@ func TestBinaryUpgradeThatCannotRun(t *testing.T) {
 	broken := filepath.Join(s.dir, "broken")
 	os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755)
 	copyFile(t, broken, exe)
-	eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/peer"
 )
 
 // notOurs returns a directory that exists but is owned by another user.
@@ -152,8 +153,8 @@ func TestRuntimeDirRemovedRecovers(t *testing.T) {
 	if fi, err := os.Stat(s.runDir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("runtime dir not re-created 0700: %v %v", fi, err)
 	}
-	eventually(t, 10*time.Second, "the old supervisor to stop", func() bool { return !alive(st.Supervisor) || isZombie(st.Supervisor) })
-	eventually(t, 10*time.Second, "the old app to stop", func() bool { return !alive(first.PID) || isZombie(first.PID) })
+	peer.Eventually(t, 10*time.Second, "the old supervisor to stop", func() bool { return !alive(st.Supervisor) || isZombie(st.Supervisor) })
+	peer.Eventually(t, 10*time.Second, "the old app to stop", func() bool { return !alive(first.PID) || isZombie(first.PID) })
 }
 
 // [app] env_file reaches the app, under [app] env (which wins on a clash);
@@ -179,7 +180,7 @@ func TestEnvFile(t *testing.T) {
 	// Saving the env file restarts the app with the new values.
 	os.WriteFile(envFile+".new", []byte("DB_PASSWORD=changed\n"), 0o600)
 	os.Rename(envFile+".new", envFile)
-	eventually(t, 20*time.Second, "the app to see the edited env_file", func() bool {
+	peer.Eventually(t, 20*time.Second, "the app to see the edited env_file", func() bool {
 		r, _ := http.NewRequest("GET", srv.URL+"/mysite/?env=1", nil)
 		e, _ := getEcho(t, r)
 		return slices.Contains(e.Env, "DB_PASSWORD=changed")

@@ -14,6 +14,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // The client side of the proxy: a lean HTTP/1.1 client for one app. It does
@@ -24,8 +27,8 @@ import (
 // wait in a stack per app instance.
 
 const (
-	maxIdlePerTarget = 1024 // as many as requests in flight: redialing per request halves throughput
-	idleTimeout      = 30 * time.Second
+	maxIdle     = 1024 // as many as requests in flight: redialing per request halves throughput
+	idleTimeout = 30 * time.Second
 	// checkIdleAfter: a connection idle longer than this is checked for a
 	// close by the app before reuse (apps drop idle keep-alive connections:
 	// gunicorn after 2 s, Node after 5 s). Shorter idle connections are
@@ -36,7 +39,7 @@ const (
 // upConn is one connection to the app.
 type upConn struct {
 	conn   net.Conn
-	target string // the app instance it belongs to (a pool key)
+	key    string // its pool: the app instance, and the visitor its PROXY line named
 	lr     limitedReader
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -45,6 +48,7 @@ type upConn struct {
 	stop   func() bool // stops the request context's watch (context.AfterFunc)
 	werr   chan error  // the body writer's result, while one runs
 	body   io.Closer   // the request body the writer reads
+	raw    *rawIO      // nil: reads and writes go through conn
 }
 
 // limitedReader fails a read past n bytes while limit is set: the response
@@ -70,12 +74,123 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func newUpConn(c net.Conn, target string) *upConn {
-	uc := &upConn{conn: c, target: target}
-	uc.lr.r = c
+func newUpConn(c net.Conn, key string) *upConn {
+	uc := &upConn{conn: c, key: key}
+	var rw io.ReadWriter = c
+	if r := newRawIO(c); r != nil {
+		uc.raw, rw = r, r
+	}
+	uc.lr.r = rw
 	uc.br = bufio.NewReaderSize(&uc.lr, 4<<10)
-	uc.bw = bufio.NewWriterSize(c, 4<<10)
+	uc.bw = bufio.NewWriterSize(rw, 4<<10)
 	return uc
+}
+
+// rawIO reads and writes a connection to the app with plain non-blocking
+// system calls through its syscall.RawConn, waiting in Go's poller (so
+// deadlines and Close work as on the net.Conn). The net.Conn's own Read and
+// Write tell the scheduler about each call (entersyscall/exitsyscall), which
+// wakes the runtime's monitor thread when the process was idle and lets it
+// hand our P to another thread if the call is slow to return on a busy
+// machine: on the proxy's two short calls per request that was CPU spent
+// for nothing, since a non-blocking socket call never blocks.
+type rawIO struct {
+	rc   syscall.RawConn
+	conn net.Conn // for the errors, which read like the net.Conn's
+	// The read and the write side each have their own: the body writer
+	// runs beside the response reader.
+	rp, wp     []byte
+	rn, wn     int
+	rerr, werr syscall.Errno
+	readFn     func(fd uintptr) bool
+	writeFn    func(fd uintptr) bool
+}
+
+func newRawIO(c net.Conn) *rawIO {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawIO{rc: rc, conn: c}
+	r.readFn = r.tryRead
+	r.writeFn = r.tryWrite
+	return r
+}
+
+func (r *rawIO) tryRead(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
+		if e == syscall.EINTR {
+			continue
+		}
+		r.rn, r.rerr = int(n), e
+		return e != syscall.EAGAIN
+	}
+}
+
+func (r *rawIO) tryWrite(fd uintptr) bool {
+	for r.wn < len(r.wp) {
+		b := r.wp[r.wn:]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			r.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			r.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+func (r *rawIO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.rp, r.rn, r.rerr = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	r.rp = nil
+	switch {
+	case err != nil:
+		return 0, r.opError("read", err)
+	case r.rerr != 0:
+		return 0, r.opError("read", r.rerr)
+	case r.rn == 0:
+		return 0, io.EOF
+	}
+	return r.rn, nil
+}
+
+func (r *rawIO) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.wp, r.wn, r.werr = p, 0, 0
+	err := r.rc.Write(r.writeFn)
+	n := r.wn
+	r.wp = nil
+	if err == nil && r.werr != 0 {
+		err = r.werr
+	}
+	if err != nil {
+		err = r.opError("write", err)
+	}
+	return n, err
+}
+
+func (r *rawIO) opError(op string, err error) error {
+	e := &net.OpError{Op: op, Err: err}
+	if a := r.conn.RemoteAddr(); a != nil {
+		e.Net, e.Addr = a.Network(), a
+	}
+	return e
 }
 
 // alive reports whether the app has not closed (or written on) the idle
@@ -104,27 +219,33 @@ func (uc *upConn) alive() bool {
 	return err == nil && ok
 }
 
-// connPool holds idle connections, most recently used last, per target.
+// connPool holds idle connections, most recently used last, per key. At
+// most maxIdle wait in all, and none longer than idleTimeout: a timer reaps
+// them while any wait, so a key that is never asked for again (a visitor
+// who left, a replaced app instance) holds no descriptor for long.
 type connPool struct {
 	mu     sync.Mutex
 	idle   map[string][]*upConn
+	n      int         // idle connections in all keys
+	reaper *time.Timer // runs while n > 0
 	closed bool
 }
 
-// get returns an idle connection to target that the app has not closed,
-// or nil. check asks for the liveness check even on a recently used one.
-func (p *connPool) get(target string, check bool) *upConn {
+// get returns an idle connection of key that the app has not closed, or
+// nil. check asks for the liveness check even on a recently used one.
+func (p *connPool) get(key string, check bool) *upConn {
 	now := time.Now()
 	for {
 		p.mu.Lock()
-		s := p.idle[target]
+		s := p.idle[key]
 		if len(s) == 0 {
 			p.mu.Unlock()
 			return nil
 		}
 		uc := s[len(s)-1]
 		s[len(s)-1] = nil
-		p.idle[target] = s[:len(s)-1]
+		p.setKey(key, s[:len(s)-1])
+		p.n--
 		p.mu.Unlock()
 		idle := now.Sub(uc.idleAt)
 		if idle < idleTimeout && (!check && idle < checkIdleAfter || uc.alive()) {
@@ -135,30 +256,69 @@ func (p *connPool) get(target string, check bool) *upConn {
 	}
 }
 
-// put makes uc available for reuse, and closes the oldest idle connection
-// of its target if that one has waited longer than idleTimeout.
+// setKey stores s as key's idle list, forgetting a key left empty.
+func (p *connPool) setKey(key string, s []*upConn) {
+	if len(s) == 0 {
+		delete(p.idle, key)
+		return
+	}
+	p.idle[key] = s
+}
+
+// put makes uc available for reuse, or closes it when the pool is full or
+// closed.
 func (p *connPool) put(uc *upConn) {
 	uc.idleAt = time.Now()
-	var stale *upConn
 	p.mu.Lock()
-	s := p.idle[uc.target]
-	if p.closed || len(s) >= maxIdlePerTarget {
+	if p.closed || p.n >= maxIdle {
 		p.mu.Unlock()
 		uc.conn.Close()
 		return
 	}
-	if len(s) > 0 && uc.idleAt.Sub(s[0].idleAt) > idleTimeout {
-		stale = s[0]
-		s[0] = nil
-		s = s[1:]
-	}
 	if p.idle == nil {
 		p.idle = map[string][]*upConn{}
 	}
-	p.idle[uc.target] = append(s, uc)
+	p.idle[uc.key] = append(p.idle[uc.key], uc)
+	p.n++
+	if p.reaper == nil {
+		p.reaper = time.AfterFunc(idleTimeout, p.reap)
+	}
 	p.mu.Unlock()
-	if stale != nil {
-		stale.conn.Close()
+}
+
+// reap closes the connections that have waited idleTimeout or longer, and
+// comes back for the rest while any remain.
+func (p *connPool) reap() {
+	now := time.Now()
+	var stale []*upConn
+	p.mu.Lock()
+	next := time.Duration(-1)
+	for key, s := range p.idle {
+		i := 0
+		for i < len(s) && now.Sub(s[i].idleAt) >= idleTimeout {
+			i++
+		}
+		stale = append(stale, s[:i]...)
+		clear(s[:i])
+		p.setKey(key, s[i:])
+		if i < len(s) {
+			if d := idleTimeout - now.Sub(s[i].idleAt); next < 0 || d < next {
+				next = d
+			}
+		}
+	}
+	p.n -= len(stale)
+	switch {
+	case next < 0 || p.closed:
+		p.reaper = nil
+	case p.reaper == nil: // closeIdle dropped it while this ran
+		p.reaper = time.AfterFunc(next, p.reap)
+	default:
+		p.reaper.Reset(next)
+	}
+	p.mu.Unlock()
+	for _, uc := range stale {
+		uc.conn.Close()
 	}
 }
 
@@ -166,18 +326,18 @@ func (p *connPool) put(uc *upConn) {
 func (p *connPool) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, s := range p.idle {
-		n += len(s)
-	}
-	return n
+	return p.n
 }
 
 // closeIdle closes every idle connection; with final, later ones too.
 func (p *connPool) closeIdle(final bool) {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = nil
+	p.idle, p.n = nil, 0
+	if p.reaper != nil {
+		p.reaper.Stop()
+		p.reaper = nil
+	}
 	if final {
 		p.closed = true
 	}
@@ -220,21 +380,6 @@ func connectionTokens(h http.Header) map[string]bool {
 		}
 	}
 	return m
-}
-
-// validToken reports whether s is an RFC 9110 token (a method or a field
-// name).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // validTarget reports whether s can go on the request line: no space or
@@ -301,7 +446,7 @@ func (e errBadRequest) Error() string { return string(e) }
 
 // newOutRequest checks what goes on the request line and frames the body.
 func (a *app) newOutRequest(in *http.Request) (*outRequest, error) {
-	if !validToken(in.Method) {
+	if !httpsyntax.ValidToken(in.Method) {
 		return nil, errBadRequest("invalid method")
 	}
 	req := RequestOf(in)
@@ -370,7 +515,7 @@ func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
 		// Apache do: to a CGI or WSGI app, X_Forwarded_For would be
 		// X-Forwarded-For.
 		ck := http.CanonicalHeaderKey(k)
-		if hopHeaders[ck] || setHeaders[ck] || conn[ck] || !validToken(k) || strings.IndexByte(k, '_') >= 0 {
+		if hopHeaders[ck] || setHeaders[ck] || conn[ck] || !httpsyntax.ValidToken(k) || strings.IndexByte(k, '_') >= 0 {
 			continue
 		}
 		for _, v := range vs {

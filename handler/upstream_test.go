@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
@@ -327,4 +329,144 @@ func TestUpstreamSwitchingProtocolsIs502(t *testing.T) {
 	if rec.Code != 502 {
 		t.Fatalf("%d %q", rec.Code, rec.Body)
 	}
+}
+
+// rawIO, the proxy's own reads and writes on a connection to the app,
+// behaves as the net.Conn would: a write larger than the socket buffer
+// waits for the reader and arrives whole, a read past the deadline is a
+// timeout, a closed peer is io.EOF, and a write to it an error.
+func TestRawIOLikeConn(t *testing.T) {
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRawIO(c)
+	if r == nil {
+		t.Fatal("no rawIO for a unix connection")
+	}
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	got := make(chan []byte)
+	go func() { b, _ := io.ReadAll(io.LimitReader(peer, int64(len(big)))); got <- b }()
+	if n, err := r.Write(big); n != len(big) || err != nil {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("peer got %d bytes, not what was written", len(b))
+	}
+
+	peer.Write([]byte("hello"))
+	buf := make([]byte, 64)
+	if n, err := r.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read: %q, %v", buf[:n], err)
+	}
+
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := r.Read(buf); !isTimeout(err) || !strings.Contains(err.Error(), "read unix") {
+		t.Fatalf("read past the deadline: %v, want a timeout that says what timed out", err)
+	}
+	c.SetReadDeadline(time.Time{})
+
+	peer.Close()
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer closed: %d, %v, want io.EOF", n, err)
+	}
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ { // the first write may still be accepted
+		_, werr = r.Write([]byte("x"))
+	}
+	if werr == nil {
+		t.Fatal("writes to a closed peer kept succeeding")
+	}
+}
+
+// With [app] proxy_protocol a connection's PROXY line names one visitor:
+// it is reused for that visitor's later requests and never for another's.
+func TestUpstreamProxyProtocolReusePerVisitor(t *testing.T) {
+	app, up := startRawApp(t, "unix", func(a *rawApp, c net.Conn, br *bufio.Reader) bool {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return false
+		}
+		named := strings.Fields(line)
+		for {
+			if _, _, ok := a.readRequest(br); !ok {
+				return false
+			}
+			body := named[2]
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	site, err := New(Options{Config: &config.Config{App: config.App{Upstream: up, ProxyProtocol: true}}, Process: &Process{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Close(context.Background()) })
+	steps := []struct {
+		remote    string
+		wantConns int
+	}{
+		{"192.0.2.1:1000", 1},
+		{"192.0.2.1:1001", 1}, // the same visitor: the same connection
+		{"192.0.2.2:1000", 2}, // another visitor: a connection of its own
+		{"192.0.2.1:1002", 2},
+		{"192.0.2.2:1001", 2},
+	}
+	for _, s := range steps {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = s.remote
+		rec := httptest.NewRecorder()
+		site.ServeHTTP(rec, req)
+		ip, _, _ := net.SplitHostPort(s.remote)
+		if rec.Code != 200 || rec.Body.String() != ip {
+			t.Fatalf("request from %s: %d %q, want the app to see %s", s.remote, rec.Code, rec.Body, ip)
+		}
+		if conns, _ := app.counts(); conns != s.wantConns {
+			t.Fatalf("after a request from %s: %d connections to the app, want %d", s.remote, conns, s.wantConns)
+		}
+	}
+}
+
+// Idle connections are closed once they have waited idleTimeout, with no
+// later request to trigger it.
+func TestConnPoolReapsWithoutTraffic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var p connPool
+		var peers []net.Conn
+		for _, key := range []string{"a", "a", "b"} {
+			ours, theirs := net.Pipe()
+			peers = append(peers, theirs)
+			p.put(newUpConn(ours, key))
+			time.Sleep(time.Second)
+		}
+		if n := p.count(); n != 3 {
+			t.Fatalf("%d idle, want 3", n)
+		}
+		time.Sleep(idleTimeout - 2*time.Second) // the first has waited idleTimeout + 1s
+		synctest.Wait()
+		if n := p.count(); n != 1 {
+			t.Fatalf("%d idle after the first two timed out, want 1", n)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if n := p.count(); n != 0 {
+			t.Fatalf("%d idle after all timed out, want 0", n)
+		}
+		for i, c := range peers {
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("connection %d: read %v, want EOF (closed by the pool)", i, err)
+			}
+		}
+		p.closeIdle(true)
+	})
 }

@@ -153,7 +153,10 @@ func TestApacheProxySCGI(t *testing.T) {
 func TestLighttpdSCGI(t *testing.T) {
 	l, addr := listenTCP(t)
 	serveOn(t, l)
-	host, port, _ := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_scgi" )
 scgi.server = ( "/" => (( "host" => "%s", "port" => %s, "check-local" => "disable" )) )
 `, host, port))

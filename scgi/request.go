@@ -10,8 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 type paramsKey struct{}
@@ -41,7 +42,7 @@ func newRequest(ctx context.Context, params map[string]string, body io.Reader, m
 	for _, k := range droppedParams {
 		delete(params, k)
 	}
-	n, ok := parseLength(params["CONTENT_LENGTH"])
+	n, ok := httpsyntax.ParseLength(params["CONTENT_LENGTH"])
 	if !ok {
 		return nil, http.StatusBadRequest, fmt.Errorf("CONTENT_LENGTH %q", params["CONTENT_LENGTH"])
 	}
@@ -49,7 +50,7 @@ func newRequest(ctx context.Context, params map[string]string, body io.Reader, m
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("CONTENT_LENGTH %d over %d", n, maxBody)
 	}
 	method := params["REQUEST_METHOD"]
-	if !validToken(method) {
+	if !httpsyntax.ValidToken(method) {
 		return nil, http.StatusBadRequest, fmt.Errorf("REQUEST_METHOD %q", method)
 	}
 	proto := params["SERVER_PROTOCOL"]
@@ -68,7 +69,7 @@ func newRequest(ctx context.Context, params map[string]string, body io.Reader, m
 		}
 	}
 	host := params["HTTP_HOST"]
-	if badText(uri) || badText(host) {
+	if httpsyntax.BadText(uri) || httpsyntax.BadText(host) {
 		return nil, http.StatusBadRequest, errors.New("control character in REQUEST_URI or HTTP_HOST")
 	}
 	u, err := requestURL(uri, host)
@@ -88,10 +89,10 @@ func newRequest(ctx context.Context, params map[string]string, body io.Reader, m
 			continue
 		}
 		name = strings.ReplaceAll(name, "_", "-")
-		if !validToken(name) {
+		if !httpsyntax.ValidToken(name) {
 			return nil, http.StatusBadRequest, fmt.Errorf("header name %q", k)
 		}
-		if badText(v) {
+		if httpsyntax.BadText(v) {
 			return nil, http.StatusBadRequest, fmt.Errorf("control character in %s", k)
 		}
 		h[http.CanonicalHeaderKey(name)] = []string{v}
@@ -136,42 +137,6 @@ func requestURL(uri, host string) (*url.URL, error) {
 		u.Scheme, u.Host, u.User = "", "", nil
 	}
 	return u, nil
-}
-
-// parseLength accepts only ^[0-9]+$ within int64.
-func parseLength(s string) (int64, bool) {
-	if s == "" {
-		return 0, false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
-}
-
-// badText reports CR, LF or NUL, which would let a value split a header.
-func badText(s string) bool {
-	return strings.ContainsAny(s, "\r\n\x00")
-}
-
-// validToken reports whether s is a non-empty RFC 9110 token.
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
 }
 
 // bodyReader turns a body cut short by the peer into io.ErrUnexpectedEOF.

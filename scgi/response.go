@@ -11,6 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/internal/connserver"
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // response writes a CGI-style response: "Status:" line, headers, blank line,
@@ -35,8 +38,11 @@ func newResponse(bw *bufio.Writer, req *http.Request) *response {
 
 func (w *response) Header() http.Header { return w.header }
 
-// reset forgets everything the handler did, for the 500 after a panic.
-func (w *response) reset() {
+// HeaderSent reports whether the header block went out.
+func (w *response) HeaderSent() bool { return w.sent }
+
+// Reset forgets everything the handler did, for the 500 after a panic.
+func (w *response) Reset() {
 	w.header = make(http.Header)
 	w.status, w.written, w.declared = 0, 0, -1
 }
@@ -45,13 +51,9 @@ func (w *response) WriteHeader(code int) {
 	if w.status != 0 || w.sent {
 		return
 	}
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	if connserver.FinalStatus(code) { // 1xx is not relayed through CGI framing
+		w.status = code
 	}
-	if code < 200 {
-		return // informational responses are not relayed through CGI framing
-	}
-	w.status = code
 }
 
 func (w *response) Write(p []byte) (int, error) {
@@ -128,13 +130,6 @@ func (w *response) noBodyStatus() bool {
 	return w.status < 200 || w.status == http.StatusNoContent || w.status == http.StatusNotModified
 }
 
-// hopHeaders are never passed from the handler to the front end: they are
-// framing of a hop we do not control, or a second status line.
-var hopHeaders = map[string]bool{
-	"Status": true, "Connection": true, "Keep-Alive": true, "Transfer-Encoding": true,
-	"Upgrade": true, "Te": true, "Trailer": true, "Proxy-Connection": true,
-}
-
 // sendHeader writes the header block to bw. A status that allows a body gets
 // an explicit Content-Type, application/octet-stream plus nosniff if the
 // handler set none: never a sniffed type.
@@ -142,27 +137,16 @@ func (w *response) sendHeader() {
 	w.sent = true
 	w.noBody = w.noBodyStatus() || w.req.Method == http.MethodHead
 	h := w.header
-	if cl := h.Get("Content-Length"); cl != "" {
-		if n, ok := parseLength(cl); ok && len(h["Content-Length"]) == 1 {
-			w.declared = n
-		} else {
-			h.Del("Content-Length")
-		}
-	}
-	if w.status == http.StatusNoContent {
-		h.Del("Content-Length")
-	}
-	if !w.noBodyStatus() && h.Get("Content-Type") == "" {
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("X-Content-Type-Options", "nosniff")
+	if n, set := connserver.PrepareHeader(h, w.status, !w.noBodyStatus()); set {
+		w.declared = n
 	}
 	fmt.Fprintf(w.bw, "Status: %d %s\r\n", w.status, statusText(w.status))
 	for _, k := range slices.Sorted(maps.Keys(h)) {
-		if hopHeaders[k] || !validToken(k) {
+		if !connserver.PassHeader(k) {
 			continue
 		}
 		for _, v := range h[k] {
-			if badText(v) {
+			if httpsyntax.BadText(v) {
 				continue
 			}
 			w.bw.WriteString(k)

@@ -1,7 +1,6 @@
 package scgi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,37 +13,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fcgishim/fcgishim/internal/conntest"
 )
-
-// fakeConn is an in-memory connection: reads come from in, writes go to out.
-type fakeConn struct {
-	in  io.Reader
-	out bytes.Buffer
-}
-
-func (c *fakeConn) Read(p []byte) (int, error)         { return c.in.Read(p) }
-func (c *fakeConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
-func (c *fakeConn) Close() error                       { return nil }
-func (c *fakeConn) LocalAddr() net.Addr                { return &net.UnixAddr{Name: "local", Net: "unix"} }
-func (c *fakeConn) RemoteAddr() net.Addr               { return &net.UnixAddr{Name: "remote", Net: "unix"} }
-func (c *fakeConn) SetDeadline(t time.Time) error      { return nil }
-func (c *fakeConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *fakeConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // serveRaw runs one connection of s on in and returns everything s wrote.
 func serveRaw(s *Server, in string) string {
-	s.mu.Lock()
-	s.initLocked()
-	s.mu.Unlock()
-	fc := &fakeConn{in: strings.NewReader(in)}
-	c := &conn{srv: s, rwc: fc}
-	if s.track(c) {
-		panic("server closed")
+	fc := conntest.New(in)
+	if err := s.cs.ServeConn(context.Background(), fc, s.newConn(fc)); err != nil {
+		panic(err)
 	}
-	c.serve(context.Background())
-	s.untrack(c)
-	s.wg.Done()
-	return fc.out.String()
+	return fc.Out.String()
 }
 
 // echo describes the request it got, one fact per line, headers sorted.
@@ -385,6 +364,11 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 		resp <- out
 	}()
 	<-entered
+	begin, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(begin); err != context.Canceled { // Shutdown has begun when it returns
+		t.Fatalf("Shutdown = %v, want context.Canceled", err)
+	}
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
 
@@ -510,21 +494,43 @@ func TestAcceptEMFILEBacksOff(t *testing.T) {
 	}
 }
 
+// Close cancels a request's context and returns without waiting for its
+// handler: one that ignores the context cannot hang a stop once Shutdown
+// has given up.
 func TestCloseCancelsRequests(t *testing.T) {
-	entered := make(chan struct{})
+	entered, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer close(release)
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		context.AfterFunc(r.Context(), func() { close(cancelled) })
 		close(entered)
-		<-r.Context().Done()
+		<-release // ignores its context
 	})}
 	addr := listen(t, s)
 	go dialRaw(addr, req("", get...))
 	<-entered
+	closeAfterShutdown(t, s.Shutdown, s.Close)
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not cancel the request's context")
+	}
+}
+
+// closeAfterShutdown runs a Shutdown that must give up on a stuck handler,
+// then a Close that must return at once.
+func closeAfterShutdown(t *testing.T, shutdown func(context.Context) error, close func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the deadline: the handler is stuck", err)
+	}
 	closed := make(chan error, 1)
-	go func() { closed <- s.Close() }()
+	go func() { closed <- close() }()
 	select {
 	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return: request context not cancelled")
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a handler that ignores its context")
 	}
 }
 

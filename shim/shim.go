@@ -224,7 +224,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	worker := getenv(envWorker) != "" && len(listeners) > 0 // a prefork worker: see prefork.go
 	if worker {
 		var stopWorker func()
-		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, listeners); err != nil {
+		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, o.Protocol, listeners); err != nil {
 			return err
 		}
 		defer stopWorker()
@@ -312,7 +312,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.MaxRequests > 0 {
 		maxRequests = o.MaxRequests
 	}
-	if n := int64(maxRequests); n > 0 && !worker { // a worker counts in its listener
+	if n := int64(maxRequests); n > 0 { // a worker also counts connections in its listener
 		gw.AfterCount = func(count int64) {
 			if count == n {
 				select {
@@ -325,7 +325,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	if o.Prefork && !worker && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
 		defer closeSite(context.Background())
-		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, log)
+		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, cfg.Limits.MaxConns, log)
 	}
 	srvs := make([]server, len(listeners))
 	serveErr := make(chan error, len(listeners))
