@@ -153,5 +153,13 @@ Include /etc/apache2/mods-available/fcgid.conf
 		fixedConf := regexp.MustCompile(`(?m)^\s*AllowOverride .*$`).ReplaceAllString(string(conf), "\t"+hostLine)
 		fixed := start(fixedConf)
 		wantInfoAs(t, fixed.URL+"/~"+alice.Name+"/mysite/", 33, fixed.Log)
+		// The README's alternative: the host enables ExecCGI itself and
+		// the site deletes its Options line.
+		execConf := regexp.MustCompile(`(?m)^(\s*Options .*)$`).ReplaceAllString(string(conf), "$1 ExecCGI")
+		other := start(execConf)
+		otherURL := other.URL + "/~" + alice.Name + "/mysite/"
+		wantOptionsRefused(t, otherURL, other.Log)
+		alice.Shell(t, "sed -i '/^Options +ExecCGI$/d' ~/public_html/mysite/.htaccess")
+		wantInfoAs(t, otherURL, 33, other.Log)
 	})
 }
