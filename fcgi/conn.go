@@ -44,6 +44,12 @@ type conn struct {
 	linger   bool // half-closed: reading only to discard until EOF
 	cutShort bool // a request ended before all its input arrived: more may come
 
+	// inline: the connection is served by ServeFD's loop, one request at
+	// a time; handlers run on the reading goroutine and pull their body
+	// from the connection (fillBody). rerr is a read error met there.
+	inline bool
+	rerr   error
+
 	handlers sync.WaitGroup
 }
 
@@ -56,7 +62,11 @@ func (s *Server) newConn(base context.Context, rwc net.Conn) *conn {
 // serve reads records until the connection fails or is closed, then
 // cancels the open requests and waits for their handlers.
 func (c *conn) serve() {
-	c.br = bufio.NewReaderSize(c.rwc, readBufSize)
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.rwc, readBufSize)
+	} else {
+		c.br.Reset(c.rwc)
+	}
 	c.mu.Lock()
 	c.setDeadlineLocked()
 	c.mu.Unlock()
@@ -84,24 +94,51 @@ func (c *conn) serve() {
 }
 
 func (c *conn) readLoop() error {
-	for {
-		if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+	for c.rerr == nil {
+		if err := c.readRecord(); err != nil {
 			return err
-		}
-		var h header
-		h.decode(c.hb[:])
-		if h.Version != version1 {
-			return fmt.Errorf("fcgi: record version %d", h.Version)
-		}
-		if err := c.record(&h); err != nil {
-			return err
-		}
-		if h.PaddingLength > 0 {
-			if _, err := c.br.Discard(int(h.PaddingLength)); err != nil {
-				return err
-			}
 		}
 	}
+	return c.rerr
+}
+
+// readRecord reads and handles one record.
+func (c *conn) readRecord() error {
+	if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+		return err
+	}
+	var h header
+	h.decode(c.hb[:])
+	if h.Version != version1 {
+		return fmt.Errorf("fcgi: record version %d", h.Version)
+	}
+	if err := c.record(&h); err != nil {
+		return err
+	}
+	if h.PaddingLength > 0 {
+		if _, err := c.br.Discard(int(h.PaddingLength)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fillBody reads records for an inline handler that waits for its body,
+// until one of them makes progress (any record does: STDIN feeds the body
+// or ends it, anything else is handled as the read loop would). Within a
+// request timeout, the read gives up at its deadline.
+func (c *conn) fillBody(r *request) error {
+	if c.rerr != nil {
+		return c.rerr
+	}
+	if dl, ok := r.ctx.Deadline(); ok {
+		c.rwc.SetReadDeadline(dl)
+	}
+	if err := c.readRecord(); err != nil {
+		c.rerr = err
+		return err
+	}
+	return nil
 }
 
 func (c *conn) record(h *header) error {
@@ -217,7 +254,7 @@ func (c *conn) appendValues(b []byte) []byte {
 		case "FCGI_MPXS_CONNS":
 			if !seen[2] {
 				mpx := "1"
-				if c.s.cfg.maxReqs == 1 {
+				if c.s.cfg.maxReqs == 1 || c.inline {
 					mpx = "0"
 				}
 				content = appendPair(content, name, mpx)
@@ -256,8 +293,12 @@ func (c *conn) begin(id uint16, n int) error {
 	// While draining, a request that reaches a connection still open is
 	// served (the connection closes after it): refusing it would fail it.
 	var status uint8 = statusRequestComplete
+	maxReqs := c.s.cfg.maxReqs
+	if c.inline {
+		maxReqs = 1
+	}
 	switch {
-	case len(c.reqs) >= c.s.cfg.maxReqs:
+	case len(c.reqs) >= maxReqs:
 		status = statusOverloaded
 	case role == roleResponder:
 	case role == roleAuthorizer && c.s.Authorizer != nil:
@@ -298,7 +339,9 @@ func (c *conn) setDeadlineLocked() {
 	}
 	var d time.Duration
 	switch {
-	case c.inHeader > 0:
+	case c.inHeader > 0, c.inline && c.begun == 0:
+		// Inline, a connection that has not begun a request holds up
+		// every other: it gets the header timeout, not the idle one.
 		d = c.s.cfg.headerTimeout
 	case c.inBody > 0 || c.active == 0:
 		d = c.s.cfg.idleTimeout
@@ -372,6 +415,10 @@ func (c *conn) endParams(r *request) error {
 	}
 	r.started = true
 	c.handlers.Add(1)
+	if c.inline {
+		r.run()
+		return nil
+	}
 	go r.run()
 	return nil
 }

@@ -66,6 +66,9 @@ func (x *reqContext) Value(key any) any {
 func (s *Server) newRequest(c *conn, id, role uint16, keep bool) *request {
 	r := &request{c: c, id: id, role: role, keepConn: keep, inHeader: true}
 	r.body.init(s)
+	if c.inline {
+		r.body.pull = r
+	}
 	r.w.r = r
 	return r
 }

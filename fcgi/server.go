@@ -80,6 +80,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
+	wakers     map[int]struct{} // eventfds of ServeFD loops
 	conns      map[*conn]struct{}
 	serving    int           // running Serve loops
 	inShutdown bool          // no new listeners or connections
@@ -146,6 +147,7 @@ func (s *Server) init() {
 		s.sem = make(chan struct{}, c.maxConns)
 		s.done = make(chan struct{})
 		s.listeners = make(map[*net.Listener]struct{})
+		s.wakers = make(map[int]struct{})
 		s.conns = make(map[*conn]struct{})
 	})
 }
@@ -252,6 +254,25 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 	return true
 }
 
+// trackWaker adds or removes a ServeFD loop, woken through efd on
+// shutdown. Adding fails once the server is shutting down.
+func (s *Server) trackWaker(efd int, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown {
+			return false
+		}
+		s.wakers[efd] = struct{}{}
+		s.serving++
+		return true
+	}
+	delete(s.wakers, efd)
+	s.serving--
+	s.checkDrainedLocked()
+	return true
+}
+
 func (s *Server) checkDrainedLocked() {
 	if s.inShutdown && s.serving == 0 && len(s.conns) == 0 {
 		select {
@@ -275,6 +296,9 @@ func (s *Server) startShutdown(hard bool) <-chan struct{} {
 	}
 	for l := range s.listeners {
 		(*l).Close()
+	}
+	for efd := range s.wakers {
+		wakeFD(efd)
 	}
 	for c := range s.conns {
 		if hard {
