@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -47,8 +48,9 @@ type conn struct {
 	// inline: the connection is served by ServeFD's loop, one request at
 	// a time; handlers run on the reading goroutine and pull their body
 	// from the connection (fillBody). rerr is a read error met there.
-	inline bool
-	rerr   error
+	inline  bool
+	rerr    error
+	pending *request // inline: to run once its last record is consumed
 
 	handlers sync.WaitGroup
 }
@@ -120,6 +122,10 @@ func (c *conn) readRecord() error {
 			return err
 		}
 	}
+	if r := c.pending; r != nil {
+		c.pending = nil
+		r.run()
+	}
 	return nil
 }
 
@@ -131,14 +137,37 @@ func (c *conn) fillBody(r *request) error {
 	if c.rerr != nil {
 		return c.rerr
 	}
-	if dl, ok := r.ctx.Deadline(); ok {
-		c.rwc.SetReadDeadline(dl)
+	if dl, ok := r.ctx.Deadline(); ok && c.br.Buffered() == 0 {
+		if w, ok := c.rwc.(readWaiter); ok {
+			// Wait without consuming, so that a request timeout fails
+			// the body and leaves the stream intact for the answer.
+			if err := w.waitReadable(dl); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					c.failInline(err)
+				}
+				return err
+			}
+		}
 	}
 	if err := c.readRecord(); err != nil {
-		c.rerr = err
+		c.failInline(err)
 		return err
 	}
 	return nil
+}
+
+// readWaiter is a connection that can wait for input without reading it.
+type readWaiter interface {
+	waitReadable(deadline time.Time) error
+}
+
+// failInline ends an inline connection after a read error met while the
+// handler runs, as the read loop's end would: the handler's context is
+// cancelled and its writes fail.
+func (c *conn) failInline(err error) {
+	c.rerr = err
+	c.rwc.Close()
+	c.cancel()
 }
 
 func (c *conn) record(h *header) error {
@@ -339,10 +368,15 @@ func (c *conn) setDeadlineLocked() {
 	}
 	var d time.Duration
 	switch {
-	case c.inHeader > 0, c.inline && c.begun == 0:
-		// Inline, a connection that has not begun a request holds up
-		// every other: it gets the header timeout, not the idle one.
+	case c.inHeader > 0:
 		d = c.s.cfg.headerTimeout
+	case c.inline && c.begun == 0:
+		// Inline, a connection that has not begun a request holds up
+		// every other: the shorter of the header and idle timeouts.
+		d = c.s.cfg.headerTimeout
+		if i := c.s.cfg.idleTimeout; i > 0 && (d <= 0 || i < d) {
+			d = i
+		}
 	case c.inBody > 0 || c.active == 0:
 		d = c.s.cfg.idleTimeout
 	}
@@ -416,7 +450,7 @@ func (c *conn) endParams(r *request) error {
 	r.started = true
 	c.handlers.Add(1)
 	if c.inline {
-		r.run()
+		c.pending = r // run by readRecord after this record's padding
 		return nil
 	}
 	go r.run()

@@ -97,6 +97,16 @@ func (c *fdConn) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// waitReadable waits until the connection has input, or the deadline.
+func (c *fdConn) waitReadable(deadline time.Time) error {
+	fd, err := c.acquire()
+	if err != nil {
+		return err
+	}
+	defer c.releaseFD()
+	return c.wait(fd, pollIn, deadline)
+}
+
 // wait polls fd for events until the deadline (zero: none).
 func (c *fdConn) wait(fd int, events int16, deadline time.Time) error {
 	for {
