@@ -8,6 +8,9 @@
 #        fcgid-php   php-cgi hello.php, PHP_FCGI_MAX_REQUESTS=0 as mod_fcgid's
 #                    documentation says (php-cgi never exits on its own;
 #                    mod_fcgid's FcgidMaxRequestsPerProcess is 0 as well)
+#        fcgid-tuned bench/hello again, with TUNED_ENV (default GOMAXPROCS=1)
+#                    in its environment: runtime tuning, measured in the same run
+#                    (only when named in TARGETS)
 #        fcgid-c     a C program on libfcgi: while (FCGI_Accept() >= 0) printf(...)
 #                    (the ceiling of what Apache + mod_fcgid can deliver here)
 # Each round runs every target once, in turn; the medians and ratios follow,
@@ -19,8 +22,9 @@
 # FcgidMaxProcessesPerClass), COLD (5), TARGETS (a subset of the names
 # above, for a quicker run), PROFILE=1 adds system calls per
 # request (strace -c -f) and context switches / CPU per request (perf stat)
-# of the spawned programs under mod_fcgid, OURS_ENV="K=V ..." adds
-# FcgidInitialEnv lines (e.g. GOMAXPROCS=1) for ours only.
+# of the spawned programs under mod_fcgid, OURS_ENV="K=V ..." sets
+# environment variables (e.g. GOMAXPROCS=1) for our two programs only
+# (FcgidCmdOptions ... InitialEnv).
 # Needs root (nginx, php-fpm, apache2 as www-data), wrk, cc, libfcgi-dev.
 set -euo pipefail
 rounds=${1:-5}
@@ -86,8 +90,9 @@ CONF
 nginx -c "$work/nginx.conf"
 
 # --- Apache + mod_fcgid: one directory per spawned program
-mkdir -p "$work/docroot/ours" "$work/docroot/site" "$work/docroot/php" "$work/docroot/c"
+mkdir -p "$work/docroot/ours" "$work/docroot/site" "$work/docroot/php" "$work/docroot/c" "$work/docroot/tuned"
 cp "$work/hello.fcgi" "$work/docroot/ours/hello.fcgi"
+cp "$work/hello.fcgi" "$work/docroot/tuned/hello.fcgi"
 cp "$work/mysite.fcgi" "$work/docroot/site/mysite.fcgi"
 printf '[server]\nping_path = "/ping"\n' > "$work/docroot/site/mysite.toml"
 cp "$work/hello.php" "$work/docroot/php/hello.php"
@@ -95,7 +100,12 @@ cp "$work/hello-c.fcgi" "$work/docroot/c/hello.fcgi"
 echo ok > "$work/docroot/index.html"
 chmod -R a+rX "$work/docroot"
 ours_env=""
-for kv in ${OURS_ENV:-}; do ours_env+="  FcgidInitialEnv ${kv%%=*} ${kv#*=}"$'\n'; done
+for kv in ${OURS_ENV:-}; do ours_env+=" InitialEnv $kv"; done
+cmdopts=""
+[ -n "$ours_env" ] && cmdopts="FcgidCmdOptions $work/docroot/ours/hello.fcgi$ours_env
+FcgidCmdOptions $work/docroot/site/mysite.fcgi$ours_env"
+tuned_env=""
+for kv in ${TUNED_ENV:-GOMAXPROCS=1}; do tuned_env+=" InitialEnv $kv"; done
 { apache_prologue "$work" mime fcgid; cat <<CONF
 Listen 127.0.0.1:18083
 TypesConfig /etc/mime.types
@@ -109,12 +119,17 @@ DocumentRoot $work/docroot
   Options +ExecCGI
   Require all granted
 </Directory>
+$cmdopts
+FcgidCmdOptions $work/docroot/tuned/hello.fcgi$tuned_env
+<Directory $work/docroot/tuned>
+  SetHandler fcgid-script
+</Directory>
 <Directory $work/docroot/ours>
   SetHandler fcgid-script
-$ours_env</Directory>
+</Directory>
 <Directory $work/docroot/site>
   SetHandler fcgid-script
-$ours_env</Directory>
+</Directory>
 <Directory $work/docroot/c>
   SetHandler fcgid-script
 </Directory>
@@ -135,6 +150,7 @@ url() {
     fcgid-ping) echo http://127.0.0.1:18083/site/mysite.fcgi/ping ;;
     fcgid-php) echo http://127.0.0.1:18083/php/hello.php ;;
     fcgid-c) echo http://127.0.0.1:18083/c/hello.fcgi ;;
+    fcgid-tuned) echo http://127.0.0.1:18083/tuned/hello.fcgi ;;
   esac
 }
 conns() { case $1 in nginx-*) echo "$conns_nginx" ;; *) echo "$conns_fcgid" ;; esac; }
@@ -145,6 +161,7 @@ class() {
     fcgid-ping) echo "$work/docroot/site/mysite.fcgi" ;;
     fcgid-php) echo "php-cgi" ;;
     fcgid-c) echo "$work/docroot/c/hello.fcgi" ;;
+    fcgid-tuned) echo "$work/docroot/tuned/hello.fcgi" ;;
   esac
 }
 for t in $targets; do wait_up "$(url $t)"; done
@@ -186,7 +203,7 @@ ratio() { awk -v a="$(med $1)" -v b="$(med $2)" 'BEGIN {if (a > 0 && b > 0) prin
 # per-round ratios show the spread that a loaded machine adds
 rratios() {
   paste <(awk -v t=$1 '$1==t {print $2}' "$work/r") <(awk -v t=$2 '$1==t {print $2}' "$work/r") |
-    awk '{printf "%s%.2f", (NR>1?" ":""), $1/$2}'
+    awk '$1 > 0 && $2 > 0 {printf "%s%.2f", (n++?" ":""), $1/$2}'
 }
 echo "== ratios of medians (per round)"
 echo "nginx  ours / php-fpm:    $(ratio nginx-ours nginx-php)  ($(rratios nginx-ours nginx-php))"
@@ -195,6 +212,7 @@ echo "fcgid  ping / php-cgi:    $(ratio fcgid-ping fcgid-php)  ($(rratios fcgid-
 echo "fcgid  ours / C libfcgi:  $(ratio fcgid-ours fcgid-c)  ($(rratios fcgid-ours fcgid-c))"
 echo "fcgid  ping / C libfcgi:  $(ratio fcgid-ping fcgid-c)  ($(rratios fcgid-ping fcgid-c))"
 echo "fcgid  php-cgi / C:       $(ratio fcgid-php fcgid-c)"
+echo "fcgid  tuned / ours:      $(ratio fcgid-tuned fcgid-ours)  ($(rratios fcgid-tuned fcgid-ours))"
 echo
 
 if [ "${PROFILE:-}" = 1 ]; then

@@ -103,11 +103,13 @@ func (r *request) run() {
 		r.body.Close()
 		r.cancel()
 		r.w.fail()
+		r.w.putHeader()
 		r.release()
 		return
 	}
 	r.body.Close()
 	r.w.finish()
+	r.w.putHeader()
 	r.release()
 }
 

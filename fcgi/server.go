@@ -89,6 +89,7 @@ type Server struct {
 	paramsPool sync.Pool // *[]byte, PARAMS accumulation
 	bodyPool   sync.Pool // *[]byte, request body buffers
 	outPool    sync.Pool // *outBuf, response buffers
+	hdrPool    sync.Pool // http.Header, response headers
 }
 
 // config holds the limits with defaults applied.
