@@ -156,6 +156,33 @@ func (c *conn) fillBody(r *request) error {
 	return nil
 }
 
+// drainBuffered consumes the rest of r's input that has already arrived
+// (typically the empty FCGI_STDIN behind the params of a GET), without
+// waiting: an inline handler returns before the reader sees it, and an
+// answer with input outstanding would end in a half-close and a wait for
+// the web server's EOF (lingerClose) instead of a plain close.
+func (c *conn) drainBuffered(r *request) {
+	for c.rerr == nil {
+		c.mu.Lock()
+		in := r.inBody
+		c.mu.Unlock()
+		if !in || c.br.Buffered() < headerLen {
+			return
+		}
+		hb, _ := c.br.Peek(headerLen)
+		var h header
+		h.decode(hb)
+		if h.Version != version1 || h.Type != typeStdin || h.ID != r.id ||
+			c.br.Buffered() < headerLen+int(h.ContentLength)+int(h.PaddingLength) {
+			return
+		}
+		if err := c.readRecord(); err != nil {
+			c.failInline(err)
+			return
+		}
+	}
+}
+
 // readWaiter is a connection that can wait for input without reading it.
 type readWaiter interface {
 	waitReadable(deadline time.Time) error

@@ -244,3 +244,21 @@ func TestServeFDCloseInterruptsBodyWait(t *testing.T) {
 }
 
 func FuzzServeFDRecords(f *testing.F) { fuzzRecords(f) }
+
+// A GET without CONTENT_LENGTH whose empty FCGI_STDIN came with its params
+// (as mod_fcgid sends it) ends with a plain close, not a half-close that
+// waits for the web server's EOF: writing after our EOF fails at once.
+func TestServeFDClosesWithoutLingerWhenInputArrived(t *testing.T) {
+	path, fd := listenFD(t)
+	startFD(t, &Server{Handler: http.HandlerFunc(helloHandler)}, fd)
+	for _, body := range []string{"", "unread body"} {
+		tc := dial(t, path)
+		tc.write(requestBytes(1, false, reqParams("POST", "/"), []byte(body)))
+		tc.end(1)
+		tc.expectClosed()
+		_, err := tc.c.Write(rec(typeStdin, 1, nil, 0))
+		if err == nil {
+			t.Fatalf("body %q: the connection is still open for reading after our EOF", body)
+		}
+	}
+}
