@@ -8,9 +8,10 @@
 #        fcgid-php   php-cgi hello.php, PHP_FCGI_MAX_REQUESTS=0 as mod_fcgid's
 #                    documentation says (php-cgi never exits on its own;
 #                    mod_fcgid's FcgidMaxRequestsPerProcess is 0 as well)
-#        fcgid-tuned bench/hello again, with TUNED_ENV (default GOMAXPROCS=1)
-#                    in its environment: runtime tuning, measured in the same run
-#                    (only when named in TARGETS)
+#        fcgid-tuned bench/hello again (or the binary TUNED_BIN, e.g. an older
+#                    build), with TUNED_ENV (default GOMAXPROCS=1; "-" for none)
+#                    in its environment: an A/B in the same run (only when named
+#                    in TARGETS)
 #        fcgid-c     a C program on libfcgi: while (FCGI_Accept() >= 0) printf(...)
 #                    (the ceiling of what Apache + mod_fcgid can deliver here)
 # Each round runs every target once, in turn; the medians and ratios follow,
@@ -92,7 +93,7 @@ nginx -c "$work/nginx.conf"
 # --- Apache + mod_fcgid: one directory per spawned program
 mkdir -p "$work/docroot/ours" "$work/docroot/site" "$work/docroot/php" "$work/docroot/c" "$work/docroot/tuned"
 cp "$work/hello.fcgi" "$work/docroot/ours/hello.fcgi"
-cp "$work/hello.fcgi" "$work/docroot/tuned/hello.fcgi"
+cp "${TUNED_BIN:-$work/hello.fcgi}" "$work/docroot/tuned/hello.fcgi"
 cp "$work/mysite.fcgi" "$work/docroot/site/mysite.fcgi"
 printf '[server]\nping_path = "/ping"\n' > "$work/docroot/site/mysite.toml"
 cp "$work/hello.php" "$work/docroot/php/hello.php"
@@ -105,7 +106,7 @@ cmdopts=""
 [ -n "$ours_env" ] && cmdopts="FcgidCmdOptions $work/docroot/ours/hello.fcgi$ours_env
 FcgidCmdOptions $work/docroot/site/mysite.fcgi$ours_env"
 tuned_env=""
-for kv in ${TUNED_ENV:-GOMAXPROCS=1}; do tuned_env+=" InitialEnv $kv"; done
+for kv in ${TUNED_ENV:-GOMAXPROCS=1}; do [ "$kv" = - ] || tuned_env+=" InitialEnv $kv"; done
 { apache_prologue "$work" mime fcgid; cat <<CONF
 Listen 127.0.0.1:18083
 TypesConfig /etc/mime.types
@@ -120,7 +121,7 @@ DocumentRoot $work/docroot
   Require all granted
 </Directory>
 $cmdopts
-FcgidCmdOptions $work/docroot/tuned/hello.fcgi$tuned_env
+${tuned_env:+FcgidCmdOptions $work/docroot/tuned/hello.fcgi$tuned_env}
 <Directory $work/docroot/tuned>
   SetHandler fcgid-script
 </Directory>
@@ -234,11 +235,12 @@ if [ "${PROFILE:-}" = 1 ]; then
     sp=$!; sleep 0.5
     wrk -t2 -c"$(conns $t)" -d"${secs}s" "$(url $t)" > /dev/null
     kill -INT $sp; wait $sp 2>/dev/null || true
-    # per accepted connection (one request each under mod_fcgid): copies
+    # per accepted connection (successful accepts; one request each under
+    # mod_fcgid), failed calls included in the counts: copies
     # spawned after strace attached are not counted, so wrk's total is not
     # the denominator
-    awk -v t=$t '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {c[$NF]=$4; tot+=$4; o[++k]=$NF}
-      END {n = c["accept"] + c["accept4"]; for (i=1; i<=k; i++) l = l sprintf(" %s %.2f", o[i], c[o[i]]/n);
+    awk -v t=$t '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {c[$NF]=$4; tot+=$4; o[++k]=$NF; if (NF == 6) e[$NF]=$5}
+      END {n = c["accept"] + c["accept4"] - e["accept"] - e["accept4"]; for (i=1; i<=k; i++) l = l sprintf(" %s %.2f", o[i], c[o[i]]/n);
         printf "%-11s strace: %.2f system calls per request (%d requests traced):%s\n", t, tot/n, n, l}' "$work/strace.$t"
   done
   echo

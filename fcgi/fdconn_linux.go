@@ -40,7 +40,7 @@ func (c *fdConn) releaseFD() {
 	c.mu.Lock()
 	c.busy--
 	if c.busy == 0 && c.closing && c.fd >= 0 {
-		syscall.Close(c.fd)
+		rawClose(c.fd)
 		c.fd = -1
 	}
 	c.mu.Unlock()
@@ -56,7 +56,7 @@ func (c *fdConn) Read(p []byte) (int, error) {
 	}
 	defer c.releaseFD()
 	for {
-		n, err := syscall.Read(fd, p)
+		n, err := rawIO(syscall.SYS_READ, fd, p)
 		switch {
 		case err == nil && n == 0:
 			return 0, io.EOF
@@ -81,7 +81,7 @@ func (c *fdConn) Write(p []byte) (int, error) {
 	defer c.releaseFD()
 	written := 0
 	for written < len(p) {
-		n, err := syscall.Write(fd, p[written:])
+		n, err := rawIO(syscall.SYS_WRITE, fd, p[written:])
 		switch {
 		case err == nil:
 			written += n
@@ -155,7 +155,7 @@ func (c *fdConn) Close() error {
 		syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
 		return nil
 	}
-	err := syscall.Close(c.fd)
+	err := rawClose(c.fd)
 	c.fd = -1
 	return err
 }
@@ -212,4 +212,29 @@ func ppoll(fds []pollFd, timeoutMs int) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// rawIO reads or writes a non-blocking socket. It never blocks, so it
+// skips the runtime's system call bookkeeping (entersyscall wakes the
+// monitor thread when it sleeps, a context switch per call); waits go
+// through ppoll, which does the bookkeeping.
+func rawIO(trap uintptr, fd int, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawClose closes a socket (without SO_LINGER, close does not block).
+func rawClose(fd int) error {
+	_, _, e := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }

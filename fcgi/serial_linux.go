@@ -2,27 +2,31 @@ package fcgi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // ServeFD serves the listening socket fd one connection at a time on the
 // calling goroutine: it accepts with a system call, reads and writes the
-// connection directly and runs the handler inline, without the runtime's
-// netpoller and without a goroutine per connection or request. This suits a
-// web server that sends one request at a time to a process and opens a new
-// connection for each, as Apache's mod_fcgid does with the programs it
-// spawns on fd 0: every request costs a handful of system calls and no
-// wake-up of another thread.
+// connection directly and runs the handler inline, without a goroutine
+// per connection or request. Only the wait for the next connection goes
+// through the runtime's poller (so that an idle loop costs no thread);
+// a connection's own reads and writes are plain non-blocking system calls
+// that wait in ppoll(2) only when the web server is slower than us. This
+// suits a web server that sends one request at a time to a process and
+// opens a new connection for each, as Apache's mod_fcgid does with the
+// programs it spawns on fd 0.
 //
 // The limits, timeouts, roles and keep-conn behave as under Serve, except
 // that a connection carries one request at a time (FCGI_MPXS_CONNS is 0;
-// a second FCGI_BEGIN_REQUEST meanwhile gets FCGI_OVERLOADED) and that a
-// new connection that sends nothing is closed after HeaderTimeout. While
-// one connection is served, the next ones wait in the socket's backlog.
+// a second FCGI_BEGIN_REQUEST meanwhile gets FCGI_OVERLOADED), that a new
+// connection that sends nothing is closed after the shorter of
+// HeaderTimeout and IdleTimeout, and that while a handler runs its
+// connection is read only when the handler reads its body. While one
+// connection is served, the next ones wait in the socket's backlog.
 //
 // Shutdown and Close wake the loop at once. ServeFD never closes fd and
 // leaves connections queued in its backlog there (a re-executed program
@@ -30,28 +34,21 @@ import (
 // called with a nil listener.
 func (s *Server) ServeFD(fd int) error {
 	s.init()
-	efd, err := newEventFD()
-	if err != nil {
-		return fmt.Errorf("fcgi: serve fd %d: %w", fd, err)
-	}
-	if !s.trackWaker(efd, true) {
-		syscall.Close(efd)
-		return ErrServerClosed
-	}
-	defer func() {
-		s.trackWaker(efd, false)
-		syscall.Close(efd)
-	}()
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		return fmt.Errorf("fcgi: serve fd %d: %w", fd, os.NewSyscallError("fcntl", err))
-	}
 	base := context.Background()
 	if s.BaseContext != nil {
 		if base = s.BaseContext(nil); base == nil {
 			panic("fcgi: BaseContext returned a nil context")
 		}
 	}
-	l := serialLoop{s: s, fd: fd, efd: efd, base: base}
+	l, err := newSerialLoop(s, fd, base)
+	if err != nil {
+		return err
+	}
+	defer l.f.Close() // a duplicate: fd stays open
+	if !s.trackWaker(l, true) {
+		return ErrServerClosed
+	}
+	defer s.trackWaker(l, false)
 	return l.run()
 }
 
@@ -59,31 +56,51 @@ func (s *Server) ServeFD(fd int) error {
 type serialLoop struct {
 	s     *Server
 	fd    int
-	efd   int
+	f     *os.File // a duplicate of fd, registered with the runtime's poller
 	base  context.Context
 	conn  conn // reused: reset for each connection
 	delay time.Duration
 }
 
+func newSerialLoop(s *Server, fd int, base context.Context) (*serialLoop, error) {
+	dup, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return nil, fmt.Errorf("fcgi: serve fd %d: %w", fd, os.NewSyscallError("fcntl", e))
+	}
+	if err := syscall.SetNonblock(int(dup), true); err != nil {
+		syscall.Close(int(dup))
+		return nil, fmt.Errorf("fcgi: serve fd %d: %w", fd, os.NewSyscallError("fcntl", err))
+	}
+	// Non-blocking, so os.NewFile registers it with the poller.
+	return &serialLoop{s: s, fd: fd, f: os.NewFile(dup, "fcgi-listener"), base: base}, nil
+}
+
+// wake ends a wait for the next connection (see Server.startShutdown).
+func (l *serialLoop) wake() { l.f.SetReadDeadline(time.Unix(1, 0)) }
+
 func (l *serialLoop) run() error {
-	fds := [2]pollFd{{fd: int32(l.fd), events: pollIn}, {fd: int32(l.efd), events: pollIn}}
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("fcgi: serve fd %d: %w", l.fd, err)
+	}
+	var nfd int
+	var aerr error
+	accept := func(fd uintptr) bool {
+		nfd, aerr = accept4(int(fd))
+		return aerr != syscall.EAGAIN
+	}
 	for {
 		if l.s.closing() {
 			return ErrServerClosed
 		}
-		fds[0].revents, fds[1].revents = 0, 0
-		if _, err := ppoll(fds[:], -1); err != nil && err != syscall.EINTR {
-			return fmt.Errorf("fcgi: poll fd %d: %w", l.fd, os.NewSyscallError("ppoll", err))
+		if err := rc.Read(accept); err != nil {
+			if l.s.closing() || errors.Is(err, os.ErrDeadlineExceeded) {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("fcgi: accept on fd %d: %w", l.fd, err)
 		}
-		if fds[1].revents != 0 || l.s.closing() {
-			return ErrServerClosed
-		}
-		if fds[0].revents == 0 {
-			continue
-		}
-		nfd, err := accept4(l.fd)
-		if err != nil {
-			if err := l.acceptFailed(err); err != nil {
+		if aerr != nil {
+			if err := l.acceptFailed(aerr); err != nil {
 				return err
 			}
 			continue
@@ -139,9 +156,11 @@ func (l *serialLoop) serve(nfd int) (draining bool) {
 	return draining
 }
 
+// accept4 accepts without blocking; being quick, it skips the runtime's
+// system call bookkeeping, which would wake the monitor thread each time.
 func accept4(fd int) (int, error) {
 	for {
-		nfd, _, e := syscall.Syscall6(syscall.SYS_ACCEPT4, uintptr(fd), 0, 0,
+		nfd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(fd), 0, 0,
 			syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
 		if e == syscall.EINTR {
 			continue
@@ -151,18 +170,4 @@ func accept4(fd int) (int, error) {
 		}
 		return int(nfd), nil
 	}
-}
-
-func newEventFD() (int, error) {
-	fd, _, e := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
-	if e != 0 {
-		return -1, os.NewSyscallError("eventfd2", e)
-	}
-	return int(fd), nil
-}
-
-// wakeFD makes efd readable, which ends a ServeFD loop's wait.
-func wakeFD(efd int) {
-	one := uint64(1)
-	syscall.Write(efd, (*[8]byte)(unsafe.Pointer(&one))[:])
 }

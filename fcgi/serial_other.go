@@ -9,5 +9,3 @@ import "errors"
 func (s *Server) ServeFD(fd int) error {
 	return errors.New("fcgi: ServeFD is not supported on this system")
 }
-
-func wakeFD(int) {}

@@ -80,7 +80,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
-	wakers     map[int]struct{} // eventfds of ServeFD loops
+	wakers     map[waker]struct{} // ServeFD loops
 	conns      map[*conn]struct{}
 	serving    int           // running Serve loops
 	inShutdown bool          // no new listeners or connections
@@ -148,7 +148,7 @@ func (s *Server) init() {
 		s.sem = make(chan struct{}, c.maxConns)
 		s.done = make(chan struct{})
 		s.listeners = make(map[*net.Listener]struct{})
-		s.wakers = make(map[int]struct{})
+		s.wakers = make(map[waker]struct{})
 		s.conns = make(map[*conn]struct{})
 	})
 }
@@ -255,9 +255,12 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 	return true
 }
 
-// trackWaker adds or removes a ServeFD loop, woken through efd on
-// shutdown. Adding fails once the server is shutting down.
-func (s *Server) trackWaker(efd int, add bool) bool {
+// waker is a ServeFD loop: wake ends its wait for a connection.
+type waker interface{ wake() }
+
+// trackWaker adds or removes a ServeFD loop, woken on shutdown. Adding
+// fails once the server is shutting down.
+func (s *Server) trackWaker(efd waker, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
@@ -298,8 +301,8 @@ func (s *Server) startShutdown(hard bool) <-chan struct{} {
 	for l := range s.listeners {
 		(*l).Close()
 	}
-	for efd := range s.wakers {
-		wakeFD(efd)
+	for w := range s.wakers {
+		w.wake()
 	}
 	for c := range s.conns {
 		if hard {
