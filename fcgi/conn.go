@@ -117,16 +117,18 @@ func (c *conn) readRecord() error {
 	if err := c.record(&h); err != nil {
 		return err
 	}
+	var err error
 	if h.PaddingLength > 0 {
-		if _, err := c.br.Discard(int(h.PaddingLength)); err != nil {
-			return err
-		}
+		_, err = c.br.Discard(int(h.PaddingLength))
 	}
 	if r := c.pending; r != nil {
 		c.pending = nil
+		if err != nil {
+			c.failInline(err) // it runs with its context cancelled, as it would have
+		}
 		r.run()
 	}
-	return nil
+	return err
 }
 
 // fillBody reads records for an inline handler that waits for its body,
