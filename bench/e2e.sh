@@ -266,5 +266,7 @@ done
 echo "== idle RSS of one spawned copy (after its first request)"
 for t in fcgid-ours fcgid-ping fcgid-php fcgid-c; do
   pid=$(pgrep -f "$(class $t)" | head -1 || true)
-  [ -n "$pid" ] && printf '%-11s %s\n' $t "$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)"
+  [ -n "$pid" ] && printf '%-11s %s, of which anonymous (private) %s\n' $t \
+    "$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)" \
+    "$(awk '/^Anonymous/ {printf "%.1f MiB", $2/1024}' /proc/$pid/smaps_rollup)"
 done
