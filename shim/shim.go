@@ -39,7 +39,7 @@ const (
 	// envFD0=concurrent serves fd 0 with the concurrent server (a goroutine
 	// per connection) instead of one connection at a time: for a web
 	// server that spawns on fd 0 and sends one process many requests at
-	// once, which mod_fcgid never does.
+	// once, which mod_fcgid never does. (ServeFD is Linux only.)
 	envFD0 = "FCGISHIM_FD0"
 )
 
@@ -195,7 +195,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		if o.Protocol == "http" {
 			mode = spawn.ModeHTTP
 		}
-	case mode == spawn.ModeFastCGIStdin && getenv(envFD0) == "concurrent":
+	case mode == spawn.ModeFastCGIStdin && (getenv(envFD0) == "concurrent" || runtime.GOOS != "linux"):
 		l, err := spawn.StdinListener()
 		if err != nil {
 			return err
