@@ -66,6 +66,9 @@ func (x *reqContext) Value(key any) any {
 func (s *Server) newRequest(c *conn, id, role uint16, keep bool) *request {
 	r := &request{c: c, id: id, role: role, keepConn: keep, inHeader: true}
 	r.body.init(s)
+	if c.inline {
+		r.body.pull = r
+	}
 	r.w.r = r
 	return r
 }
@@ -94,17 +97,25 @@ func (r *request) run() {
 		h = c.s.Authorizer
 	}
 	r.w.start(r.req.Method == http.MethodHead)
+	panicked := false
 	if h == nil {
 		r.w.WriteHeader(http.StatusInternalServerError)
-	} else if panicked := r.serve(h); panicked {
-		r.body.Close()
+	} else {
+		panicked = r.serve(h)
+	}
+	r.body.Close() // from here on, input for r is discarded
+	if c.inline {
+		c.drainBuffered(r)
+	}
+	if panicked {
 		r.cancel()
 		r.w.fail()
+		r.w.putHeader()
 		r.release()
 		return
 	}
-	r.body.Close()
 	r.w.finish()
+	r.w.putHeader()
 	r.release()
 }
 

@@ -51,9 +51,27 @@ func (w *response) start(head bool) {
 
 func (w *response) Header() http.Header {
 	if w.header == nil {
-		w.header = make(http.Header)
+		w.header = w.r.c.s.getHeader()
 	}
 	return w.header
+}
+
+// getHeader returns an empty header map, reused across responses: a
+// ResponseWriter, and so its Header, is not used after ServeHTTP returns.
+func (s *Server) getHeader() http.Header {
+	if h, ok := s.hdrPool.Get().(http.Header); ok {
+		return h
+	}
+	return make(http.Header, 8)
+}
+
+// putHeader returns the header map once the response is complete.
+func (w *response) putHeader() {
+	if h := w.header; h != nil && len(h) <= 32 {
+		clear(h)
+		w.r.c.s.hdrPool.Put(h)
+	}
+	w.header = nil
 }
 
 func (w *response) WriteHeader(code int) {
