@@ -152,6 +152,28 @@ func Params(r *http.Request) map[string]string {
 	return st.params
 }
 
+// Param returns the CGI variable name as the web server sent it for r (the
+// last value if it was sent twice), or "" if it was not sent or r was not
+// received by this package. Unlike Params, it builds no map.
+func Param(r *http.Request, name string) string {
+	st, _ := r.Context().Value(paramsKey{}).(*request)
+	if st == nil {
+		return ""
+	}
+	var v string
+	for s := st.raw; len(s) > 0; {
+		n, value, rest, err := nextPair(s)
+		if err != nil {
+			break
+		}
+		if n == name {
+			v = value
+		}
+		s = rest
+	}
+	return v
+}
+
 // Bits for parameters whose duplication rejects the request.
 func securityBit(name string) uint32 {
 	switch name {

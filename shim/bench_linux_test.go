@@ -44,7 +44,7 @@ func BenchmarkSpawnedPing(b *testing.B) {
 	}{{"hello", hello}, {"chain", gw}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv, vars := newServer("fcgi", c.h, cfg, log)
-			gw.Vars = vars
+			gw.Vars, gw.Var = vars, varOf("fcgi")
 			path := filepath.Join(b.TempDir(), "s")
 			l, err := net.Listen("unix", path)
 			if err != nil {

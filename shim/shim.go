@@ -343,14 +343,14 @@ func Run(ctx context.Context, o Options) (err error) {
 	for i, l := range listeners {
 		srv, vars := newServer(o.Protocol, gw, cfg, log)
 		if i == 0 {
-			gw.Vars = vars
+			gw.Vars, gw.Var = vars, varOf(o.Protocol)
 		}
 		srvs = append(srvs, srv)
 		go func() { serveErr <- srv.Serve(l) }()
 	}
 	if serveFD0 {
 		srv, vars := newServer(o.Protocol, gw, cfg, log)
-		gw.Vars = vars
+		gw.Vars, gw.Var = vars, varOf(o.Protocol)
 		srvs = append(srvs, srv)
 		go func() { serveErr <- srv.(*fcgi.Server).ServeFD(0) }()
 	}
@@ -488,6 +488,16 @@ func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Lo
 			MaxParamsBytes: lim.MaxParamsBytes, MaxBodyBytes: lim.MaxBodyBytes, HeaderTimeout: lim.HeaderTimeout.Duration,
 			IdleTimeout: lim.IdleTimeout.Duration, RequestTimeout: lim.RequestTimeout.Duration, WriteTimeout: lim.WriteTimeout.Duration}, fcgi.Params
 	}
+}
+
+// varOf returns the protocol's lookup of one CGI variable, which builds no
+// map; nil where it has none.
+func varOf(protocol string) func(*http.Request, string) string {
+	switch protocol {
+	case "scgi", "ajp", "http":
+		return nil
+	}
+	return fcgi.Param
 }
 
 func orDefault(d, def time.Duration) time.Duration {
