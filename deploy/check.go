@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
-	"github.com/fcgishim/fcgishim/handler"
 	"github.com/fcgishim/fcgishim/reload"
 )
 
@@ -545,9 +545,9 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// runtimeDir is the handler's one rule for the app's private directory.
+// runtimeDir is appctl's one rule for the app's private directory.
 func runtimeDir(cfg *config.Config, getenv func(string) string) string {
-	return handler.RuntimeDir(cfg, getenv)
+	return appctl.RuntimeDir(cfg, getenv)
 }
 
 func (c *checker) checkRuntimeDir(cfg *config.Config) {

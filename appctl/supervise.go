@@ -1,4 +1,4 @@
-package handler
+package appctl
 
 import (
 	"bufio"
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 	"github.com/fcgishim/fcgishim/reload"
 )
 
@@ -95,7 +96,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	}
 	defer lock.close()
 	readyHost := os.Getenv(envReadyHost)
-	if readyHost == "" || !validHost(readyHost) {
+	if readyHost == "" || !httpsyntax.ValidHost(readyHost) {
 		readyHost = "localhost"
 	}
 	s := &supervisor{
@@ -191,7 +192,7 @@ type supervisor struct {
 	next     *instance // replacing cur, until ready
 	failures int
 	retry    *time.Timer // pending restart after a failure; nil when none
-	st       state
+	st       State
 }
 
 // instance is one start of the app.
@@ -241,7 +242,7 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.out, _ = newOutLog(config.App{Command: s.cfg.App.Command}, s.log)
 	}
 	if !s.inherited {
-		s.st = state{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
+		s.st = State{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
 		s.save()
 	}
 	s.cur = s.start()
@@ -817,8 +818,9 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 // visitor's request waits for that.
 const defaultReadyPath = "/"
 
-// readyUserAgent marks the readiness request in the app's access log.
-const readyUserAgent = "fcgishim-ready-probe"
+// ReadyUserAgent is the User-Agent of the readiness request, so an app (or
+// its access log) can tell it from a visitor.
+const ReadyUserAgent = "fcgishim-ready-probe"
 
 // readyAt reports whether the app at addr answers a GET for path with
 // Host: host (with path "", defaultReadyPath and any status; else a status
@@ -826,7 +828,7 @@ const readyUserAgent = "fcgishim-ready-probe"
 // master listens before its workers have imported the app, and the request
 // waits for that, until until at most.
 func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
-	network, address := splitAddr(addr)
+	network, address := SplitAddr(addr)
 	c, err := net.DialTimeout(network, address, time.Second)
 	if err != nil {
 		return false, false
@@ -835,7 +837,7 @@ func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
 	c.SetDeadline(until)
 	req, _ := http.NewRequest("GET", "http://localhost"+cmp.Or(path, defaultReadyPath), nil)
 	req.Host = host
-	req.Header.Set("User-Agent", readyUserAgent)
+	req.Header.Set("User-Agent", ReadyUserAgent)
 	req.Close = true
 	if err := req.Write(c); err != nil {
 		return false, true
@@ -848,8 +850,8 @@ func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
 	return path == "" || resp.StatusCode < 500, true
 }
 
-// splitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
-func splitAddr(addr string) (network, address string) {
+// SplitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
+func SplitAddr(addr string) (network, address string) {
 	network, address, _ = strings.Cut(addr, ":")
 	return network, address
 }
@@ -902,8 +904,8 @@ func (s *supervisor) stopInstanceAfter(inst *instance, delay time.Duration) {
 func (s *supervisor) dirMoved() bool { return dirIdentity(s.dir) != s.dirID }
 
 // outLog writes the app's output lines, prefixed with its name and pid, to
-// the [app] log file or our stderr, at most outRate lines a second (with a
-// burst of outBurst) so a flooding app cannot fill the disk; drops are
+// the [app] log file or our stderr, at most OutputRate lines a second (with a
+// burst of OutputBurst) so a flooding app cannot fill the disk; drops are
 // counted and reported.
 type outLog struct {
 	name    string
@@ -915,14 +917,17 @@ type outLog struct {
 	dropped int
 }
 
+// The app's output is passed on at most OutputRate lines a second, with
+// bursts of OutputBurst lines.
 const (
-	outRate    = 200
-	outBurst   = 2000
-	outMaxLine = 4096
+	OutputRate  = 200
+	OutputBurst = 2000
 )
 
+const outMaxLine = 4096
+
 func newOutLog(a config.App, stderr io.Writer) (*outLog, error) {
-	o := &outLog{name: filepath.Base(a.Command[0]), w: stderr, tokens: outBurst, last: time.Now()}
+	o := &outLog{name: filepath.Base(a.Command[0]), w: stderr, tokens: OutputBurst, last: time.Now()}
 	if a.Log != "" {
 		f, err := os.OpenFile(a.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -962,7 +967,7 @@ func (o *outLog) write(prefix string, line []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	o.tokens = min(outBurst, o.tokens+now.Sub(o.last).Seconds()*outRate)
+	o.tokens = min(OutputBurst, o.tokens+now.Sub(o.last).Seconds()*OutputRate)
 	o.last = now
 	if o.tokens < 1 {
 		o.dropped++
