@@ -63,22 +63,8 @@ const (
 // stopped: idle, ctx cancelled, or [app] command removed from the config. It
 // returns nil at once when another supervisor already runs for the site.
 func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
-	configPath, err := filepath.Abs(configPath)
+	configPath, cfg, dir, err := loadSupervised(configPath)
 	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(configPath)
-	if err != nil {
-		return err
-	}
-	if len(cfg.App.Command) == 0 {
-		return fmt.Errorf("%s: no [app] command to supervise", configPath)
-	}
-	dir := os.Getenv(envRuntimeDir)
-	if dir == "" {
-		dir = RuntimeDir(cfg, os.Getenv)
-	}
-	if err := prepareRuntimeDir(dir); err != nil {
 		return err
 	}
 	exe := os.Getenv(envExecutable)
@@ -95,16 +81,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 		return fmt.Errorf("supervisor lock: %w", err)
 	}
 	defer lock.close()
-	readyHost := os.Getenv(envReadyHost)
-	if readyHost == "" || !httpsyntax.ValidHost(readyHost) {
-		readyHost = "localhost"
-	}
-	s := &supervisor{
-		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
-		log: stderr, lock: lock,
-		exited: make(chan *instance), readied: make(chan readyEvent),
-		spawn: make(chan func()),
-	}
+	s := newSupervisor(dir, configPath, exe, cfg, stderr, lock)
 	if n, ok := os.LookupEnv(envTakeover); ok {
 		if err := s.takeOver(n); err != nil {
 			return err
@@ -119,6 +96,44 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	defer clients.close()
 	s.clients = clients
 	return s.run(ctx)
+}
+
+// loadSupervised reads the config at configPath (made absolute), which must
+// have an [app] command, and prepares its runtime directory: the one the
+// copy that started us named, else the rule's.
+func loadSupervised(configPath string) (abs string, cfg *config.Config, dir string, err error) {
+	if abs, err = filepath.Abs(configPath); err != nil {
+		return "", nil, "", err
+	}
+	if cfg, err = config.Load(abs); err != nil {
+		return "", nil, "", err
+	}
+	if len(cfg.App.Command) == 0 {
+		return "", nil, "", fmt.Errorf("%s: no [app] command to supervise", abs)
+	}
+	dir = os.Getenv(envRuntimeDir)
+	if dir == "" {
+		dir = RuntimeDir(cfg, os.Getenv)
+	}
+	if err := prepareRuntimeDir(dir); err != nil {
+		return "", nil, "", err
+	}
+	return abs, cfg, dir, nil
+}
+
+// newSupervisor makes the second stage's supervisor; lock is its
+// supervisor.lock, not taken yet.
+func newSupervisor(dir, configPath, exe string, cfg *config.Config, stderr io.Writer, lock *lockFile) *supervisor {
+	readyHost := os.Getenv(envReadyHost)
+	if readyHost == "" || !httpsyntax.ValidHost(readyHost) {
+		readyHost = "localhost"
+	}
+	return &supervisor{
+		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
+		log: stderr, lock: lock,
+		exited: make(chan *instance), readied: make(chan readyEvent),
+		spawn: make(chan func()),
+	}
 }
 
 // superviseDetach is the first stage: start the second in its own session
@@ -219,10 +234,31 @@ func (s *supervisor) logf(format string, args ...any) {
 	fmt.Fprintf(s.log, "fcgishim supervisor[%d]: %s\n", os.Getpid(), fmt.Sprintf(format, args...))
 }
 
+// run is the supervisor's life: start the app, follow it (loop) until a
+// reason to stop, then stop it, leaving it serving until a successor's app
+// is ready when the binary was upgraded.
 func (s *supervisor) run(ctx context.Context) error {
-	// Pdeathsig fires when the thread that started the child exits, not
-	// the process (golang/go#27505): start every app from one goroutine
-	// locked to its thread for our whole life.
+	spawnDone := s.startSpawner()
+	s.begin()
+	reason, succ := s.loop(ctx)
+	s.logf("%s: stopping the app", reason)
+	moved := s.dirMoved()
+	stopDrain, drained := s.drainReports()
+	s.stopApps(ctx, succ, moved)
+	close(stopDrain)
+	<-drained
+	close(s.spawn)
+	<-spawnDone
+	s.out.close()
+	s.removeSockets(moved)
+	return nil
+}
+
+// startSpawner starts the goroutine that starts every app: Pdeathsig fires
+// when the thread that started the child exits, not the process
+// (golang/go#27505), so it stays locked to its thread for our whole life.
+// The returned channel is closed once s.spawn is closed and it has ended.
+func (s *supervisor) startSpawner() <-chan struct{} {
 	spawnDone := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
@@ -233,6 +269,12 @@ func (s *supervisor) run(ctx context.Context) error {
 		// Returning while locked ends this thread: any app still running
 		// gets SIGKILL, which is what we want at this point.
 	}()
+	return spawnDone
+}
+
+// begin notes the generation, opens the app's output log, writes the first
+// state (unless we inherited a serving app) and starts the first instance.
+func (s *supervisor) begin() {
 	s.gen = s.stampNow()
 	a := s.cfg.App
 	a.Log = s.cfg.Resolve(a.Log)
@@ -246,26 +288,33 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.save()
 	}
 	s.cur = s.start()
+}
 
-	reason, succ := s.loop(ctx)
-	s.logf("%s: stopping the app", reason)
-	moved := s.dirMoved()
-	// Nobody handles reports any more: drain them so their senders finish.
-	stopDrain, drained := make(chan struct{}), make(chan struct{})
+// drainReports takes the instances' reports once nobody handles them any
+// more, so their senders finish; close stop to end it, then wait on drained.
+func (s *supervisor) drainReports() (stop, drained chan struct{}) {
+	stop, drained = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(drained)
 		for {
 			select {
 			case <-s.readied:
 			case <-s.exited:
-			case <-stopDrain:
+			case <-stop:
 				return
 			}
 		}
 	}()
+	return stop, drained
+}
+
+// stopApps stops our instances and waits until every one has exited
+// (SIGKILL after stop_grace at worst). With a successor, ours serves until
+// the successor's app is ready, then for the handover period, as in a
+// replacement; without one the state goes (unless the directory is no
+// longer ours).
+func (s *supervisor) stopApps(ctx context.Context, succ *successor, moved bool) {
 	if succ != nil {
-		// Ours serves until the successor's app is ready, then for the
-		// handover period, as in a replacement.
 		s.awaitSuccessor(ctx, succ)
 		s.stopInstanceAfter(s.cur, handover)
 	} else {
@@ -275,18 +324,18 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.stopInstance(s.cur)
 	}
 	s.stopInstance(s.next)
-	s.wg.Wait() // every instance has exited, SIGKILL after stop_grace at worst
-	close(stopDrain)
-	<-drained
-	close(s.spawn)
-	<-spawnDone
-	s.out.close()
-	for _, p := range s.socks {
-		if !moved {
-			os.Remove(p)
-		}
+	s.wg.Wait()
+}
+
+// removeSockets removes our instances' unix sockets, unless the runtime
+// directory was replaced (the names may be another supervisor's now).
+func (s *supervisor) removeSockets(moved bool) {
+	if moved {
+		return
 	}
-	return nil
+	for _, p := range s.socks {
+		os.Remove(p)
+	}
 }
 
 // watch starts watching the files whose change replaces the app: the
