@@ -83,74 +83,74 @@ func NewClient(c *config.Config, exe string, logf func(kind, format string, args
 	if c.File == "" {
 		return nil, errors.New("[app] command needs a config file: the app supervisor reads it")
 	}
-	a := &Client{cfg: c.App, ready: c.App.ReadyTimeout.Duration, logf: logf}
-	if a.ready <= 0 {
-		a.ready = 30 * time.Second
+	cl := &Client{cfg: c.App, ready: c.App.ReadyTimeout.Duration, logf: logf}
+	if cl.ready <= 0 {
+		cl.ready = 30 * time.Second
 	}
 	var err error
-	if a.configPath, err = filepath.Abs(c.File); err != nil {
+	if cl.configPath, err = filepath.Abs(c.File); err != nil {
 		return nil, err
 	}
-	a.exe = exe
-	if a.exe == "" {
-		if a.exe, err = os.Executable(); err != nil {
+	cl.exe = exe
+	if cl.exe == "" {
+		if cl.exe, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("find own executable: %w", err)
 		}
 	}
-	if a.exe, err = filepath.Abs(a.exe); err != nil {
+	if cl.exe, err = filepath.Abs(cl.exe); err != nil {
 		return nil, err
 	}
-	a.dir = RuntimeDir(c, os.Getenv)
-	a.statePath = filepath.Join(a.dir, fileState)
-	if err := prepareRuntimeDir(a.dir); err != nil {
+	cl.dir = RuntimeDir(c, os.Getenv)
+	cl.statePath = filepath.Join(cl.dir, fileState)
+	if err := prepareRuntimeDir(cl.dir); err != nil {
 		return nil, err
 	}
-	a.dirID = dirIdentity(a.dir)
-	a.logPath = c.Resolve(c.App.Log)
-	return a, nil
+	cl.dirID = dirIdentity(cl.dir)
+	cl.logPath = c.Resolve(c.App.Log)
+	return cl, nil
 }
 
 // Close gives up our claim on the shared app (the supervisor stops it once
 // no copy holds one for idle_stop). Safe to call twice.
-func (a *Client) Close() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
+func (cl *Client) Close() error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.closed {
 		return nil
 	}
-	a.closed = true
-	err := a.clients.close()
-	a.clients = nil
+	cl.closed = true
+	err := cl.clients.close()
+	cl.clients = nil
 	return err
 }
 
 // NoteHost records the Host of a request the copy forwards; the first valid
 // one is sent with the readiness request of a supervisor we start.
-func (a *Client) NoteHost(h string) {
-	if a.siteHost.Load() == nil && h != "" && httpsyntax.ValidHost(h) {
-		a.siteHost.CompareAndSwap(nil, &h)
+func (cl *Client) NoteHost(h string) {
+	if cl.siteHost.Load() == nil && h != "" && httpsyntax.ValidHost(h) {
+		cl.siteHost.CompareAndSwap(nil, &h)
 	}
 }
 
 // Ready returns the current ready instance: once registered, from the state
 // looked at within stateRecheck; else (or when none is ready) as Await.
-func (a *Client) Ready(ctx context.Context) (Instance, error) {
-	a.mu.Lock()
-	registered := a.clients != nil
-	a.mu.Unlock()
+func (cl *Client) Ready(ctx context.Context) (Instance, error) {
+	cl.mu.Lock()
+	registered := cl.clients != nil
+	cl.mu.Unlock()
 	if registered {
-		if s := a.current(false); s != nil && s.Status == statusReady {
+		if s := cl.current(false); s != nil && s.Status == statusReady {
 			return s.instance(), nil
 		}
 	}
-	return a.Await(ctx, "")
+	return cl.Await(ctx, "")
 }
 
 // Await registers, starts the supervisor if needed and waits for a ready
 // instance whose address is not avoid (one that just refused us: the
 // supervisor is about to notice the crash).
-func (a *Client) Await(ctx context.Context, avoid string) (Instance, error) {
-	s, err := a.await(ctx, avoid)
+func (cl *Client) Await(ctx context.Context, avoid string) (Instance, error) {
+	s, err := cl.await(ctx, avoid)
 	if err != nil {
 		return Instance{}, err
 	}
@@ -159,8 +159,8 @@ func (a *Client) Await(ctx context.Context, avoid string) (Instance, error) {
 
 // Status returns what the supervisor last wrote (read fresh), or nil when no
 // supervisor runs.
-func (a *Client) Status() *State {
-	if s := a.current(true); s != nil && Alive(s.Supervisor) {
+func (cl *Client) Status() *State {
+	if s := cl.current(true); s != nil && Alive(s.Supervisor) {
 		return s
 	}
 	return nil
@@ -172,16 +172,16 @@ func (s *State) instance() Instance {
 
 // current returns the state, re-read only when state.json changed; unless
 // fresh, a state looked at within stateRecheck is used as it is.
-func (a *Client) current(fresh bool) *State {
+func (cl *Client) current(fresh bool) *State {
 	now := time.Now()
-	a.mu.Lock()
-	if !fresh && a.cached != nil && now.Sub(a.cacheAt) < stateRecheck {
-		s := a.cached
-		a.mu.Unlock()
+	cl.mu.Lock()
+	if !fresh && cl.cached != nil && now.Sub(cl.cacheAt) < stateRecheck {
+		s := cl.cached
+		cl.mu.Unlock()
 		return s
 	}
-	a.mu.Unlock()
-	fi, err := os.Stat(a.statePath)
+	cl.mu.Unlock()
+	fi, err := os.Stat(cl.statePath)
 	if err != nil {
 		return nil
 	}
@@ -189,21 +189,21 @@ func (a *Client) current(fresh bool) *State {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		id.ino = st.Ino
 	}
-	a.mu.Lock()
-	if a.cached != nil && a.cacheID == id {
-		s := a.cached
-		a.cacheAt = now
-		a.mu.Unlock()
+	cl.mu.Lock()
+	if cl.cached != nil && cl.cacheID == id {
+		s := cl.cached
+		cl.cacheAt = now
+		cl.mu.Unlock()
 		return s
 	}
-	a.mu.Unlock()
-	s, err := ReadState(a.dir)
+	cl.mu.Unlock()
+	s, err := ReadState(cl.dir)
 	if err != nil {
 		return nil
 	}
-	a.mu.Lock()
-	a.cached, a.cacheID, a.cacheAt = s, id, now
-	a.mu.Unlock()
+	cl.mu.Lock()
+	cl.cached, cl.cacheID, cl.cacheAt = s, id, now
+	cl.mu.Unlock()
 	return s
 }
 
@@ -219,27 +219,27 @@ const stateRecheck = 50 * time.Millisecond
 //
 // A ready state whose address is avoid (it just refused us) is waited out:
 // the supervisor is about to notice the crash.
-func (a *Client) await(ctx context.Context, avoid string) (*State, error) {
-	deadline := time.Now().Add(a.ready + 5*time.Second)
+func (cl *Client) await(ctx context.Context, avoid string) (*State, error) {
+	deadline := time.Now().Add(cl.ready + 5*time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	wait := 5 * time.Millisecond
 	var startErr error
 	for {
-		if renewed, err := a.ensureDir(); err != nil {
+		if renewed, err := cl.ensureDir(); err != nil {
 			return nil, err
 		} else if renewed {
 			avoid = "" // a new supervisor may well reuse the old address
 		}
-		if ok, err := a.register(); err != nil {
+		if ok, err := cl.register(); err != nil {
 			return nil, err
 		} else if ok {
-			if !held(filepath.Join(a.dir, fileSupervisorLock)) {
-				if startErr = a.startSupervisor(ctx); startErr != nil {
-					a.logf("supervisor", "%v", startErr)
+			if !held(filepath.Join(cl.dir, fileSupervisorLock)) {
+				if startErr = cl.startSupervisor(ctx); startErr != nil {
+					cl.logf("supervisor", "%v", startErr)
 				}
-			} else if s := a.current(true); s != nil && Alive(s.Supervisor) {
+			} else if s := cl.current(true); s != nil && Alive(s.Supervisor) {
 				switch s.Status {
 				case statusReady:
 					if s.Addr != avoid {
@@ -276,23 +276,23 @@ func (a *Client) await(ctx context.Context, avoid string) (*State, error) {
 // dropped, so the wait that follows starts a supervisor in the new one. The
 // old supervisor sees its directory gone and stops its app. It reports
 // whether it re-created the directory.
-func (a *Client) ensureDir() (bool, error) {
-	id := dirIdentity(a.dir)
-	a.mu.Lock()
-	same := id != 0 && id == a.dirID
-	a.mu.Unlock()
+func (cl *Client) ensureDir() (bool, error) {
+	id := dirIdentity(cl.dir)
+	cl.mu.Lock()
+	same := id != 0 && id == cl.dirID
+	cl.mu.Unlock()
 	if same {
 		return false, nil
 	}
-	if err := prepareRuntimeDir(a.dir); err != nil {
+	if err := prepareRuntimeDir(cl.dir); err != nil {
 		return false, err
 	}
-	a.mu.Lock()
-	a.dirID = dirIdentity(a.dir)
-	a.clients.close()
-	a.clients, a.cached = nil, nil
-	a.mu.Unlock()
-	a.logf("runtime dir", "the app's runtime directory %s was removed: re-created it", a.dir)
+	cl.mu.Lock()
+	cl.dirID = dirIdentity(cl.dir)
+	cl.clients.close()
+	cl.clients, cl.cached = nil, nil
+	cl.mu.Unlock()
+	cl.logf("runtime dir", "the app's runtime directory %s was removed: re-created it", cl.dir)
 	return true, nil
 }
 
@@ -308,16 +308,16 @@ func Alive(pid int) bool {
 // register takes our shared lock on clients.lock for the rest of our life,
 // which keeps the supervisor and the app running. It fails (false) while a
 // supervisor that found no client holds the lock exclusively to shut down.
-func (a *Client) register() (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
+func (cl *Client) register() (bool, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.closed {
 		return false, errors.New("app client closed")
 	}
-	if a.clients != nil {
+	if cl.clients != nil {
 		return true, nil
 	}
-	l, err := openLock(filepath.Join(a.dir, fileClientsLock))
+	l, err := openLock(filepath.Join(cl.dir, fileClientsLock))
 	if err != nil {
 		return false, fmt.Errorf("register with the app supervisor: %w", err)
 	}
@@ -326,15 +326,15 @@ func (a *Client) register() (bool, error) {
 		l.close()
 		return false, err
 	}
-	a.clients = l
+	cl.clients = l
 	return true, nil
 }
 
 // startSupervisor starts the supervisor unless another copy is doing so
 // (start.lock) or one runs already. The first stage returns once the
 // supervisor holds its lock.
-func (a *Client) startSupervisor(ctx context.Context) error {
-	l, err := openLock(filepath.Join(a.dir, fileStartLock))
+func (cl *Client) startSupervisor(ctx context.Context) error {
+	l, err := openLock(filepath.Join(cl.dir, fileStartLock))
 	if err != nil {
 		return fmt.Errorf("start app supervisor: %w", err)
 	}
@@ -342,22 +342,22 @@ func (a *Client) startSupervisor(ctx context.Context) error {
 	if ok, err := l.try(syscall.LOCK_EX); err != nil || !ok {
 		return err // another copy is starting it
 	}
-	if held(filepath.Join(a.dir, fileSupervisorLock)) {
+	if held(filepath.Join(cl.dir, fileSupervisorLock)) {
 		return nil
 	}
-	env := appEnv(os.Environ(), a.cfg.EnvAllow, nil)
-	env = append(env, envRuntimeDir+"="+a.dir, envExecutable+"="+a.exe)
-	if h := a.siteHost.Load(); h != nil {
+	env := appEnv(os.Environ(), cl.cfg.EnvAllow, nil)
+	env = append(env, envRuntimeDir+"="+cl.dir, envExecutable+"="+cl.exe)
+	if h := cl.siteHost.Load(); h != nil {
 		env = append(env, envReadyHost+"="+*h)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, a.exe, "_supervise", "--config", a.configPath)
+	cmd := exec.CommandContext(ctx, cl.exe, "_supervise", "--config", cl.configPath)
 	cmd.Env = env
 	cmd.Dir = "/"
 	cmd.Stderr = os.Stderr // an *os.File: inherited, no pipe to outlive us
-	if a.logPath != "" {
-		f, err := os.OpenFile(a.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if cl.logPath != "" {
+		f, err := os.OpenFile(cl.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("[app] log: %w", err)
 		}
@@ -366,7 +366,7 @@ func (a *Client) startSupervisor(ctx context.Context) error {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("start app supervisor (%s _supervise): %w", a.exe, err)
+		return fmt.Errorf("start app supervisor (%s _supervise): %w", cl.exe, err)
 	}
 	return nil
 }
