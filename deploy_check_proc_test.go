@@ -225,7 +225,10 @@ func TestDeployCheckLeavesLiveAppAlone(t *testing.T) {
 		t.Fatalf("live app starts: %v", before)
 	}
 	env := append(os.Environ(), "HOME="+t.TempDir())
-	r := reapCheck(t, env, filepath.Join(site, "mysite.fcgi"), site)
+	// The live site runs as the site directory's owner with suEXEC's
+	// environment: what check predicts with --suexec on (without it, a
+	// plain mod_fcgid site runs as www-data).
+	r := reapCheck(t, env, filepath.Join(site, "mysite.fcgi"), site, "--suexec", "on")
 	assertNothingLeft(t, r)
 	after := readStarts(t, starts)
 	if len(after) != 1 {

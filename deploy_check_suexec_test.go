@@ -3,7 +3,10 @@ package main
 import (
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +111,31 @@ func TestSuexecCheckUsesSuexecPath(t *testing.T) {
 	code, body := peer.Get(t, &http.Client{Timeout: 20 * time.Second}, h.UserURL(u, "/mysite/"))
 	if code < 500 || !strings.Contains(body, "command was not found") {
 		t.Errorf("the site answers %d %.300s; check's prediction was \"command was not found\"", code, body)
+	}
+}
+
+var reRuntimeDirLine = regexp.MustCompile(`(?m)^\[(?:ok|FAIL|warn)\]\s+runtime directory (\S+) \(the site runs as ([^)]*)\)`)
+
+// check run as root on a user's site reports the runtime directory the
+// live site uses: the rule evaluated for the site's user (uid and home
+// from the password database, suEXEC's bare environment), not for root's
+// HOME (issue 9, item 2's follow-up).
+func TestSuexecCheckAsRootPredictsRuntimeDir(t *testing.T) {
+	alice := peer.NewUser(t, "alice")
+	h := peer.Suexec(t, peer.SuexecOptions{})
+	site := suexecAppSite(t, alice, "")
+	cmd := exec.Command(filepath.Join(site, "mysite.fcgi"), "check", site, "--suexec", "on")
+	cmd.Env = []string{"HOME=/root", "USER=root", "LOGNAME=root", "PATH=/usr/local/bin:/usr/bin:/bin"}
+	out, _ := cmd.CombinedOutput()
+	m := reRuntimeDirLine.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("check names no runtime directory:\n%s", out)
+	}
+	if !strings.Contains(m[2], "uid "+strconv.Itoa(alice.UID)) {
+		t.Errorf("check evaluates the rule for %q, want alice's uid %d", m[2], alice.UID)
+	}
+	getApp(t, h, h.UserURL(alice, "/mysite/"))
+	if live := supervisorRuntimeDir(t, alice); live != m[1] {
+		t.Errorf("check (as root) reports runtime directory %s, the live site uses %s:\n%s", m[1], live, out)
 	}
 }

@@ -52,12 +52,16 @@ func alive(pid int) bool {
 	return len(f) > 0 && f[0] != "Z"
 }
 
-// minspare/maxspare/maxchildren: idle workers start at minspare, held
-// connections (one per worker) grow the pool up to maxchildren and never
-// beyond, and idle ones above maxspare are retired once released.
+// minspare/maxspare/maxchildren: workers start at minspare; requests held
+// in flight fill workers ([limits] max_conns = 2 each), and full ones make
+// the pool grow up to maxchildren and never beyond; idle ones above maxspare
+// are retired once the connections close.
 func TestPreforkWorkerCounts(t *testing.T) {
 	dir := peer.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
+	if err := os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[limits]\nmax_conns = 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
 		"minspare=2", "maxspare=3", "maxchildren=4")
 	sup := cmd.Process.Pid
@@ -87,14 +91,11 @@ func TestPreforkWorkerCounts(t *testing.T) {
 		n := len(children(sup))
 		return n == 2 || n == 3
 	})
-	// A connection without a request occupies a worker (one at a time).
+	// Six requests in flight need three full workers, and then the
+	// fourth is the only one accepting: fewer than minspare.
 	var conns []net.Conn
 	for i := 0; i < 6; i++ {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
+		conns = append(conns, holdRequest(t, sock))
 	}
 	peer.Eventually(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
 	for _, c := range conns {
@@ -106,48 +107,67 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	}
 }
 
-// maxrequests=10 under 200 requests through nginx: none lost, no worker
-// serves more than 10, and the workers are replaced (many PIDs).
+// maxrequests=10 under 200 requests, 8 at a time, through nginx: none
+// lost, and workers are replaced. With a connection per request, no worker
+// serves more than 10. With nginx's keep-conn pool a connection carries many
+// requests, and workers count requests: after its 10th a worker finishes
+// what is in flight and what its kept connections send until its drain
+// reaches them (a few, 40 at most here), and does not serve on for ever,
+// as it did when only connections counted.
 func TestPreforkMaxRequestsRecycling(t *testing.T) {
-	dir := peer.Dir(t)
-	sock := filepath.Join(dir, "mysite.sock")
-	startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
-		"umask=000", "minspare=2", "maxspare=4", "maxchildren=6", "maxrequests=10")
-	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass unix:%s; }`, sock))
-	c := &http.Client{Timeout: 20 * time.Second}
-	var mu sync.Mutex
-	perPID := map[int]int{}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i := 0; i < 200; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
-			if err != nil {
-				t.Errorf("request %d: %v", i, err)
-				return
-			}
-			mu.Lock()
-			perPID[in.PID]++
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.Fatal(srv.Log())
-	}
-	for pid, n := range perPID {
-		if n > 10 {
-			t.Errorf("worker %d served %d requests; maxrequests=10", pid, n)
+	const maxRequests, clients, total = 10, 8, 200
+	for _, keep := range []bool{false, true} {
+		name, upstream, pass, most := "conn-per-request", "", "", maxRequests
+		if keep {
+			name, upstream, pass, most = "keep-conn", "upstream app { server unix:{{SOCK}}; keepalive 8; }", "fastcgi_keep_conn on;", 4*maxRequests
 		}
+		t.Run(name, func(t *testing.T) {
+			dir := peer.Dir(t)
+			sock := filepath.Join(dir, "mysite.sock")
+			startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
+				"umask=000", "minspare=2", "maxspare=4", "maxchildren=6", fmt.Sprintf("maxrequests=%d", maxRequests))
+			target := "unix:" + sock
+			if keep {
+				target = "app"
+			}
+			srv := peer.Nginx(t, strings.ReplaceAll(upstream, "{{SOCK}}", sock), fmt.Sprintf(
+				`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass %s; %s }`, target, pass))
+			c := &http.Client{Timeout: 20 * time.Second}
+			var mu sync.Mutex
+			perPID := map[int]int{}
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, clients)
+			for i := 0; i < total; i++ {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
+					if err != nil {
+						t.Errorf("request %d: %v", i, err)
+						return
+					}
+					mu.Lock()
+					perPID[in.PID]++
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			if t.Failed() {
+				t.Fatal(srv.Log())
+			}
+			for pid, n := range perPID {
+				if n > most {
+					t.Errorf("worker %d served %d requests; maxrequests=%d allows %d here", pid, n, maxRequests, most)
+				}
+			}
+			if len(perPID) < total/most {
+				t.Errorf("%d requests were served by %d workers; want at least %d", total, len(perPID), total/most)
+			}
+			t.Logf("%d requests, 0 failed, %d worker PIDs", total, len(perPID))
+		})
 	}
-	if len(perPID) < 20 {
-		t.Errorf("200 requests were served by %d workers; with maxrequests=10 want at least 20", len(perPID))
-	}
-	t.Logf("200 requests, 0 failed, %d worker PIDs", len(perPID))
 }
 
 // SIGKILL of the supervisor: its workers go within a few seconds
@@ -181,6 +201,11 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	sock := filepath.Join(dir, "mysite.sock")
 	pidfile := filepath.Join(dir, "django.pid")
 	errlog := filepath.Join(dir, "err.log")
+	// One connection fills a worker, so that the supervisor starts another
+	// when the held request's worker has it: the sign to send the stop.
+	if err := os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[limits]\nmax_conns = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command(bin, "runfcgi", "method=prefork", "socket="+sock, "pidfile="+pidfile,
 		"errlog="+errlog, "minspare=2").CombinedOutput()
 	if err != nil {
@@ -239,6 +264,22 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 			t.Errorf("%s left behind", p)
 		}
 	}
+}
+
+// holdRequest sends a request whose body stops after 3 of its 5 bytes: the
+// info page waits for the rest, so the request stays in flight.
+func holdRequest(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRecord(c, 1, beginRequest)
+	writeRecord(c, 4, params("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "5", "REQUEST_URI", "/held",
+		"SCRIPT_NAME", "", "PATH_INFO", "/held", "SERVER_PROTOCOL", "HTTP/1.1"))
+	writeRecord(c, 4, nil)
+	writeRecord(c, 5, []byte("hel"))
+	return c
 }
 
 // A minimal FastCGI client for holding a request open at a chosen point.
@@ -438,5 +479,112 @@ func TestPreforkMaxLifetime(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d worker PIDs within 30s of max_lifetime = 1s, want 4", len(seen))
 		}
+	}
+}
+
+// Anyone who can reach the socket may open connections and leave them idle,
+// or send part of a record and stall. With Django's default options
+// (maxchildren=50), ten times maxchildren such connections must not keep a
+// good request from being answered within a second: flup's one connection
+// per worker let 50 of them stop all service. Nor may 50 times what the
+// pool can hold at once (2 workers of [limits] max_conns = 4): a full
+// worker closes the connection idle longest.
+func TestPreforkIdleAndSlowFlood(t *testing.T) {
+	// A whole FCGI_BEGIN_REQUEST, then three bytes of a PARAMS header.
+	partial := append(record(1, beginRequest), 1, 4, 0)
+	for _, tc := range []struct {
+		name  string
+		toml  string
+		args  []string
+		flood int
+		first []byte // what each flooding connection sends before it stalls
+	}{
+		{"defaults/idle", "", nil, 500, nil},
+		{"defaults/partial-record", "", nil, 500, partial},
+		{"full-pool/idle", "[limits]\nmax_conns = 4\n", []string{"minspare=1", "maxspare=2", "maxchildren=2"}, 400, nil},
+		{"full-pool/partial-record", "[limits]\nmax_conns = 4\n", []string{"minspare=1", "maxspare=2", "maxchildren=2"}, 400, partial},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := peer.Dir(t)
+			sock := filepath.Join(dir, "mysite.sock")
+			if err := os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte(tc.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := startExternal(t, dir, "unix", sock, append([]string{"runfcgi", "socket=" + sock, "daemonize=false"}, tc.args...)...)
+			sup := cmd.Process.Pid
+			peer.Eventually(t, 10*time.Second, "workers started", func() bool { return len(children(sup)) >= 1 })
+			for i := 0; i < tc.flood; i++ {
+				c, err := net.Dial("unix", sock)
+				if err != nil {
+					t.Fatalf("flooding connection %d: %v", i, err)
+				}
+				defer c.Close()
+				if _, err := c.Write(tc.first); err != nil {
+					t.Fatalf("flooding connection %d: %v", i, err)
+				}
+			}
+			start := time.Now()
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(start.Add(time.Second))
+			writeRecord(c, 1, beginRequest)
+			writeRecord(c, 4, params("REQUEST_METHOD", "GET", "REQUEST_URI", "/good", "SCRIPT_NAME", "",
+				"PATH_INFO", "/good", "SERVER_PROTOCOL", "HTTP/1.1", "HTTP_ACCEPT", "application/json"))
+			writeRecord(c, 4, nil)
+			writeRecord(c, 5, nil)
+			resp, err := readResponse(c)
+			if err != nil || !strings.Contains(resp, `"path_info": "/good"`) {
+				t.Fatalf("good request after %d %s connections: %v after %s\n%q", tc.flood, tc.name, err, time.Since(start), resp)
+			}
+			t.Logf("answered in %s after %d %s connections, %d workers", time.Since(start), tc.flood, tc.name, len(children(sup)))
+		})
+	}
+}
+
+// record is one FastCGI record of request 1, as writeRecord sends it.
+func record(typ byte, body []byte) []byte {
+	var b bytes.Buffer
+	writeRecord(&b, typ, body)
+	return b.Bytes()
+}
+
+// One worker takes new connections at a time and the spares stand by, so
+// that the load stays in one process (two Go processes sharing it cost
+// more CPU per request than one): 200 requests through nginx, 8 at a time,
+// with three workers started, are all served by one of them.
+func TestPreforkOneWorkerAccepts(t *testing.T) {
+	dir := peer.Dir(t)
+	sock := filepath.Join(dir, "mysite.sock")
+	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
+		"umask=000", "minspare=3", "maxspare=3")
+	peer.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(cmd.Process.Pid)) == 3 })
+	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
+	c := &http.Client{Timeout: 20 * time.Second}
+	var mu sync.Mutex
+	perPID := map[int]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			perPID[in.PID]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(perPID) != 1 {
+		t.Errorf("200 requests were served by %d workers %v; want one", len(perPID), perPID)
 	}
 }

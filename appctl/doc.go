@@ -18,7 +18,8 @@
 //     current ready instance listens;
 //   - between them the runtime directory (RuntimeDir, runtime.go): its one
 //     naming rule, its flock(2) locks and state.json, the supervisor's word
-//     to the copies. deploy's check predicts the directory and reads the
+//     to the copies. deploy's check predicts the directory (RuntimeDirFor
+//     the site's account) and reads the
 //     state with the same functions.
 //
 // # Layering
@@ -27,7 +28,7 @@
 //
 //	main (root)  -> shim -> handler -> appctl -> reload, config, internal/httpsyntax
 //	main (root)  -> appctl             (the _supervise re-execution)
-//	deploy       -> appctl             (RuntimeDir, ReadState, Alive for check)
+//	deploy       -> appctl             (RuntimeDirFor, ReadState, Alive for check)
 //
 // appctl imports neither handler nor shim: it knows nothing of HTTP requests
 // beyond the readiness request it sends the app. handler uses only this

@@ -49,23 +49,51 @@ const maxSocketPath = 90
 
 // RuntimeDir is the one rule for the private directory of the app
 // configured by c, shared by every copy of mysite.fcgi for that config file
-// and by its supervisor (and predicted by `check`): [app] runtime_dir when
+// and by its supervisor: the rule evaluated for the running process
+// (RuntimeDirFor with Self). getenv is os.Getenv outside tests.
+func RuntimeDir(c *config.Config, getenv func(string) string) string {
+	return RuntimeDirFor(c, Self(getenv))
+}
+
+// Account is whom the runtime-directory rule is evaluated for: the running
+// process (Self), or, for `check`, the user the web server will run the
+// site as (AccountOf that user's uid, with the environment the web server
+// gives), so that check run as root or as another user predicts the
+// directory the live site will use.
+type Account struct {
+	UID    int
+	Home   string              // "" when unknown
+	Getenv func(string) string // the account's environment (TMPDIR)
+}
+
+// Self is the running process's account: its uid, and its home from
+// $HOME or else the password database.
+func Self(getenv func(string) string) Account { return AccountOf(os.Getuid(), getenv) }
+
+// AccountOf is uid's account as a process with environment getenv sees it:
+// the home is $HOME when it is an absolute path, else the password
+// database's entry for uid (os/user reads /etc/passwd without cgo).
+func AccountOf(uid int, getenv func(string) string) Account {
+	return Account{UID: uid, Home: homeOf(uid, getenv), Getenv: getenv}
+}
+
+// RuntimeDirFor is the rule itself, for account a: [app] runtime_dir when
 // set, else the first of these that is short enough for a unix socket path
-// and lies in a directory we own:
+// and lies in a directory a owns:
 //
-//	<home>/.cache/fcgishim/<hash>       home: $HOME, else the password database's
+//	<home>/.cache/fcgishim/<hash>       home: a.Home ($HOME, else the password database's)
 //	<config dir>/.fcgishim-<name>       beside the config; never served
 //	$TMPDIR/fcgishim-<uid>-<hash>        $TMPDIR or /tmp: the last resort
 //
 // where <hash> comes from the config file's absolute path. suEXEC passes no
 // HOME or TMPDIR, so the home comes from the password database: a shared
-// /tmp is used only when neither our home nor the site directory is ours,
-// because another local user can compute the name and create it first
-// (prepareRuntimeDir then refuses it). $XDG_RUNTIME_DIR is not used: web
-// servers do not pass it, so a copy started from a login shell (or `check`)
-// would pick another directory than the site's, and it vanishes at logout.
-// getenv is os.Getenv outside tests.
-func RuntimeDir(c *config.Config, getenv func(string) string) string {
+// /tmp is used only when neither the home nor the site directory is the
+// account's, because another local user can compute the name and create it
+// first (prepareRuntimeDir then refuses it). $XDG_RUNTIME_DIR is not used:
+// web servers do not pass it, so a copy started from a login shell (or
+// `check`) would pick another directory than the site's, and it vanishes at
+// logout.
+func RuntimeDirFor(c *config.Config, a Account) string {
 	if c.App.RuntimeDir != "" {
 		return c.Resolve(c.App.RuntimeDir)
 	}
@@ -73,40 +101,46 @@ func RuntimeDir(c *config.Config, getenv func(string) string) string {
 	if err != nil {
 		configPath = c.File
 	}
-	return defaultRuntimeDir(configPath, getenv)
+	return defaultRuntimeDir(configPath, a)
 }
 
-func defaultRuntimeDir(configPath string, getenv func(string) string) string {
+func defaultRuntimeDir(configPath string, a Account) string {
 	sum := sha256.Sum256([]byte(configPath))
 	hash := hex.EncodeToString(sum[:6])
-	uid := os.Getuid()
 	fits := func(d string) bool { return len(d) <= maxSocketPath }
-	if h := homeDir(getenv); h != "" && ownedBy(h, uid) {
+	if h := a.Home; h != "" && ownedBy(h, a.UID) {
 		if d := filepath.Join(h, ".cache", "fcgishim", hash); fits(d) {
 			return d
 		}
 	}
-	if cd := filepath.Dir(configPath); ownedBy(cd, uid) {
+	if cd := filepath.Dir(configPath); ownedBy(cd, a.UID) {
 		name := strings.TrimSuffix(filepath.Base(configPath), filepath.Ext(configPath))
 		if d := filepath.Join(cd, ".fcgishim-"+name); fits(d) {
 			return d
 		}
 	}
-	tmp := getenv("TMPDIR")
+	tmp := ""
+	if a.Getenv != nil {
+		tmp = a.Getenv("TMPDIR")
+	}
 	if !filepath.IsAbs(tmp) {
 		tmp = "/tmp"
 	}
-	return filepath.Join(tmp, "fcgishim-"+strconv.Itoa(uid)+"-"+hash)
+	return filepath.Join(tmp, "fcgishim-"+strconv.Itoa(a.UID)+"-"+hash)
 }
 
-// homeDir is the account's home directory: $HOME when it is an absolute
-// path, else the password database's entry for our uid (os/user
-// reads /etc/passwd without cgo); "" when neither is known.
-func homeDir(getenv func(string) string) string {
-	if h := getenv("HOME"); filepath.IsAbs(h) {
-		return h
+// homeDir is the running account's home directory (see AccountOf).
+func homeDir(getenv func(string) string) string { return homeOf(os.Getuid(), getenv) }
+
+// homeOf is uid's home: $HOME when it is an absolute path, else the
+// password database's; "" when neither is known.
+func homeOf(uid int, getenv func(string) string) string {
+	if getenv != nil {
+		if h := getenv("HOME"); filepath.IsAbs(h) {
+			return h
+		}
 	}
-	u, err := user.LookupId(strconv.Itoa(os.Getuid()))
+	u, err := user.LookupId(strconv.Itoa(uid))
 	if err != nil || !filepath.IsAbs(u.HomeDir) {
 		return ""
 	}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -97,6 +98,7 @@ func Check(ctx context.Context, o CheckOptions) Report {
 	o = c.o
 	fmt.Fprintf(o.Out, "checking %s\n", c.bin)
 	dirOK := c.checkDir()
+	c.checkReach(dirOK)
 	binOK := c.checkBinary(dirOK)
 	c.checkSuexec()
 	cfg := c.checkConfig()
@@ -176,6 +178,57 @@ func (c *checker) checkDir() bool {
 	}
 	c.ok("directory %s: mode %04o, not writable by group or others", c.dir, fi.Mode().Perm())
 	return true
+}
+
+// checkReach: the web server's own user must be able to enter every
+// directory down to the site, suEXEC or not (Apache finds the program
+// before suEXEC runs it). A home made 0700 (Debian's adduser does) gives a
+// 403 for every page.
+func (c *checker) checkReach(dirOK bool) {
+	name := c.suexec.conf.HTTPDUser
+	u, err := user.Lookup(name)
+	if !dirOK || err != nil {
+		return
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return
+	}
+	gids, _ := u.GroupIds()
+	for d := c.dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil && !searchableBy(fi, uid, gids) {
+			fix := "chmod o+x " + shellQuote(d)
+			if c.suexec.target.home != "" && sameDir(d, c.suexec.target.home) {
+				fix = "chmod 711 ~ (others may enter your home, not list it)"
+			}
+			c.fail(fmt.Sprintf("the web server's user %s cannot enter %s (mode %04o): every page of the site answers 403", name, d, fi.Mode().Perm()), fix)
+			return
+		}
+		if d == "/" || d == "." {
+			break
+		}
+	}
+	c.ok("the web server's user %s can enter every directory down to %s", name, c.dir)
+}
+
+// searchableBy reports whether uid (with groups gids) may enter the
+// directory fi.
+func searchableBy(fi fs.FileInfo, uid int, gids []string) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	perm := fi.Mode().Perm()
+	switch {
+	case !ok || uid == 0:
+		return true
+	case int(st.Uid) == uid:
+		return perm&0o100 != 0
+	}
+	for _, g := range gids {
+		if g == strconv.Itoa(int(st.Gid)) {
+			return perm&0o010 != 0
+		}
+	}
+	return perm&0o001 != 0
 }
 
 func (c *checker) checkBinary(dirOK bool) bool {
@@ -264,6 +317,7 @@ func (c *checker) checkApp(cfg *config.Config) {
 		return
 	}
 	c.checkCommand(cfg, workdir, c.checkEnvFile(cfg))
+	c.checkProxyProtocol(cfg)
 	c.info("the app's environment: %s, plus [app] env; set what it needs there (HOME, LANG, ...)", c.env.desc)
 }
 
@@ -305,6 +359,82 @@ func (c *checker) checkCommand(cfg *config.Config, workdir string, fileVars map[
 	}
 	c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line),
 		"install it, or give its full path in app.command (the app gets PATH="+pathEnv+")")
+}
+
+// checkProxyProtocol warns when [app] proxy_protocol and gunicorn's
+// --proxy-protocol disagree: without the flag gunicorn reads our PROXY line
+// as a bad request line and answers every request 400; with the flag alone
+// it waits for a PROXY line the site never sends. Only a gunicorn command
+// is judged (other servers spell it otherwise, or not at all).
+func (c *checker) checkProxyProtocol(cfg *config.Config) {
+	a := cfg.App
+	if !isGunicorn(a.Command) {
+		if a.ProxyProtocol {
+			c.info("[app] proxy_protocol = true: every connection to the app starts with a PROXY line; make sure %s expects one", filepath.Base(a.Command[0]))
+		}
+		return
+	}
+	mode := proxyProtocolMode(a.Command)
+	if mode == "" {
+		mode = proxyProtocolMode(append([]string{"gunicorn"}, strings.Fields(a.Env["GUNICORN_CMD_ARGS"])...))
+	}
+	flag := mode != ""
+	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, "command"), cfg.File)
+	switch {
+	case a.ProxyProtocol && mode == "v2":
+		c.warn(fmt.Sprintf("gunicorn's --proxy-protocol is v2 (%s) but the site sends a version 1 (text) PROXY line: gunicorn refuses every request", line),
+			"use --proxy-protocol (auto) or --proxy-protocol v1")
+	case a.ProxyProtocol && !flag:
+		c.warn(fmt.Sprintf("[app] proxy_protocol = true but the gunicorn command has no --proxy-protocol (%s): gunicorn answers every request 400 (unless its config file sets proxy_protocol)", line),
+			"add \"--proxy-protocol\" to app.command, or remove proxy_protocol from [app]")
+	case !a.ProxyProtocol && flag:
+		c.warn(fmt.Sprintf("the gunicorn command has --proxy-protocol (%s) but [app] proxy_protocol is not set: gunicorn waits for a PROXY line the site never sends", line),
+			"add proxy_protocol = true to [app] (the app then sees the visitor's address), or remove --proxy-protocol")
+	case a.ProxyProtocol:
+		c.ok("app: proxy_protocol = true and gunicorn's --proxy-protocol agree (the app sees the visitor's address)")
+	}
+}
+
+// isGunicorn reports whether command runs gunicorn: the program itself
+// (gunicorn, gunicorn3, a path to either) or python -m gunicorn.
+func isGunicorn(command []string) bool {
+	if len(command) == 0 {
+		return false
+	}
+	if strings.HasPrefix(filepath.Base(command[0]), "gunicorn") {
+		return true
+	}
+	for i := 1; i+1 < len(command); i++ {
+		if command[i] == "-m" && command[i+1] == "gunicorn" {
+			return true
+		}
+	}
+	return false
+}
+
+// proxyProtocolMode is gunicorn's --proxy-protocol on command: "" when
+// absent or off, "on" for the bare flag (gunicorn before 24.1, or auto), or
+// the mode given (gunicorn 24.1+: --proxy-protocol v1|v2|auto, or =MODE).
+func proxyProtocolMode(command []string) string {
+	modes := map[string]bool{"off": true, "v1": true, "v2": true, "auto": true}
+	mode := ""
+	for i, arg := range command {
+		if i == 0 {
+			continue
+		}
+		switch v, ok := strings.CutPrefix(arg, "--proxy-protocol="); {
+		case ok:
+			mode = v
+		case arg == "--proxy-protocol" && i+1 < len(command) && modes[command[i+1]]:
+			mode = command[i+1]
+		case arg == "--proxy-protocol":
+			mode = "on"
+		}
+	}
+	if mode == "off" {
+		return ""
+	}
+	return mode
 }
 
 // checkSecrets warns when the config, in the site's public directory,
@@ -545,19 +675,25 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// runtimeDir is appctl's one rule for the app's private directory.
-func runtimeDir(cfg *config.Config, getenv func(string) string) string {
-	return appctl.RuntimeDir(cfg, getenv)
+// siteAccount is the account the live site runs as, for appctl's one
+// runtime-directory rule: suEXEC's target (the site directory's owner, home
+// from the password database), or under plain mod_fcgid the web server's
+// user (www-data on Debian); with the environment the web server gives, so
+// no HOME or TMPDIR. Check's own account when neither is known.
+func (c *checker) siteAccount() (appctl.Account, string) {
+	uid, who := c.siteUID()
+	if uid < 0 {
+		return appctl.Self(c.env.getenv), fmt.Sprintf("check's own user (uid %d; the site's user is unknown)", os.Getuid())
+	}
+	return appctl.AccountOf(uid, c.env.getenv), fmt.Sprintf("%s, uid %d", who, uid)
 }
 
 func (c *checker) checkRuntimeDir(cfg *config.Config) {
 	if len(cfg.App.Command) == 0 {
 		return
 	}
-	d := runtimeDir(cfg, c.env.getenv)
-	if uid, who := c.siteUID(); uid >= 0 && uid != os.Geteuid() {
-		c.info("runtime directory: the site runs as %s (uid %d) and check as uid %d; the directory below is where check's user would keep it: run check as uid %d to see the site's", who, uid, os.Geteuid(), uid)
-	}
+	acct, who := c.siteAccount()
+	d := appctl.RuntimeDirFor(cfg, acct)
 	fi, err := os.Lstat(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(d)
@@ -567,11 +703,11 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 			}
 			parent = filepath.Dir(parent)
 		}
-		if syscall.Access(parent, 2 /* W_OK */) != nil {
-			c.fail("runtime directory "+d+" cannot be created: "+parent+" is not writable", "set [app] runtime_dir to a private directory you own")
+		if !writableBy(parent, acct.UID) {
+			c.fail(fmt.Sprintf("runtime directory %s (the site runs as %s) cannot be created: %s is not writable by uid %d", d, who, parent, acct.UID), "set [app] runtime_dir to a private directory the site's user owns")
 			return
 		}
-		c.ok("runtime directory %s: will be created (0700) at the first request", d)
+		c.ok("runtime directory %s (the site runs as %s): will be created (0700) at the first request", d, who)
 		return
 	}
 	if err != nil {
@@ -582,15 +718,43 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 	switch {
 	case !fi.IsDir():
 		c.fail("runtime directory "+d+" is not a directory", "remove it, or set [app] runtime_dir")
-	case uid != os.Getuid():
-		c.fail(fmt.Sprintf("runtime directory %s is owned by uid %d, not by us (uid %d): it is refused", d, uid, os.Getuid()), "remove it, or set [app] runtime_dir")
+	case uid != acct.UID:
+		c.fail(fmt.Sprintf("runtime directory %s is owned by uid %d, not by the site's user (%s): it is refused", d, uid, who), "remove it, or set [app] runtime_dir")
 	case fi.Mode().Perm()&0o077 != 0:
 		c.warn(fmt.Sprintf("runtime directory %s has mode %04o: others can see the app's sockets (it is made 0700 at the next start)", d, fi.Mode().Perm()), "chmod 700 "+shellQuote(d))
-	case syscall.Access(d, 2) != nil:
+	case !writableBy(d, acct.UID):
 		c.fail("runtime directory "+d+" is not writable", "chmod 700 "+shellQuote(d))
 	default:
-		c.ok("runtime directory %s: private (0700) and writable", d)
+		c.ok("runtime directory %s (the site runs as %s): private (0700) and writable", d, who)
 	}
+}
+
+// writableBy reports whether uid may create entries in the directory path:
+// access(2) when check runs as uid, else from the owner, group and mode
+// (uid's primary group from the password database).
+func writableBy(path string, uid int) bool {
+	if uid == os.Geteuid() {
+		return syscall.Access(path, 2 /* W_OK */) == nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	perm := fi.Mode().Perm()
+	switch {
+	case uid == 0:
+		return true
+	case int(st.Uid) == uid:
+		return perm&0o200 != 0
+	case perm&0o002 != 0:
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(uid))
+	return err == nil && u.Gid == strconv.Itoa(int(st.Gid)) && perm&0o020 != 0
 }
 
 // limitedWriter keeps the first n bytes written to it; safe for concurrent

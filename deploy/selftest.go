@@ -259,7 +259,8 @@ func (c *checker) checkLiveApp(cfg *config.Config) {
 	if len(cfg.App.Command) == 0 {
 		return
 	}
-	dir := runtimeDir(cfg, c.env.getenv)
+	acct, _ := c.siteAccount()
+	dir := appctl.RuntimeDirFor(cfg, acct)
 	s, err := appctl.ReadState(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -143,6 +143,9 @@ func (c *checker) readSuexecConf() (suexecConf, string) {
 }
 
 // guessSuexec tells from the host's Apache config whether suEXEC applies.
+// Apache runs every ~user program through the suEXEC helper as soon as the
+// helper is installed (mod_userdir asks for it; mod_suexec is needed only
+// for SuexecUserGroup, and for "Suexec Off", which turns it off).
 func (c *checker) guessSuexec(userdir bool) (bool, string) {
 	adir := c.apacheDir()
 	if _, err := os.Stat(adir); err != nil {
@@ -151,16 +154,40 @@ func (c *checker) guessSuexec(userdir bool) (bool, string) {
 	if _, err := os.Stat(c.suexecBin()); err != nil {
 		return false, "no " + c.suexecBin() + ": the web server runs the site as its own user"
 	}
-	if _, err := os.Stat(filepath.Join(adir, "mods-enabled", "suexec.load")); err != nil {
-		return false, "mod_suexec is not enabled (no " + filepath.Join(adir, "mods-enabled", "suexec.load") + ")"
+	if f := suexecOff(adir); f != "" {
+		return false, f + " has \"Suexec Off\": the web server runs the site as its own user"
 	}
 	if userdir {
-		return true, "mod_suexec is enabled and this is a ~user site"
+		return true, "this is a ~user site and " + c.suexecBin() + " is installed: Apache runs ~user programs through it, with or without mod_suexec"
+	}
+	if _, err := os.Stat(filepath.Join(adir, "mods-enabled", "suexec.load")); err != nil {
+		return false, "mod_suexec is not enabled (no " + filepath.Join(adir, "mods-enabled", "suexec.load") + ")"
 	}
 	if f := findDirective(filepath.Join(adir, "sites-enabled"), "SuexecUserGroup"); f != "" {
 		return true, "mod_suexec is enabled and " + f + " has SuexecUserGroup"
 	}
 	return false, "mod_suexec is enabled, but this is no ~user site and sites-enabled has no SuexecUserGroup: assuming the web server runs it as its own user (--suexec on if not)"
+}
+
+// suexecOff returns the first enabled config file of adir with a
+// "Suexec Off" line; "" when none has.
+func suexecOff(adir string) string {
+	for _, sub := range []string{"mods-enabled", "conf-enabled", "sites-enabled"} {
+		ents, _ := os.ReadDir(filepath.Join(adir, sub))
+		for _, e := range ents {
+			p := filepath.Join(adir, sub, e.Name())
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(l); len(f) == 2 && strings.EqualFold(f[0], "Suexec") && strings.EqualFold(f[1], "off") {
+					return p
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // findDirective returns the first file in dir that has a line starting

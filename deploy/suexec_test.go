@@ -3,8 +3,11 @@ package deploy
 import (
 	"bytes"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/fcgishim/fcgishim/internal/peer"
@@ -334,5 +337,59 @@ func TestCheckEnvFile(t *testing.T) {
 		if !strings.Contains(out.String(), tc.want) {
 			t.Errorf("env_file %s: missing %q in:\n%s", tc.envFile, tc.want, out.String())
 		}
+	}
+}
+
+// Under plain mod_fcgid (no suEXEC) the site runs as the web server's
+// user, www-data on Debian, whose home (/var/www) is root's and who owns
+// no site directory: check reports that user's /tmp directory, whoever
+// runs check.
+func TestCheckRuntimeDirForWebServerUser(t *testing.T) {
+	dir, _, _ := site(t)
+	www, err := user.Lookup("www-data")
+	if err != nil {
+		t.Skip("no www-data user")
+	}
+	if fi, err := os.Stat(www.HomeDir); err == nil && fi.Sys().(*syscall.Stat_t).Uid == mustAtoi(t, www.Uid) {
+		t.Skipf("www-data owns its home %s: the rule picks it, not /tmp", www.HomeDir)
+	}
+	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[app]\ncommand = [\"/bin/true\"]\n"), 0o644)
+	var out bytes.Buffer
+	c := newChecker(CheckOptions{Dir: dir, Suexec: "off", SuexecBin: "/nonexistent", Out: &out,
+		Getenv: func(k string) string { return map[string]string{"HOME": "/root", "TMPDIR": "/var/tmp"}[k] }})
+	c.checkRuntimeDir(c.checkConfig())
+	want := "runtime directory /tmp/fcgishim-" + www.Uid + "-"
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "the web server's user www-data, uid "+www.Uid) {
+		t.Errorf("want %q for www-data in:\n%s", want, out.String())
+	}
+}
+
+func mustAtoi(t *testing.T, s string) uint32 {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(n)
+}
+
+// A ~user site runs through suEXEC whenever the helper is installed: Apache
+// asks for it for every ~user program, mod_suexec enabled or not (found on
+// Debian with apache2-suexec-pristine and only userdir + fcgid enabled).
+// Only "Suexec Off" (mod_suexec's) turns it off.
+func TestDetectSuexecUserdirWithoutModule(t *testing.T) {
+	alice := peer.NewUser(t, "alice")
+	alice.Run(t, "mkdir", "-m", "0755", filepath.Join(alice.PublicHTML, "mysite"))
+	helper := filepath.Join(t.TempDir(), "suexec")
+	os.WriteFile(helper, []byte("#!/bin/sh\nexit 1\n"), 0o755)
+	apache := t.TempDir()
+	os.MkdirAll(filepath.Join(apache, "mods-enabled"), 0o755)
+	os.WriteFile(filepath.Join(apache, "mods-enabled", "userdir.load"), []byte("LoadModule userdir_module mod_userdir.so\n"), 0o644)
+	o := CheckOptions{Dir: filepath.Join(alice.PublicHTML, "mysite"), SuexecBin: helper, ApacheDir: apache}
+	if u := newChecker(o).suexec; !u.on || !strings.Contains(u.why, "with or without mod_suexec") || u.target.uid != alice.UID {
+		t.Errorf("~user site, helper installed, no mod_suexec: on=%v why=%q target uid %d (want %d)", u.on, u.why, u.target.uid, alice.UID)
+	}
+	os.WriteFile(filepath.Join(apache, "mods-enabled", "suexec.conf"), []byte("Suexec Off\n"), 0o644)
+	if u := newChecker(o).suexec; u.on || !strings.Contains(u.why, `"Suexec Off"`) {
+		t.Errorf("with Suexec Off: on=%v why=%q", u.on, u.why)
 	}
 }

@@ -15,13 +15,14 @@ type body struct {
 	s         *Server
 	mu        sync.Mutex
 	cond      sync.Cond
-	buf       []byte // pooled once data arrives
-	off       int    // read offset in buf
-	remaining int64  // bytes still due per CONTENT_LENGTH; -1 unknown
-	received  int64  // bytes accepted so far, for MaxBodyBytes
-	eof       bool   // all input arrived
-	err       error  // terminal error once buf is drained
-	closed    bool   // the handler is done: discard input
+	buf       []byte   // pooled once data arrives
+	off       int      // read offset in buf
+	remaining int64    // bytes still due per CONTENT_LENGTH; -1 unknown
+	received  int64    // bytes accepted so far, for MaxBodyBytes
+	eof       bool     // all input arrived
+	err       error    // terminal error once buf is drained
+	closed    bool     // the handler is done: discard input
+	pull      *request // inline: Read fetches input from the connection
 }
 
 func (b *body) init(s *Server) {
@@ -127,6 +128,18 @@ func (b *body) Read(p []byte) (int, error) {
 		}
 		if b.eof {
 			return 0, io.EOF
+		}
+		if b.pull != nil {
+			// Inline: nothing else reads the connection. The buffer is
+			// empty, so the next STDIN record (at most 65535 bytes)
+			// fits and put does not wait.
+			b.mu.Unlock()
+			err := b.pull.c.fillBody(b.pull)
+			b.mu.Lock()
+			if err != nil && !b.eof && b.err == nil && b.off == len(b.buf) {
+				b.err = io.ErrUnexpectedEOF
+			}
+			continue
 		}
 		b.cond.Wait()
 	}

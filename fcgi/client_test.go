@@ -310,7 +310,11 @@ func startServer(t testing.TB, s *Server) string {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(l) }()
+	if viaServeFD(t) {
+		serveFD(t, s, l, errc)
+	} else {
+		go func() { errc <- s.Serve(l) }()
+	}
 	t.Cleanup(func() {
 		s.Close()
 		select {
@@ -323,6 +327,31 @@ func startServer(t testing.TB, s *Server) string {
 		}
 	})
 	return path
+}
+
+// viaServeFD reports whether t runs under TestServeFDConformance or
+// FuzzServeFDRecords, where startServer and runConn serve as ServeFD does.
+func viaServeFD(t testing.TB) bool {
+	return strings.HasPrefix(t.Name(), "TestServeFDConformance/") || strings.HasPrefix(t.Name(), "FuzzServeFD")
+}
+
+// serveFD serves s with ServeFD on a duplicate of l's socket; l itself is
+// closed (leaving the socket file), as a spawning web server leaves fd 0.
+func serveFD(t testing.TB, s *Server, l net.Listener, errc chan<- error) {
+	t.Helper()
+	ul := l.(*net.UnixListener)
+	f, err := ul.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul.SetUnlinkOnClose(false)
+	ul.Close()
+	fd := int(f.Fd())
+	go func() {
+		err := s.ServeFD(fd)
+		f.Close()
+		errc <- err
+	}()
 }
 
 func dial(t testing.TB, path string) *testClient {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -44,6 +45,13 @@ type conn struct {
 	linger   bool // half-closed: reading only to discard until EOF
 	cutShort bool // a request ended before all its input arrived: more may come
 
+	// inline: the connection is served by ServeFD's loop, one request at
+	// a time; handlers run on the reading goroutine and pull their body
+	// from the connection (fillBody). rerr is a read error met there.
+	inline  bool
+	rerr    error
+	pending *request // inline: to run once its last record is consumed
+
 	handlers sync.WaitGroup
 }
 
@@ -56,7 +64,11 @@ func (s *Server) newConn(base context.Context, rwc net.Conn) *conn {
 // serve reads records until the connection fails or is closed, then
 // cancels the open requests and waits for their handlers.
 func (c *conn) serve() {
-	c.br = bufio.NewReaderSize(c.rwc, readBufSize)
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.rwc, readBufSize)
+	} else {
+		c.br.Reset(c.rwc)
+	}
 	c.mu.Lock()
 	c.setDeadlineLocked()
 	c.mu.Unlock()
@@ -84,24 +96,107 @@ func (c *conn) serve() {
 }
 
 func (c *conn) readLoop() error {
-	for {
-		if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+	for c.rerr == nil {
+		if err := c.readRecord(); err != nil {
 			return err
 		}
-		var h header
-		h.decode(c.hb[:])
-		if h.Version != version1 {
-			return fmt.Errorf("fcgi: record version %d", h.Version)
+	}
+	return c.rerr
+}
+
+// readRecord reads and handles one record.
+func (c *conn) readRecord() error {
+	if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+		return err
+	}
+	var h header
+	h.decode(c.hb[:])
+	if h.Version != version1 {
+		return fmt.Errorf("fcgi: record version %d", h.Version)
+	}
+	if err := c.record(&h); err != nil {
+		return err
+	}
+	var err error
+	if h.PaddingLength > 0 {
+		_, err = c.br.Discard(int(h.PaddingLength))
+	}
+	if r := c.pending; r != nil {
+		c.pending = nil
+		if err != nil {
+			c.failInline(err) // it runs with its context cancelled, as it would have
 		}
-		if err := c.record(&h); err != nil {
-			return err
-		}
-		if h.PaddingLength > 0 {
-			if _, err := c.br.Discard(int(h.PaddingLength)); err != nil {
+		r.run()
+	}
+	return err
+}
+
+// fillBody reads records for an inline handler that waits for its body,
+// until one of them makes progress (any record does: STDIN feeds the body
+// or ends it, anything else is handled as the read loop would). Within a
+// request timeout, the read gives up at its deadline.
+func (c *conn) fillBody(r *request) error {
+	if c.rerr != nil {
+		return c.rerr
+	}
+	if dl, ok := r.ctx.Deadline(); ok && c.br.Buffered() == 0 {
+		if w, ok := c.rwc.(readWaiter); ok {
+			// Wait without consuming, so that a request timeout fails
+			// the body and leaves the stream intact for the answer.
+			if err := w.waitReadable(dl); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					c.failInline(err)
+				}
 				return err
 			}
 		}
 	}
+	if err := c.readRecord(); err != nil {
+		c.failInline(err)
+		return err
+	}
+	return nil
+}
+
+// drainBuffered consumes the rest of r's input that has already arrived
+// (typically the empty FCGI_STDIN behind the params of a GET), without
+// waiting: an inline handler returns before the reader sees it, and an
+// answer with input outstanding would end in a half-close and a wait for
+// the web server's EOF (lingerClose) instead of a plain close.
+func (c *conn) drainBuffered(r *request) {
+	for c.rerr == nil {
+		c.mu.Lock()
+		in := r.inBody
+		c.mu.Unlock()
+		if !in || c.br.Buffered() < headerLen {
+			return
+		}
+		hb, _ := c.br.Peek(headerLen)
+		var h header
+		h.decode(hb)
+		if h.Version != version1 || h.Type != typeStdin || h.ID != r.id ||
+			c.br.Buffered() < headerLen+int(h.ContentLength)+int(h.PaddingLength) {
+			return
+		}
+		if err := c.readRecord(); err != nil {
+			c.failInline(err)
+			return
+		}
+	}
+}
+
+// readWaiter is a connection that can wait for input without reading it.
+type readWaiter interface {
+	waitReadable(deadline time.Time) error
+}
+
+// failInline ends an inline connection after a read error met while the
+// handler runs, as the read loop's end would: the handler's context is
+// cancelled and its writes fail.
+func (c *conn) failInline(err error) {
+	c.rerr = err
+	c.rwc.Close()
+	c.cancel()
 }
 
 func (c *conn) record(h *header) error {
@@ -217,7 +312,7 @@ func (c *conn) appendValues(b []byte) []byte {
 		case "FCGI_MPXS_CONNS":
 			if !seen[2] {
 				mpx := "1"
-				if c.s.cfg.maxReqs == 1 {
+				if c.s.cfg.maxReqs == 1 || c.inline {
 					mpx = "0"
 				}
 				content = appendPair(content, name, mpx)
@@ -256,8 +351,12 @@ func (c *conn) begin(id uint16, n int) error {
 	// While draining, a request that reaches a connection still open is
 	// served (the connection closes after it): refusing it would fail it.
 	var status uint8 = statusRequestComplete
+	maxReqs := c.s.cfg.maxReqs
+	if c.inline {
+		maxReqs = 1
+	}
 	switch {
-	case len(c.reqs) >= c.s.cfg.maxReqs:
+	case len(c.reqs) >= maxReqs:
 		status = statusOverloaded
 	case role == roleResponder:
 	case role == roleAuthorizer && c.s.Authorizer != nil:
@@ -300,6 +399,13 @@ func (c *conn) setDeadlineLocked() {
 	switch {
 	case c.inHeader > 0:
 		d = c.s.cfg.headerTimeout
+	case c.inline && c.begun == 0:
+		// Inline, a connection that has not begun a request holds up
+		// every other: the shorter of the header and idle timeouts.
+		d = c.s.cfg.headerTimeout
+		if i := c.s.cfg.idleTimeout; i > 0 && (d <= 0 || i < d) {
+			d = i
+		}
 	case c.inBody > 0 || c.active == 0:
 		d = c.s.cfg.idleTimeout
 	}
@@ -372,6 +478,10 @@ func (c *conn) endParams(r *request) error {
 	}
 	r.started = true
 	c.handlers.Add(1)
+	if c.inline {
+		c.pending = r // run by readRecord after this record's padding
+		return nil
+	}
 	go r.run()
 	return nil
 }

@@ -50,6 +50,7 @@ func runConn(t testing.TB, s *Server, in []byte) []byte {
 	s.sem <- struct{}{}
 	fc := &fakeConn{in: bytes.NewReader(in)}
 	c := s.newConn(context.Background(), fc)
+	c.inline = viaServeFD(t)
 	s.trackConn(c, true)
 	done := make(chan struct{})
 	go func() { c.serve(); close(done) }()

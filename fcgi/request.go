@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // Input states of a request, owned by the reader goroutine.
@@ -66,6 +68,9 @@ func (x *reqContext) Value(key any) any {
 func (s *Server) newRequest(c *conn, id, role uint16, keep bool) *request {
 	r := &request{c: c, id: id, role: role, keepConn: keep, inHeader: true}
 	r.body.init(s)
+	if c.inline {
+		r.body.pull = r
+	}
 	r.w.r = r
 	return r
 }
@@ -94,17 +99,25 @@ func (r *request) run() {
 		h = c.s.Authorizer
 	}
 	r.w.start(r.req.Method == http.MethodHead)
+	panicked := false
 	if h == nil {
 		r.w.WriteHeader(http.StatusInternalServerError)
-	} else if panicked := r.serve(h); panicked {
-		r.body.Close()
+	} else {
+		panicked = r.serve(h)
+	}
+	r.body.Close() // from here on, input for r is discarded
+	if c.inline {
+		c.drainBuffered(r)
+	}
+	if panicked {
 		r.cancel()
 		r.w.fail()
+		r.w.putHeader()
 		r.release()
 		return
 	}
-	r.body.Close()
 	r.w.finish()
+	r.w.putHeader()
 	r.release()
 }
 
@@ -268,7 +281,7 @@ func (r *request) build(raw string) (int, error) {
 			return http.StatusBadRequest, badRequest("missing REQUEST_METHOD")
 		}
 		method = http.MethodGet
-	} else if !validToken(method) {
+	} else if !httpsyntax.ValidToken(method) {
 		return http.StatusBadRequest, badRequest("invalid REQUEST_METHOD")
 	}
 	var cl int64 = -1
@@ -434,25 +447,6 @@ func plainURI(s string) bool {
 	return !strings.HasPrefix(s, "//")
 }
 
-func isTokenChar(c byte) bool {
-	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // headerKey turns the part after HTTP_ into a canonical header name
 // (FOO_BAR → Foo-Bar), "" if it is not a valid name.
 func headerKey(s string) string {
@@ -504,7 +498,7 @@ func headerKey(s string) string {
 		case c == '_' || c == '-':
 			c = '-'
 			upper = true
-		case !isTokenChar(c):
+		case !httpsyntax.TokenChar(c):
 			return ""
 		case upper:
 			if 'a' <= c && c <= 'z' {

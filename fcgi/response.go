@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 const (
@@ -51,9 +53,27 @@ func (w *response) start(head bool) {
 
 func (w *response) Header() http.Header {
 	if w.header == nil {
-		w.header = make(http.Header)
+		w.header = w.r.c.s.getHeader()
 	}
 	return w.header
+}
+
+// getHeader returns an empty header map, reused across responses: a
+// ResponseWriter, and so its Header, is not used after ServeHTTP returns.
+func (s *Server) getHeader() http.Header {
+	if h, ok := s.hdrPool.Get().(http.Header); ok {
+		return h
+	}
+	return make(http.Header, 8)
+}
+
+// putHeader returns the header map once the response is complete.
+func (w *response) putHeader() {
+	if h := w.header; h != nil && len(h) <= 32 {
+		clear(h)
+		w.r.c.s.hdrPool.Put(h)
+	}
+	w.header = nil
 }
 
 func (w *response) WriteHeader(code int) {
@@ -264,7 +284,7 @@ func (w *response) commit(final bool) error {
 			continue
 		}
 		vs := w.header[k]
-		if !validToken(k) {
+		if !httpsyntax.ValidToken(k) {
 			w.r.c.s.log.Warn("fcgi: invalid response header name dropped", "name", k)
 			continue
 		}

@@ -80,6 +80,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
+	wakers     map[waker]struct{} // ServeFD loops
 	conns      map[*conn]struct{}
 	serving    int           // running Serve loops
 	inShutdown bool          // no new listeners or connections
@@ -88,6 +89,7 @@ type Server struct {
 	paramsPool sync.Pool // *[]byte, PARAMS accumulation
 	bodyPool   sync.Pool // *[]byte, request body buffers
 	outPool    sync.Pool // *outBuf, response buffers
+	hdrPool    sync.Pool // http.Header, response headers
 }
 
 // config holds the limits with defaults applied.
@@ -146,6 +148,7 @@ func (s *Server) init() {
 		s.sem = make(chan struct{}, c.maxConns)
 		s.done = make(chan struct{})
 		s.listeners = make(map[*net.Listener]struct{})
+		s.wakers = make(map[waker]struct{})
 		s.conns = make(map[*conn]struct{})
 	})
 }
@@ -252,6 +255,28 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 	return true
 }
 
+// waker is a ServeFD loop: wake ends its wait for a connection.
+type waker interface{ wake() }
+
+// trackWaker adds or removes a ServeFD loop, woken on shutdown. Adding
+// fails once the server is shutting down.
+func (s *Server) trackWaker(efd waker, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown {
+			return false
+		}
+		s.wakers[efd] = struct{}{}
+		s.serving++
+		return true
+	}
+	delete(s.wakers, efd)
+	s.serving--
+	s.checkDrainedLocked()
+	return true
+}
+
 func (s *Server) checkDrainedLocked() {
 	if s.inShutdown && s.serving == 0 && len(s.conns) == 0 {
 		select {
@@ -275,6 +300,9 @@ func (s *Server) startShutdown(hard bool) <-chan struct{} {
 	}
 	for l := range s.listeners {
 		(*l).Close()
+	}
+	for w := range s.wakers {
+		w.wake()
 	}
 	for c := range s.conns {
 		if hard {

@@ -19,16 +19,24 @@ import (
 const (
 	envWorker            = "FCGISHIM_WORKER"             // "1": serve, do not supervise
 	envWorkerMaxRequests = "FCGISHIM_WORKER_MAXREQUESTS" // connections before the worker retires; "" = no limit
+	envWorkerMaxConns    = "FCGISHIM_WORKER_MAXCONNS"    // connections a worker serves at once
 )
+
+// defaultWorkerConns is a worker's connection limit when [limits] max_conns
+// is not set: fcgi.Server's own default, so that a full worker is one
+// whose server has stopped accepting.
+const defaultWorkerConns = 1024
 
 // runPrefork supervises worker processes sharing the listener (runfcgi
 // method=prefork) until a stop signal. Each worker is this program again,
-// serving one connection at a time; changes (the watched files) and
+// serving up to maxConns connections at once (0 = defaultWorkerConns), as
+// many requests as its server takes on each; it leaves after maxRequests
+// requests (0 = no limit). Changes (the watched files) and
 // SIGHUP/SIGUSR1 start a new generation from the executable as it is now,
 // and the old one retires once the new one serves. The listener stays open
 // here throughout, so connections wait in its backlog while no worker
 // accepts, instead of being refused.
-func runPrefork(ctx context.Context, o Options, listeners []net.Listener, changes <-chan string, grace time.Duration, maxRequests int, log *slog.Logger) error {
+func runPrefork(ctx context.Context, o Options, listeners []net.Listener, changes <-chan string, grace time.Duration, maxRequests, maxConns int, log *slog.Logger) error {
 	defer func() {
 		for _, l := range listeners {
 			l.Close() // removes a unix socket file
@@ -41,9 +49,13 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	if o.Listen == "" {
 		mode = spawn.ModeSocketActivation
 	}
-	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests,
+	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests, envWorkerMaxConns,
 		spawn.EnvReadyFD, spawn.EnvWorkerFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode))
+	if maxConns <= 0 {
+		maxConns = defaultWorkerConns
+	}
+	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode),
+		envWorkerMaxConns+"="+strconv.Itoa(maxConns))
 	if maxRequests > 0 {
 		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
 	}
@@ -69,7 +81,7 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	done := make(chan error, 1)
 	go func() { done <- pool.Run(pctx, reloads) }()
 	log.Info("prefork: serving", "protocol", protocolName(o.Protocol), "minspare", pool.MinSpare,
-		"maxspare", pool.MaxSpare, "maxchildren", pool.MaxChildren, "maxrequests", maxRequests)
+		"maxspare", pool.MaxSpare, "maxchildren", pool.MaxChildren, "maxrequests", maxRequests, "worker_conns", maxConns)
 	if o.Ready != nil {
 		o.Ready(nil)
 	}
@@ -106,16 +118,19 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 }
 
 // preforkWorker prepares a prefork worker (envWorker set): its listener
-// hands out one connection at a time and reports to the supervisor, and
-// the returned context ends when the worker should exit (its connection
-// quota is used up, the supervisor retires it, or the supervisor is gone).
-// stop releases the control socket once serving has ended.
-func preforkWorker(ctx context.Context, getenv func(string) string, listeners []net.Listener) (context.Context, []net.Listener, func(), error) {
+// hands out up to envWorkerMaxConns connections at once and reports to the
+// supervisor, and the returned context ends when the worker should exit
+// (it has accepted maxrequests connections, the supervisor retires it, or
+// the supervisor is gone; the caller counts requests too, for connections
+// that carry many). stop releases the control socket once serving has
+// ended.
+func preforkWorker(ctx context.Context, getenv func(string) string, protocol string, listeners []net.Listener) (context.Context, []net.Listener, func(), error) {
 	fd, err := strconv.Atoi(getenv(spawn.EnvWorkerFD))
 	if err != nil || len(listeners) != 1 {
 		return nil, nil, nil, fmt.Errorf("prefork worker: %s=%q with %d listeners: not started by a supervisor", spawn.EnvWorkerFD, getenv(spawn.EnvWorkerFD), len(listeners))
 	}
-	maxConns, _ := strconv.Atoi(getenv(envWorkerMaxRequests))
+	quota, _ := strconv.Atoi(getenv(envWorkerMaxRequests))
+	maxConns, _ := strconv.Atoi(getenv(envWorkerMaxConns))
 	// The socket file belongs to the supervisor, and the listener must not
 	// leak into the app's processes.
 	spawn.KeepSocketFile(listeners[0])
@@ -123,7 +138,7 @@ func preforkWorker(ctx context.Context, getenv func(string) string, listeners []
 		syscall.CloseOnExec(lfd)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	wl, stop, err := spawn.WorkerListener(listeners[0], fd, maxConns, cancel)
+	wl, stop, err := spawn.WorkerListener(listeners[0], fd, spawn.WorkerOptions{MaxConns: maxConns, Quota: quota, FastCGI: protocol == "fcgi"}, cancel)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err

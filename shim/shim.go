@@ -36,6 +36,11 @@ const (
 	envListenFD   = "FCGISHIM_LISTEN_FD"
 	envListenAddr = "FCGISHIM_LISTEN_ADDR"
 	envMode       = "FCGISHIM_MODE"
+	// envFD0=concurrent serves fd 0 with the concurrent server (a goroutine
+	// per connection) instead of one connection at a time: for a web
+	// server that spawns on fd 0 and sends one process many requests at
+	// once, which mod_fcgid never does. (ServeFD is Linux only.)
+	envFD0 = "FCGISHIM_FD0"
 )
 
 // Options configure Run. Zero values work: detection decides the mode and
@@ -169,6 +174,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	mode := spawn.Detect(getenv)
 	var listeners []net.Listener
+	serveFD0 := false
 	switch {
 	case getenv(envListenFD) != "":
 		fd, err := strconv.Atoi(getenv(envListenFD))
@@ -195,12 +201,17 @@ func Run(ctx context.Context, o Options) (err error) {
 		if o.Protocol == "http" {
 			mode = spawn.ModeHTTP
 		}
-	case mode == spawn.ModeFastCGIStdin:
+	case mode == spawn.ModeFastCGIStdin && (getenv(envFD0) == "concurrent" || runtime.GOOS != "linux"):
 		l, err := spawn.StdinListener()
 		if err != nil {
 			return err
 		}
 		listeners = []net.Listener{l}
+		o.Protocol = "fcgi"
+	case mode == spawn.ModeFastCGIStdin:
+		// Spawned by the web server: served one connection at a time on
+		// fd 0 itself (fcgi.Server.ServeFD), as mod_fcgid sends them.
+		serveFD0 = true
 		o.Protocol = "fcgi"
 	case mode == spawn.ModeSocketActivation:
 		ls, err := spawn.Activated(getenv)
@@ -224,7 +235,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	worker := getenv(envWorker) != "" && len(listeners) > 0 // a prefork worker: see prefork.go
 	if worker {
 		var stopWorker func()
-		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, listeners); err != nil {
+		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, o.Protocol, listeners); err != nil {
 			return err
 		}
 		defer stopWorker()
@@ -312,7 +323,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.MaxRequests > 0 {
 		maxRequests = o.MaxRequests
 	}
-	if n := int64(maxRequests); n > 0 && !worker { // a worker counts in its listener
+	if n := int64(maxRequests); n > 0 { // a worker also counts connections in its listener
 		gw.AfterCount = func(count int64) {
 			if count == n {
 				select {
@@ -325,17 +336,23 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	if o.Prefork && !worker && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
 		defer closeSite(context.Background())
-		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, log)
+		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, cfg.Limits.MaxConns, log)
 	}
-	srvs := make([]server, len(listeners))
-	serveErr := make(chan error, len(listeners))
+	srvs := make([]server, 0, len(listeners)+1)
+	serveErr := make(chan error, len(listeners)+1)
 	for i, l := range listeners {
 		srv, vars := newServer(o.Protocol, gw, cfg, log)
 		if i == 0 {
 			gw.Vars = vars
 		}
-		srvs[i] = srv
+		srvs = append(srvs, srv)
 		go func() { serveErr <- srv.Serve(l) }()
+	}
+	if serveFD0 {
+		srv, vars := newServer(o.Protocol, gw, cfg, log)
+		gw.Vars = vars
+		srvs = append(srvs, srv)
+		go func() { serveErr <- srv.(*fcgi.Server).ServeFD(0) }()
 	}
 	log.Info("serving", "protocol", proc.Protocol, "watch", w.Backend(), "config", cfgSummary(o.ConfigPath, cfgErr))
 	if o.Pidfile != "" {

@@ -3,6 +3,7 @@ package spawn
 import (
 	"fmt"
 	"os"
+	"os/user"
 	"strconv"
 	"syscall"
 )
@@ -13,7 +14,8 @@ import (
 // called after listening, so root can create a socket where the user could
 // not and hand it over. Already running as that user is not an error (a
 // re-executed restart passes the same option again); any other user than
-// root asking to become someone else is.
+// root asking to become someone else is. After the switch, HOME, USER and
+// LOGNAME name the user (nameUser).
 func SwitchUser(name string) error {
 	u, err := lookupUser(name)
 	if err != nil {
@@ -50,6 +52,23 @@ func SwitchUser(name string) error {
 	}
 	if err := syscall.Setuid(uid); err != nil {
 		return fmt.Errorf("switch to user %s: set uid %d: %w", name, uid, err)
+	}
+	return nameUser(u)
+}
+
+// nameUser makes the environment (which the supervisor and the app
+// inherit) name u, as a login would, instead of root's HOME, USER and
+// LOGNAME: an app that keeps files under ~ or asks who it is sees the user
+// it runs as. HOME is left out when the password database has none.
+func nameUser(u *user.User) error {
+	vars := [][2]string{{"USER", u.Username}, {"LOGNAME", u.Username}}
+	if u.HomeDir != "" {
+		vars = append(vars, [2]string{"HOME", u.HomeDir})
+	}
+	for _, kv := range vars {
+		if err := os.Setenv(kv[0], kv[1]); err != nil {
+			return fmt.Errorf("switch to user %s: set %s: %w", u.Username, kv[0], err)
+		}
 	}
 	return nil
 }
