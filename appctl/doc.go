@@ -19,8 +19,7 @@
 //   - between them the runtime directory (RuntimeDir, runtime.go): its one
 //     naming rule, its flock(2) locks and state.json, the supervisor's word
 //     to the copies. deploy's check predicts the directory (RuntimeDirFor
-//     the site's account) and reads the
-//     state with the same functions.
+//     the site's account) and reads the state with the same functions.
 //
 // # Layering
 //
