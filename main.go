@@ -14,7 +14,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/fcgishim/fcgishim/handler"
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/shim"
 	"github.com/fcgishim/fcgishim/spawn"
 )
@@ -84,7 +84,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		// stop its app gracefully rather than kill it outright.
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		return handler.Supervise(ctx, *cfg, stderr)
+		return appctl.Supervise(ctx, *cfg, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "fcgishim", shim.Version)
 		return nil

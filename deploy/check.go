@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
-	"github.com/fcgishim/fcgishim/handler"
 	"github.com/fcgishim/fcgishim/reload"
 )
 
@@ -675,17 +675,17 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// siteAccount is the account the live site runs as, for the handler's one
+// siteAccount is the account the live site runs as, for appctl's one
 // runtime-directory rule: suEXEC's target (the site directory's owner, home
 // from the password database), or under plain mod_fcgid the web server's
 // user (www-data on Debian); with the environment the web server gives, so
 // no HOME or TMPDIR. Check's own account when neither is known.
-func (c *checker) siteAccount() (handler.Account, string) {
+func (c *checker) siteAccount() (appctl.Account, string) {
 	uid, who := c.siteUID()
 	if uid < 0 {
-		return handler.Self(c.env.getenv), fmt.Sprintf("check's own user (uid %d; the site's user is unknown)", os.Getuid())
+		return appctl.Self(c.env.getenv), fmt.Sprintf("check's own user (uid %d; the site's user is unknown)", os.Getuid())
 	}
-	return handler.AccountOf(uid, c.env.getenv), fmt.Sprintf("%s, uid %d", who, uid)
+	return appctl.AccountOf(uid, c.env.getenv), fmt.Sprintf("%s, uid %d", who, uid)
 }
 
 func (c *checker) checkRuntimeDir(cfg *config.Config) {
@@ -693,7 +693,7 @@ func (c *checker) checkRuntimeDir(cfg *config.Config) {
 		return
 	}
 	acct, who := c.siteAccount()
-	d := handler.RuntimeDirFor(cfg, acct)
+	d := appctl.RuntimeDirFor(cfg, acct)
 	fi, err := os.Lstat(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(d)

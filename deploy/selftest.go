@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
-	"github.com/fcgishim/fcgishim/handler"
 )
 
 // The self-test proves that the site's binary starts, loads the config and
@@ -253,17 +253,6 @@ func processUID(pid int) (int, error) {
 	return 0, errors.New("no Uid line in /proc/" + strconv.Itoa(pid) + "/status")
 }
 
-// liveState is the part of the supervisor's state.json that check reports
-// (the handler writes it; the names are its JSON keys).
-type liveState struct {
-	Supervisor int    `json:"supervisor_pid"`
-	Status     string `json:"status"`
-	PID        int    `json:"pid"`
-	Instance   int    `json:"instance"`
-	Failures   int    `json:"failures"`
-	Cause      string `json:"cause"`
-}
-
 // checkLiveApp reports the app the live site runs, from its supervisor's
 // state in the runtime directory, without touching it.
 func (c *checker) checkLiveApp(cfg *config.Config) {
@@ -271,12 +260,8 @@ func (c *checker) checkLiveApp(cfg *config.Config) {
 		return
 	}
 	acct, _ := c.siteAccount()
-	dir := handler.RuntimeDirFor(cfg, acct)
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
-	var s liveState
-	if err == nil {
-		err = json.Unmarshal(b, &s)
-	}
+	dir := appctl.RuntimeDirFor(cfg, acct)
+	s, err := appctl.ReadState(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.info("live app: not running (the first request to the site starts it)")
@@ -284,9 +269,9 @@ func (c *checker) checkLiveApp(cfg *config.Config) {
 		c.info("live app: %s is not readable by uid %d (run check as the site's owner to see the live app)", dir, os.Geteuid())
 	case err != nil:
 		c.warn("live app: "+err.Error(), "")
-	case !alive(s.Supervisor):
+	case !appctl.Alive(s.Supervisor):
 		c.info("live app: not running (its supervisor, pid %d, has exited; the next request starts it)", s.Supervisor)
-	case s.Status == "ready" && alive(s.PID):
+	case s.Status == "ready" && appctl.Alive(s.PID):
 		c.ok("live app: ready, pid %d (start #%d), supervisor pid %d; left as it is", s.PID, s.Instance, s.Supervisor)
 	case s.Status == "backoff":
 		c.fail(fmt.Sprintf("live app: failing (%d failed starts in a row): %s", s.Failures, s.Cause),
@@ -294,13 +279,4 @@ func (c *checker) checkLiveApp(cfg *config.Config) {
 	default:
 		c.info("live app: %s (supervisor pid %d)", s.Status, s.Supervisor)
 	}
-}
-
-// alive reports whether pid names a running process.
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }

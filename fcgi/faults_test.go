@@ -34,11 +34,12 @@ func TestBodyNeverSent_FCGI17(t *testing.T) {
 	tc.expectClosed()
 
 	// A body that keeps coming, slower than IdleTimeout in total but with
-	// records closer together, is not cut off.
-	tc = serve(t, &Server{IdleTimeout: 300 * time.Millisecond, Handler: echo})
+	// records closer together, is not cut off. The gaps leave 1.3 s of
+	// margin, so a loaded machine's scheduling delays cannot fake a stall.
+	tc = serve(t, &Server{IdleTimeout: 2 * time.Second, Handler: echo})
 	tc.write(requestBytes(1, true, reqParams("POST", "/slow", "CONTENT_LENGTH", "6"), nil))
 	for _, part := range []string{"ab", "cd", "ef"} {
-		time.Sleep(150 * time.Millisecond) // the web server's pace under test, not a synchronisation
+		time.Sleep(700 * time.Millisecond) // the web server's pace under test, not a synchronisation
 		tc.write(rec(typeStdin, 1, []byte(part), 0))
 	}
 	tc.write(rec(typeStdin, 1, nil, 0))

@@ -71,7 +71,7 @@ func TestShutdownDeadline(t *testing.T) {
 	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
-	s.Close() // cancels the handler and waits for it
+	s.Close() // cancels the handler; it returns once its context is done
 }
 
 // tempErrListener fails Accept with EMFILE a few times.

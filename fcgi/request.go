@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 // Input states of a request, owned by the reader goroutine.
@@ -303,7 +305,7 @@ func (r *request) parse(raw string, spare []byte) (int, error) {
 			return http.StatusBadRequest, badRequest("missing REQUEST_METHOD")
 		}
 		method = http.MethodGet
-	} else if !validToken(method) {
+	} else if !httpsyntax.ValidToken(method) {
 		return http.StatusBadRequest, badRequest("invalid REQUEST_METHOD")
 	}
 	var cl int64 = -1
@@ -482,25 +484,6 @@ func plainURI(s string) bool {
 	return !strings.HasPrefix(s, "//")
 }
 
-func isTokenChar(c byte) bool {
-	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // headerKey turns the part after HTTP_ into a canonical header name
 // (FOO_BAR → Foo-Bar), "" if it is not a valid name.
 func headerKey(s string) string {
@@ -552,7 +535,7 @@ func headerKey(s string) string {
 		case c == '_' || c == '-':
 			c = '-'
 			upper = true
-		case !isTokenChar(c):
+		case !httpsyntax.TokenChar(c):
 			return ""
 		case upper:
 			if 'a' <= c && c <= 'z' {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
 
 const (
@@ -282,7 +284,7 @@ func (w *response) commit(final bool) error {
 			continue
 		}
 		vs := w.header[k]
-		if !validToken(k) {
+		if !httpsyntax.ValidToken(k) {
 			w.r.c.s.log.Warn("fcgi: invalid response header name dropped", "name", k)
 			continue
 		}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fcgishim/fcgishim/internal/peer"
 )
 
 // mod_fcgid connects, then writes its request. A connection accepted
@@ -21,18 +23,17 @@ func TestShutdownServesAcceptedConnectionsFirstRequest(t *testing.T) {
 	})}
 	s.init()
 	tc := serve(t, s)
-	deadline := time.Now().Add(10 * time.Second)
-	for { // until the server has accepted the connection
+	peer.Eventually(t, 10*time.Second, "the connection accepted", func() bool {
 		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("connection never accepted")
-		}
-		time.Sleep(time.Millisecond) // polling server state
+		defer s.mu.Unlock()
+		return len(s.conns) == 1
+	})
+	// Draining has begun once Shutdown returns, here at once: its context
+	// is already done.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(done); err != context.Canceled {
+		t.Fatalf("Shutdown with a done context: %v, want context.Canceled (the connection is not idle)", err)
 	}
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()

@@ -11,60 +11,33 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
 )
 
 // app is the reverse proxy to the shared, supervised child app (or to an
-// upstream that is already running). Each copy of mysite.fcgi has one; they
-// find the app through the runtime directory (see runtime.go) and start the
-// supervisor (supervise.go) when none runs.
+// upstream that is already running). Each copy of mysite.fcgi has one; the
+// lifecycle package's Client finds the app's ready instance (starting its
+// supervisor when none runs).
 type app struct {
-	cfg        config.App
-	maxHeader  int // response header block limit (RESP-05)
-	log        *slog.Logger
-	exe        string // absolute path of our binary, started as the supervisor
-	configPath string // absolute
-	dir        string // runtime dir; "" with an upstream
-	dirID      uint64 // its inode when we prepared it (under mu)
-	upstream   string // "unix:/p" or "tcp:host:port" for [app] upstream
-	timeout    time.Duration
-	ready      time.Duration
-	logPath    string // [app] log: the supervisor's stderr; "" = ours
+	cfg       config.App
+	maxHeader int // response header block limit (RESP-05)
+	log       *slog.Logger
+	upstream  string         // "unix:/p" or "tcp:host:port" for [app] upstream
+	ctl       *appctl.Client // the supervised app; nil with an upstream
+	timeout   time.Duration
 
 	pool connPool // idle connections to the app
 
-	// siteHost is the Host of the first request we forwarded: the
-	// supervisor we start sends it with its readiness request, so an app
-	// that checks Host (Django's ALLOWED_HOSTS) answers it as it would a
-	// visitor, instead of logging (and mailing) a DisallowedHost error.
-	siteHost atomic.Pointer[string]
-
-	mu        sync.Mutex
-	clients   *lockFile // our shared lock on clients.lock, once registered
-	addrs     map[string]string
-	cached    *state
-	cacheID   fileID
-	cacheAt   time.Time // when state.json was last looked at
-	statePath string
-	closed    bool
-	logged    map[string]time.Time // rate limit of our log lines, by kind
-}
-
-// fileID tells whether state.json was rewritten since we read it.
-type fileID struct {
-	ino   uint64
-	mtime int64
-	size  int64
+	mu     sync.Mutex
+	addrs  map[string]string
+	closed bool
+	logged map[string]time.Time // rate limit of our log lines, by kind
 }
 
 func newApp(o Options) (*app, error) {
@@ -73,7 +46,6 @@ func newApp(o Options) (*app, error) {
 		cfg:     c.App,
 		log:     o.Log,
 		timeout: c.App.Timeout.Duration,
-		ready:   c.App.ReadyTimeout.Duration,
 		addrs:   map[string]string{},
 		logged:  map[string]time.Time{},
 	}
@@ -83,9 +55,6 @@ func newApp(o Options) (*app, error) {
 	a.maxHeader = c.Limits.MaxResponseHeaderBytes
 	if a.maxHeader <= 0 {
 		a.maxHeader = 64 << 10
-	}
-	if a.ready <= 0 {
-		a.ready = 30 * time.Second
 	}
 	if up := c.App.Upstream; up != "" {
 		if p, ok := strings.CutPrefix(up, "unix:"); ok {
@@ -103,29 +72,11 @@ func newApp(o Options) (*app, error) {
 		}
 		a.addrs["upstream"] = a.upstream
 	} else {
-		if c.File == "" {
-			return nil, errors.New("[app] command needs a config file: the app supervisor reads it")
-		}
-		var err error
-		if a.configPath, err = filepath.Abs(c.File); err != nil {
+		ctl, err := appctl.NewClient(c, o.Executable, a.logOnce)
+		if err != nil {
 			return nil, err
 		}
-		a.exe = o.Executable
-		if a.exe == "" {
-			if a.exe, err = os.Executable(); err != nil {
-				return nil, fmt.Errorf("find own executable: %w", err)
-			}
-		}
-		if a.exe, err = filepath.Abs(a.exe); err != nil {
-			return nil, err
-		}
-		a.dir = RuntimeDir(c, os.Getenv)
-		a.statePath = filepath.Join(a.dir, fileState)
-		if err := prepareRuntimeDir(a.dir); err != nil {
-			return nil, err
-		}
-		a.dirID = dirIdentity(a.dir)
-		a.logPath = c.Resolve(c.App.Log)
+		a.ctl = ctl
 	}
 	return a, nil
 }
@@ -140,16 +91,16 @@ func (a *app) Close(context.Context) error {
 	}
 	a.closed = true
 	a.pool.closeIdle(true)
-	err := a.clients.close()
-	a.clients = nil
-	return err
+	if a.ctl == nil {
+		return nil
+	}
+	return a.ctl.Close()
 }
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if a.siteHost.Load() == nil && r.Host != "" && validHost(r.Host) {
-		h := r.Host
-		a.siteHost.CompareAndSwap(nil, &h)
+	if a.ctl != nil {
+		a.ctl.NoteHost(r.Host)
 	}
 	target, err := a.target(ctx)
 	if err != nil {
@@ -445,7 +396,7 @@ func (a *app) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		errorPage(w, http.StatusBadGateway, 0, "Bad gateway", "The application's response headers were too large.")
 		return
 	}
-	var ue *unavailableError
+	var ue *appctl.UnavailableError
 	if errors.As(err, &ue) {
 		a.unavailable(w, r, ue)
 		return
@@ -454,17 +405,8 @@ func (a *app) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	errorPage(w, http.StatusBadGateway, 0, "Bad gateway", "The application could not be reached or broke the connection.")
 }
 
-// unavailableError means the app is not ready: starting too long, or
-// failing (crash loop) until RetryAt.
-type unavailableError struct {
-	cause   string
-	retryAt time.Time
-}
-
-func (e *unavailableError) Error() string { return "app unavailable: " + e.cause }
-
 func (a *app) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	var ue *unavailableError
+	var ue *appctl.UnavailableError
 	if !errors.As(err, &ue) {
 		if r.Context().Err() != nil {
 			return // the client went away while waiting
@@ -474,12 +416,12 @@ func (a *app) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	retry := 5
-	if !ue.retryAt.IsZero() {
-		retry = max(1, int(time.Until(ue.retryAt).Seconds()+0.999))
+	if !ue.RetryAt.IsZero() {
+		retry = max(1, int(time.Until(ue.RetryAt).Seconds()+0.999))
 	}
 	// The supervisor already logged the cause with its details.
-	a.log.Debug("app unavailable", "cause", ue.cause)
-	errorPage(w, http.StatusServiceUnavailable, retry, "Service unavailable", "The application is not available right now ("+ue.cause+"). Please try again shortly.")
+	a.log.Debug("app unavailable", "cause", ue.Cause)
+	errorPage(w, http.StatusServiceUnavailable, retry, "Service unavailable", "The application is not available right now ("+ue.Cause+"). Please try again shortly.")
 }
 
 // logOnce logs at most one line per kind every 10 seconds.
@@ -524,238 +466,27 @@ func (a *app) target(ctx context.Context) (string, error) {
 	if a.upstream != "" {
 		return "upstream", nil
 	}
-	a.mu.Lock()
-	registered := a.clients != nil
-	a.mu.Unlock()
-	if registered {
-		if s := a.current(false); s != nil && s.Status == statusReady {
-			return a.hostFor(s), nil
-		}
-	}
-	s, err := a.await(ctx, "")
+	inst, err := a.ctl.Ready(ctx)
 	if err != nil {
 		return "", err
 	}
-	return a.hostFor(s), nil
+	return a.hostFor(inst), nil
 }
 
-// hostFor names an instance: a new instance is a new host, so pooled
-// connections to a replaced one are never reused for new requests. The
-// supervisor's pid is part of it: a new supervisor (after its runtime
-// directory was re-created) numbers its instances from 1 again.
-func (a *app) hostFor(s *state) string {
-	host := "app-" + strconv.Itoa(s.Supervisor) + "-" + strconv.Itoa(s.Instance)
+// hostFor names an instance by its Name: a new instance is a new host, so
+// pooled connections to a replaced one are never reused for new requests.
+func (a *app) hostFor(inst appctl.Instance) string {
+	host := inst.Name
 	a.mu.Lock()
-	if a.addrs[host] != s.Addr {
+	if a.addrs[host] != inst.Addr {
 		if len(a.addrs) > 0 {
 			a.pool.closeIdle(false)
 			clear(a.addrs)
 		}
-		a.addrs[host] = s.Addr
+		a.addrs[host] = inst.Addr
 	}
 	a.mu.Unlock()
 	return host
-}
-
-// current returns the state, re-read only when state.json changed; unless
-// fresh, a state looked at within stateRecheck is used as it is.
-func (a *app) current(fresh bool) *state {
-	now := time.Now()
-	a.mu.Lock()
-	if !fresh && a.cached != nil && now.Sub(a.cacheAt) < stateRecheck {
-		s := a.cached
-		a.mu.Unlock()
-		return s
-	}
-	a.mu.Unlock()
-	fi, err := os.Stat(a.statePath)
-	if err != nil {
-		return nil
-	}
-	id := fileID{mtime: fi.ModTime().UnixNano(), size: fi.Size()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id.ino = st.Ino
-	}
-	a.mu.Lock()
-	if a.cached != nil && a.cacheID == id {
-		s := a.cached
-		a.cacheAt = now
-		a.mu.Unlock()
-		return s
-	}
-	a.mu.Unlock()
-	s, err := readState(a.dir)
-	if err != nil {
-		return nil
-	}
-	a.mu.Lock()
-	a.cached, a.cacheID, a.cacheAt = s, id, now
-	a.mu.Unlock()
-	return s
-}
-
-// stateRecheck is how long a state read from state.json is used without
-// looking again: a stat per request was a tenth of the proxy's cost. A
-// replacement is noticed this much later (the old instance serves for the
-// 2 s handover), a crash at once (the dial fails and await re-reads).
-const stateRecheck = 50 * time.Millisecond
-
-// await is the slow path: register as a client, make sure a supervisor
-// runs (starting one if we are the first), and wait until the app is ready,
-// at most ready_timeout (plus the supervisor's own start).
-//
-// A ready state whose address is avoid (it just refused us) is waited out:
-// the supervisor is about to notice the crash.
-func (a *app) await(ctx context.Context, avoid string) (*state, error) {
-	deadline := time.Now().Add(a.ready + 5*time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	wait := 5 * time.Millisecond
-	var startErr error
-	for {
-		if renewed, err := a.ensureDir(); err != nil {
-			return nil, err
-		} else if renewed {
-			avoid = "" // a new supervisor may well reuse the old address
-		}
-		if ok, err := a.register(); err != nil {
-			return nil, err
-		} else if ok {
-			if !held(filepath.Join(a.dir, fileSupervisorLock)) {
-				if startErr = a.startSupervisor(ctx); startErr != nil {
-					a.logOnce("supervisor", "%v", startErr)
-				}
-			} else if s := a.current(true); s != nil && alive(s.Supervisor) {
-				switch s.Status {
-				case statusReady:
-					if s.Addr != avoid {
-						return s, nil
-					}
-				case statusBackoff:
-					// A crash loop answers at once; a first crash of an
-					// app that ran is worth waiting for if the retry
-					// comes soon enough.
-					if s.Failures >= 2 || s.RetryAt.After(deadline) {
-						return nil, &unavailableError{cause: s.Cause, retryAt: s.RetryAt}
-					}
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			if startErr != nil {
-				return nil, startErr
-			}
-			return nil, &unavailableError{cause: "the app is still starting"}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-			wait = min(wait*2, 50*time.Millisecond)
-		}
-	}
-}
-
-// ensureDir re-creates the runtime directory when it was removed or
-// replaced since we prepared it (a cleaner of /tmp or ~/.cache, a person).
-// Our registration and the state we read belong to the old one: they are
-// dropped, so the wait that follows starts a supervisor in the new one. The
-// old supervisor sees its directory gone and stops its app. It reports
-// whether it re-created the directory.
-func (a *app) ensureDir() (bool, error) {
-	id := dirIdentity(a.dir)
-	a.mu.Lock()
-	same := id != 0 && id == a.dirID
-	a.mu.Unlock()
-	if same {
-		return false, nil
-	}
-	if err := prepareRuntimeDir(a.dir); err != nil {
-		return false, err
-	}
-	a.mu.Lock()
-	a.dirID = dirIdentity(a.dir)
-	a.clients.close()
-	a.clients, a.cached = nil, nil
-	a.mu.Unlock()
-	a.logOnce("runtime dir", "the app's runtime directory %s was removed: re-created it", a.dir)
-	return true, nil
-}
-
-// alive reports whether pid exists (it may belong to another user).
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// register takes our shared lock on clients.lock for the rest of our life,
-// which keeps the supervisor and the app running. It fails (false) while a
-// supervisor that found no client holds the lock exclusively to shut down.
-func (a *app) register() (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return false, errors.New("app handler closed")
-	}
-	if a.clients != nil {
-		return true, nil
-	}
-	l, err := openLock(filepath.Join(a.dir, fileClientsLock))
-	if err != nil {
-		return false, fmt.Errorf("register with the app supervisor: %w", err)
-	}
-	ok, err := l.try(syscall.LOCK_SH)
-	if err != nil || !ok {
-		l.close()
-		return false, err
-	}
-	a.clients = l
-	return true, nil
-}
-
-// startSupervisor starts the supervisor unless another copy is doing so
-// (start.lock) or one runs already. The first stage returns once the
-// supervisor holds its lock.
-func (a *app) startSupervisor(ctx context.Context) error {
-	l, err := openLock(filepath.Join(a.dir, fileStartLock))
-	if err != nil {
-		return fmt.Errorf("start app supervisor: %w", err)
-	}
-	defer l.close()
-	if ok, err := l.try(syscall.LOCK_EX); err != nil || !ok {
-		return err // another copy is starting it
-	}
-	if held(filepath.Join(a.dir, fileSupervisorLock)) {
-		return nil
-	}
-	env := appEnv(os.Environ(), a.cfg.EnvAllow, nil)
-	env = append(env, envRuntimeDir+"="+a.dir, envExecutable+"="+a.exe)
-	if h := a.siteHost.Load(); h != nil {
-		env = append(env, envReadyHost+"="+*h)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, a.exe, "_supervise", "--config", a.configPath)
-	cmd.Env = env
-	cmd.Dir = "/"
-	cmd.Stderr = os.Stderr // an *os.File: inherited, no pipe to outlive us
-	if a.logPath != "" {
-		f, err := os.OpenFile(a.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("[app] log: %w", err)
-		}
-		defer f.Close()
-		cmd.Stderr = f
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("start app supervisor (%s _supervise): %w", a.exe, err)
-	}
-	return nil
 }
 
 // dial connects to the instance named by the URL host. When that fails (the
@@ -767,7 +498,7 @@ func (a *app) dial(ctx context.Context, host string) (net.Conn, error) {
 	a.mu.Unlock()
 	var d net.Dialer
 	if addr != "" {
-		network, address := splitAddr(addr)
+		network, address := appctl.SplitAddr(addr)
 		c, err := d.DialContext(ctx, network, address)
 		if err == nil || a.upstream != "" {
 			return c, err
@@ -776,12 +507,12 @@ func (a *app) dial(ctx context.Context, host string) (net.Conn, error) {
 	if a.upstream != "" {
 		return nil, fmt.Errorf("no address for %s", host)
 	}
-	s, err := a.await(ctx, addr)
+	inst, err := a.ctl.Await(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	a.hostFor(s)
-	network, address := splitAddr(s.Addr)
+	a.hostFor(inst)
+	network, address := appctl.SplitAddr(inst.Addr)
 	return d.DialContext(ctx, network, address)
 }
 

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/internal/peer"
 )
@@ -101,7 +102,7 @@ func (s *testSite) handlerOf(exe string) (*Site, *httptest.Server) {
 // client) and removed the state, and no app process it started remains.
 func (s *testSite) waitGone() {
 	deadline := time.Now().Add(20 * time.Second)
-	for held(filepath.Join(s.runDir, fileSupervisorLock)) {
+	for appctl.SupervisorRunning(s.runDir) {
 		if time.Now().After(deadline) {
 			s.t.Errorf("supervisor still running 20s after the test; log:\n%s", s.logText())
 			return
@@ -109,7 +110,7 @@ func (s *testSite) waitGone() {
 		time.Sleep(20 * time.Millisecond) // polling a condition
 	}
 	for _, pid := range s.startPIDs() {
-		for alive(pid) && !isZombie(pid) {
+		for appctl.Alive(pid) && !isZombie(pid) {
 			if time.Now().After(deadline) {
 				s.t.Errorf("app pid %d still alive after the supervisor exited", pid)
 				break
@@ -539,7 +540,7 @@ func TestReplacementKillsStubbornApp(t *testing.T) {
 	first, _ := getEcho(t, req)
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
 	peer.Eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
-		return !alive(first.PID) || isZombie(first.PID)
+		return !appctl.Alive(first.PID) || isZombie(first.PID)
 	})
 }
 
@@ -569,7 +570,7 @@ func TestNoOrphansAfterSIGKILL(t *testing.T) {
 		p.Signal(syscall.SIGKILL)
 	}
 	peer.Eventually(t, 30*time.Second, "the app to be gone", func() bool {
-		return !alive(appPID) || isZombie(appPID)
+		return !appctl.Alive(appPID) || isZombie(appPID)
 	})
 	if !strings.Contains(s.logText(), "no client left") {
 		t.Errorf("log:\n%s", s.logText())
@@ -585,7 +586,7 @@ func TestNoisyAppIsRateLimited(t *testing.T) {
 	peer.Eventually(t, 10*time.Second, "the drop notice", func() bool {
 		return strings.Contains(s.logText(), "lines dropped")
 	})
-	if n := strings.Count(s.logText(), "noise line"); n > outBurst+outRate*5 {
+	if n := strings.Count(s.logText(), "noise line"); n > appctl.OutputBurst+appctl.OutputRate*5 {
 		t.Errorf("%d noise lines logged", n)
 	}
 	if !strings.Contains(s.logText(), "handler.test[") {
@@ -684,7 +685,7 @@ func TestProxyPortAndReadyPath(t *testing.T) {
 	if e.Path != "/mysite/p" {
 		t.Errorf("path %q", e.Path)
 	}
-	st, err := readState(s.runDir)
+	st, err := appctl.ReadState(s.runDir)
 	if err != nil || !strings.HasPrefix(st.Addr, "tcp:127.0.0.1:") {
 		t.Errorf("state %+v, %v", st, err)
 	}
@@ -745,12 +746,12 @@ func TestReadyMeansAnswered(t *testing.T) {
 			continue
 		}
 		colds++
-		if !strings.HasPrefix(l, "cold "+readyUserAgent+" ") {
+		if !strings.HasPrefix(l, "cold "+appctl.ReadyUserAgent+" ") {
 			t.Errorf("a request reached an app still warming up: %q", l)
 		}
 		// The probe carries the site's Host, as a visitor would (an app
 		// checking it, like Django's ALLOWED_HOSTS, must not see a stranger).
-		if host := strings.TrimPrefix(srv.URL, "http://"); !strings.HasPrefix(l, "cold "+readyUserAgent+" "+host+" /") {
+		if host := strings.TrimPrefix(srv.URL, "http://"); !strings.HasPrefix(l, "cold "+appctl.ReadyUserAgent+" "+host+" /") {
 			t.Errorf("readiness request %q does not carry the site's Host %s", l, host)
 		}
 	}
@@ -776,9 +777,9 @@ func copyFile(t *testing.T, src, dst string) {
 
 // supervisorRuns reads the state and reports whether it names a ready
 // app and a supervisor running the binary at exe (not a deleted one).
-func supervisorRuns(runDir, exe string) (*state, bool) {
-	st, err := readState(runDir)
-	if err != nil || st.Status != statusReady {
+func supervisorRuns(runDir, exe string) (*appctl.State, bool) {
+	st, err := appctl.ReadState(runDir)
+	if err != nil || st.Status != "ready" {
 		return st, false
 	}
 	link, err := os.Readlink("/proc/" + strconv.Itoa(st.Supervisor) + "/exe")
@@ -832,14 +833,14 @@ func TestBinaryUpgradeRunsNewSupervisor(t *testing.T) {
 		}
 	}()
 	copyFile(t, os.Args[0], exe)
-	var now *state
+	var now *appctl.State
 	peer.Eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
 		var ok bool
 		now, ok = supervisorRuns(s.runDir, exe)
 		return ok && now.Supervisor != old.Supervisor
 	})
 	peer.Eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
-		return !alive(old.Supervisor) || isZombie(old.Supervisor)
+		return !appctl.Alive(old.Supervisor) || isZombie(old.Supervisor)
 	})
 	close(stop)
 	for _, err := range <-done {
@@ -955,7 +956,7 @@ func TestBinaryUpgradeThatCannotRun(t *testing.T) {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})
-	st, err := readState(s.runDir)
+	st, err := appctl.ReadState(s.runDir)
 	if err != nil || st.Supervisor != old.Supervisor {
 		t.Errorf("state %+v (%v): want the old supervisor %d still in charge", st, err, old.Supervisor)
 	}

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"fmt"
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/internal/peer"
 	"net/http"
 	"os"
@@ -44,7 +45,7 @@ func TestGunicornScriptName(t *testing.T) {
 	s.waitGone()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range []int{master, int(env["pid"].(float64))} {
-		for alive(pid) && !isZombie(pid) {
+		for appctl.Alive(pid) && !isZombie(pid) {
 			if time.Now().After(deadline) {
 				t.Fatalf("gunicorn process %d still running after the site went idle", pid)
 			}

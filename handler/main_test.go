@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
 )
 
@@ -28,7 +29,7 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) == 4 && os.Args[1] == "_supervise" && os.Args[2] == "--config" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		err := Supervise(ctx, os.Args[3], os.Stderr)
+		err := appctl.Supervise(ctx, os.Args[3], os.Stderr)
 		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "supervise:", err)

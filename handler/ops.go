@@ -118,7 +118,7 @@ func (a *app) status() *appStatus {
 		return st
 	}
 	st.Kind, st.Status = "supervised", "stopped"
-	if s := a.current(true); s != nil && alive(s.Supervisor) {
+	if s := a.ctl.Status(); s != nil {
 		st.Status, st.Instance, st.PID, st.Failures, st.Cause = s.Status, s.Instance, s.PID, s.Failures, s.Cause
 	}
 	return st

@@ -10,6 +10,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/fcgishim/fcgishim/appctl"
 )
 
 // static serves the [static] directories and passes every other path to
@@ -52,7 +54,7 @@ func newStatic(o Options, next http.Handler) (http.Handler, error) {
 		s.deny = append(s.deny, c.Resolve(c.App.Log))
 	}
 	if len(c.App.Command) > 0 && c.File != "" {
-		s.runDir = RuntimeDir(c, os.Getenv)
+		s.runDir = appctl.RuntimeDir(c, os.Getenv)
 	}
 	return s, nil
 }

@@ -182,7 +182,7 @@ func TestStaticHidesRuntimeDir(t *testing.T) {
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
 	must(t, os.Mkdir(run, 0o700))
-	must(t, os.WriteFile(filepath.Join(run, fileState), []byte(`{}`), 0o600))
+	must(t, os.WriteFile(filepath.Join(run, "state.json"), []byte(`{}`), 0o600))
 	cfgPath := filepath.Join(dir, "mysite.toml")
 	must(t, os.WriteFile(cfgPath, []byte("[app]\nupstream = \"http://127.0.0.1:1\"\n"), 0o600))
 	cfg := &config.Config{File: cfgPath, Static: map[string]string{"/": dir},
@@ -194,7 +194,7 @@ func TestStaticHidesRuntimeDir(t *testing.T) {
 			c.Close(context.Background())
 		}
 	}()
-	for _, p := range []string{"/run/" + fileState, "/mysite.toml"} {
+	for _, p := range []string{"/run/" + "state.json", "/mysite.toml"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", p, nil))
 		if rec.Code != 404 {

@@ -393,16 +393,6 @@ func validTarget(s string) bool {
 	return true
 }
 
-// validHost reports whether s can be sent as a Host field value.
-func validHost(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"<>\\^`{|}/", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // writeValue writes a field value with each control byte other than HTAB
 // (CR and LF above all) turned into a space: a value is one line of
 // VCHAR, SP, HTAB and obs-text (RFC 9110 5.5).
@@ -462,7 +452,7 @@ func (a *app) newOutRequest(in *http.Request) (*outRequest, error) {
 	if o.host == "" {
 		o.host = "localhost"
 	}
-	if !validHost(o.host) {
+	if !httpsyntax.ValidHost(o.host) {
 		return nil, errBadRequest("invalid Host")
 	}
 	switch {

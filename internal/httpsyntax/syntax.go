@@ -14,6 +14,18 @@ func TokenChar(c byte) bool {
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
+// ValidHost reports whether s can be sent as a Host field value: no
+// control byte, space, non-ASCII byte or delimiter that has no place in a
+// host[:port].
+func ValidHost(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"<>\\^`{|}/", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidToken reports whether s is a non-empty RFC 9110 token, as a method
 // or a field name must be.
 func ValidToken(s string) bool {

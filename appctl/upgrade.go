@@ -1,4 +1,4 @@
-package handler
+package appctl
 
 import (
 	"context"
@@ -124,7 +124,7 @@ func (s *supervisor) awaitSuccessor(ctx context.Context, succ *successor) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if st, err := readState(s.dir); err == nil && st.Supervisor == succ.pid && st.Status == statusReady {
+		if st, err := ReadState(s.dir); err == nil && st.Supervisor == succ.pid && st.Status == statusReady {
 			return
 		}
 		select {
@@ -166,7 +166,7 @@ func (s *supervisor) takeOver(last string) error {
 	s.n = n
 	// Only a ready app is worth keeping in the state until ours is ready;
 	// one starting or failing, we report on from the start.
-	if st, err := readState(s.dir); err == nil && st.Status == statusReady {
+	if st, err := ReadState(s.dir); err == nil && st.Status == statusReady {
 		s.st, s.inherited = *st, true
 	}
 	return nil

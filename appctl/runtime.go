@@ -1,4 +1,4 @@
-package handler
+package appctl
 
 import (
 	"crypto/sha256"
@@ -239,6 +239,10 @@ func (l *lockFile) close() error {
 	return err
 }
 
+// SupervisorRunning reports whether a supervisor runs for the runtime
+// directory dir (it holds supervisor.lock for its lifetime).
+func SupervisorRunning(dir string) bool { return held(filepath.Join(dir, fileSupervisorLock)) }
+
 // held reports whether someone holds an exclusive lock on path, by trying a
 // shared lock on it. A missing file is not held.
 func held(path string) bool {
@@ -258,9 +262,9 @@ const (
 	statusBackoff  = "backoff"  // the app failed; next try at RetryAt
 )
 
-// state is what the supervisor tells the copies, in state.json. It carries
+// State is what the supervisor tells the copies, in state.json. It carries
 // no environment, command line or secret: only where to connect and why not.
-type state struct {
+type State struct {
 	Supervisor int       `json:"supervisor_pid"`
 	Status     string    `json:"status"`
 	Addr       string    `json:"addr,omitempty"` // "unix:/path" or "tcp:127.0.0.1:port" when ready
@@ -272,7 +276,7 @@ type state struct {
 	Generation string    `json:"generation"`      // stamp of binary + config the app runs under
 }
 
-func writeState(dir string, s *state) error {
+func writeState(dir string, s *State) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
@@ -295,12 +299,14 @@ func writeState(dir string, s *state) error {
 	return nil
 }
 
-func readState(dir string) (*state, error) {
+// ReadState reads the state the supervisor last wrote in the runtime
+// directory dir; a missing file is an fs.ErrNotExist.
+func ReadState(dir string) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, fileState))
 	if err != nil {
 		return nil, err
 	}
-	var s state
+	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}

@@ -1,4 +1,4 @@
-package handler
+package appctl
 
 import (
 	"bufio"
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 	"github.com/fcgishim/fcgishim/reload"
 )
 
@@ -62,22 +63,8 @@ const (
 // stopped: idle, ctx cancelled, or [app] command removed from the config. It
 // returns nil at once when another supervisor already runs for the site.
 func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
-	configPath, err := filepath.Abs(configPath)
+	configPath, cfg, dir, err := loadSupervised(configPath)
 	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(configPath)
-	if err != nil {
-		return err
-	}
-	if len(cfg.App.Command) == 0 {
-		return fmt.Errorf("%s: no [app] command to supervise", configPath)
-	}
-	dir := os.Getenv(envRuntimeDir)
-	if dir == "" {
-		dir = RuntimeDir(cfg, os.Getenv)
-	}
-	if err := prepareRuntimeDir(dir); err != nil {
 		return err
 	}
 	exe := os.Getenv(envExecutable)
@@ -94,16 +81,7 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 		return fmt.Errorf("supervisor lock: %w", err)
 	}
 	defer lock.close()
-	readyHost := os.Getenv(envReadyHost)
-	if readyHost == "" || !validHost(readyHost) {
-		readyHost = "localhost"
-	}
-	s := &supervisor{
-		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
-		log: stderr, lock: lock,
-		exited: make(chan *instance), readied: make(chan readyEvent),
-		spawn: make(chan func()),
-	}
+	s := newSupervisor(dir, configPath, exe, cfg, stderr, lock)
 	if n, ok := os.LookupEnv(envTakeover); ok {
 		if err := s.takeOver(n); err != nil {
 			return err
@@ -118,6 +96,44 @@ func Supervise(ctx context.Context, configPath string, stderr io.Writer) error {
 	defer clients.close()
 	s.clients = clients
 	return s.run(ctx)
+}
+
+// loadSupervised reads the config at configPath (made absolute), which must
+// have an [app] command, and prepares its runtime directory: the one the
+// copy that started us named, else the rule's.
+func loadSupervised(configPath string) (abs string, cfg *config.Config, dir string, err error) {
+	if abs, err = filepath.Abs(configPath); err != nil {
+		return "", nil, "", err
+	}
+	if cfg, err = config.Load(abs); err != nil {
+		return "", nil, "", err
+	}
+	if len(cfg.App.Command) == 0 {
+		return "", nil, "", fmt.Errorf("%s: no [app] command to supervise", abs)
+	}
+	dir = os.Getenv(envRuntimeDir)
+	if dir == "" {
+		dir = RuntimeDir(cfg, os.Getenv)
+	}
+	if err := prepareRuntimeDir(dir); err != nil {
+		return "", nil, "", err
+	}
+	return abs, cfg, dir, nil
+}
+
+// newSupervisor makes the second stage's supervisor; lock is its
+// supervisor.lock, not taken yet.
+func newSupervisor(dir, configPath, exe string, cfg *config.Config, stderr io.Writer, lock *lockFile) *supervisor {
+	readyHost := os.Getenv(envReadyHost)
+	if readyHost == "" || !httpsyntax.ValidHost(readyHost) {
+		readyHost = "localhost"
+	}
+	return &supervisor{
+		dir: dir, dirID: dirIdentity(dir), configPath: configPath, exe: exe, cfg: cfg, readyHost: readyHost,
+		log: stderr, lock: lock,
+		exited: make(chan *instance), readied: make(chan readyEvent),
+		spawn: make(chan func()),
+	}
 }
 
 // superviseDetach is the first stage: start the second in its own session
@@ -191,7 +207,7 @@ type supervisor struct {
 	next     *instance // replacing cur, until ready
 	failures int
 	retry    *time.Timer // pending restart after a failure; nil when none
-	st       state
+	st       State
 }
 
 // instance is one start of the app.
@@ -218,10 +234,31 @@ func (s *supervisor) logf(format string, args ...any) {
 	fmt.Fprintf(s.log, "fcgishim supervisor[%d]: %s\n", os.Getpid(), fmt.Sprintf(format, args...))
 }
 
+// run is the supervisor's life: start the app, follow it (loop) until a
+// reason to stop, then stop it, leaving it serving until a successor's app
+// is ready when the binary was upgraded.
 func (s *supervisor) run(ctx context.Context) error {
-	// Pdeathsig fires when the thread that started the child exits, not
-	// the process (golang/go#27505): start every app from one goroutine
-	// locked to its thread for our whole life.
+	spawnDone := s.startSpawner()
+	s.begin()
+	reason, succ := s.loop(ctx)
+	s.logf("%s: stopping the app", reason)
+	moved := s.dirMoved()
+	stopDrain, drained := s.drainReports()
+	s.stopApps(ctx, succ, moved)
+	close(stopDrain)
+	<-drained
+	close(s.spawn)
+	<-spawnDone
+	s.out.close()
+	s.removeSockets(moved)
+	return nil
+}
+
+// startSpawner starts the goroutine that starts every app: Pdeathsig fires
+// when the thread that started the child exits, not the process
+// (golang/go#27505), so it stays locked to its thread for our whole life.
+// The returned channel is closed once s.spawn is closed and it has ended.
+func (s *supervisor) startSpawner() <-chan struct{} {
 	spawnDone := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
@@ -232,6 +269,12 @@ func (s *supervisor) run(ctx context.Context) error {
 		// Returning while locked ends this thread: any app still running
 		// gets SIGKILL, which is what we want at this point.
 	}()
+	return spawnDone
+}
+
+// begin notes the generation, opens the app's output log, writes the first
+// state (unless we inherited a serving app) and starts the first instance.
+func (s *supervisor) begin() {
 	s.gen = s.stampNow()
 	a := s.cfg.App
 	a.Log = s.cfg.Resolve(a.Log)
@@ -241,30 +284,37 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.out, _ = newOutLog(config.App{Command: s.cfg.App.Command}, s.log)
 	}
 	if !s.inherited {
-		s.st = state{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
+		s.st = State{Supervisor: os.Getpid(), Status: statusStarting, Generation: s.gen}
 		s.save()
 	}
 	s.cur = s.start()
+}
 
-	reason, succ := s.loop(ctx)
-	s.logf("%s: stopping the app", reason)
-	moved := s.dirMoved()
-	// Nobody handles reports any more: drain them so their senders finish.
-	stopDrain, drained := make(chan struct{}), make(chan struct{})
+// drainReports takes the instances' reports once nobody handles them any
+// more, so their senders finish; close stop to end it, then wait on drained.
+func (s *supervisor) drainReports() (stop, drained chan struct{}) {
+	stop, drained = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(drained)
 		for {
 			select {
 			case <-s.readied:
 			case <-s.exited:
-			case <-stopDrain:
+			case <-stop:
 				return
 			}
 		}
 	}()
+	return stop, drained
+}
+
+// stopApps stops our instances and waits until every one has exited
+// (SIGKILL after stop_grace at worst). With a successor, ours serves until
+// the successor's app is ready, then for the handover period, as in a
+// replacement; without one the state goes (unless the directory is no
+// longer ours).
+func (s *supervisor) stopApps(ctx context.Context, succ *successor, moved bool) {
 	if succ != nil {
-		// Ours serves until the successor's app is ready, then for the
-		// handover period, as in a replacement.
 		s.awaitSuccessor(ctx, succ)
 		s.stopInstanceAfter(s.cur, handover)
 	} else {
@@ -274,18 +324,18 @@ func (s *supervisor) run(ctx context.Context) error {
 		s.stopInstance(s.cur)
 	}
 	s.stopInstance(s.next)
-	s.wg.Wait() // every instance has exited, SIGKILL after stop_grace at worst
-	close(stopDrain)
-	<-drained
-	close(s.spawn)
-	<-spawnDone
-	s.out.close()
-	for _, p := range s.socks {
-		if !moved {
-			os.Remove(p)
-		}
+	s.wg.Wait()
+}
+
+// removeSockets removes our instances' unix sockets, unless the runtime
+// directory was replaced (the names may be another supervisor's now).
+func (s *supervisor) removeSockets(moved bool) {
+	if moved {
+		return
 	}
-	return nil
+	for _, p := range s.socks {
+		os.Remove(p)
+	}
 }
 
 // watch starts watching the files whose change replaces the app: the
@@ -817,8 +867,9 @@ func (s *supervisor) probe(inst *instance) (string, error) {
 // visitor's request waits for that.
 const defaultReadyPath = "/"
 
-// readyUserAgent marks the readiness request in the app's access log.
-const readyUserAgent = "fcgishim-ready-probe"
+// ReadyUserAgent is the User-Agent of the readiness request, so an app (or
+// its access log) can tell it from a visitor.
+const ReadyUserAgent = "fcgishim-ready-probe"
 
 // readyAt reports whether the app at addr answers a GET for path with
 // Host: host (with path "", defaultReadyPath and any status; else a status
@@ -826,7 +877,7 @@ const readyUserAgent = "fcgishim-ready-probe"
 // master listens before its workers have imported the app, and the request
 // waits for that, until until at most.
 func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
-	network, address := splitAddr(addr)
+	network, address := SplitAddr(addr)
 	c, err := net.DialTimeout(network, address, time.Second)
 	if err != nil {
 		return false, false
@@ -835,7 +886,7 @@ func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
 	c.SetDeadline(until)
 	req, _ := http.NewRequest("GET", "http://localhost"+cmp.Or(path, defaultReadyPath), nil)
 	req.Host = host
-	req.Header.Set("User-Agent", readyUserAgent)
+	req.Header.Set("User-Agent", ReadyUserAgent)
 	req.Close = true
 	if err := req.Write(c); err != nil {
 		return false, true
@@ -848,8 +899,8 @@ func readyAt(addr, host, path string, until time.Time) (ready, connected bool) {
 	return path == "" || resp.StatusCode < 500, true
 }
 
-// splitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
-func splitAddr(addr string) (network, address string) {
+// SplitAddr turns "unix:/p" or "tcp:h:p" into net.Dial arguments.
+func SplitAddr(addr string) (network, address string) {
 	network, address, _ = strings.Cut(addr, ":")
 	return network, address
 }
@@ -902,8 +953,8 @@ func (s *supervisor) stopInstanceAfter(inst *instance, delay time.Duration) {
 func (s *supervisor) dirMoved() bool { return dirIdentity(s.dir) != s.dirID }
 
 // outLog writes the app's output lines, prefixed with its name and pid, to
-// the [app] log file or our stderr, at most outRate lines a second (with a
-// burst of outBurst) so a flooding app cannot fill the disk; drops are
+// the [app] log file or our stderr, at most OutputRate lines a second (with a
+// burst of OutputBurst) so a flooding app cannot fill the disk; drops are
 // counted and reported.
 type outLog struct {
 	name    string
@@ -915,14 +966,17 @@ type outLog struct {
 	dropped int
 }
 
+// The app's output is passed on at most OutputRate lines a second, with
+// bursts of OutputBurst lines.
 const (
-	outRate    = 200
-	outBurst   = 2000
-	outMaxLine = 4096
+	OutputRate  = 200
+	OutputBurst = 2000
 )
 
+const outMaxLine = 4096
+
 func newOutLog(a config.App, stderr io.Writer) (*outLog, error) {
-	o := &outLog{name: filepath.Base(a.Command[0]), w: stderr, tokens: outBurst, last: time.Now()}
+	o := &outLog{name: filepath.Base(a.Command[0]), w: stderr, tokens: OutputBurst, last: time.Now()}
 	if a.Log != "" {
 		f, err := os.OpenFile(a.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -962,7 +1016,7 @@ func (o *outLog) write(prefix string, line []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	o.tokens = min(outBurst, o.tokens+now.Sub(o.last).Seconds()*outRate)
+	o.tokens = min(OutputBurst, o.tokens+now.Sub(o.last).Seconds()*OutputRate)
 	o.last = now
 	if o.tokens < 1 {
 		o.dropped++
