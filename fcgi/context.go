@@ -16,12 +16,17 @@ type reqContext struct {
 	parent context.Context
 	r      *request
 
-	mu       sync.Mutex
-	done     chan struct{} // made by the first Done, or closedChan
-	err      error
-	watching bool        // a parent watch was registered (or is not needed)
-	unwatch  func() bool // stops the parent watch
-	afters   []*afterFunc
+	mu    sync.Mutex
+	done  chan struct{} // made by the first Done, or closedChan
+	err   error
+	watch *ctxWatch // from the first Done or AfterFunc on
+}
+
+// ctxWatch is what a request context needs once it is watched: kept out
+// of the request itself, which most handlers never make watch.
+type ctxWatch struct {
+	unwatch func() bool // stops the parent watch; nil if the parent never ends
+	afters  []*afterFunc
 }
 
 type afterFunc struct{ f func() }
@@ -73,15 +78,18 @@ func (x *reqContext) AfterFunc(f func()) (stop func() bool) {
 		go f()
 		return func() bool { return false }
 	}
-	x.afters = append(x.afters, a)
 	x.watchLocked()
+	x.watch.afters = append(x.watch.afters, a)
 	x.mu.Unlock()
 	return func() bool {
 		x.mu.Lock()
 		defer x.mu.Unlock()
-		for i, b := range x.afters {
+		if x.err != nil {
+			return false
+		}
+		for i, b := range x.watch.afters {
 			if b == a {
-				x.afters = append(x.afters[:i], x.afters[i+1:]...)
+				x.watch.afters = append(x.watch.afters[:i], x.watch.afters[i+1:]...)
 				return true
 			}
 		}
@@ -91,13 +99,13 @@ func (x *reqContext) AfterFunc(f func()) (stop func() bool) {
 
 // watchLocked makes the parent's end cancel x, once.
 func (x *reqContext) watchLocked() {
-	if x.watching || x.err != nil {
+	if x.watch != nil || x.err != nil {
 		return
 	}
-	x.watching = true
+	x.watch = &ctxWatch{}
 	if x.parent.Done() != nil {
 		parent := x.parent
-		x.unwatch = context.AfterFunc(parent, func() { x.cancel(parent.Err()) })
+		x.watch.unwatch = context.AfterFunc(parent, func() { x.cancel(parent.Err()) })
 	}
 }
 
@@ -114,13 +122,16 @@ func (x *reqContext) cancel(err error) {
 	} else {
 		close(x.done)
 	}
-	afters, unwatch := x.afters, x.unwatch
-	x.afters, x.unwatch = nil, nil
+	w := x.watch
 	x.mu.Unlock()
-	if unwatch != nil {
-		unwatch()
+	if w == nil {
+		return
 	}
-	for _, a := range afters {
+	// x.err is set: w is no longer written.
+	if w.unwatch != nil {
+		w.unwatch()
+	}
+	for _, a := range w.afters {
 		go a.f()
 	}
 }
