@@ -1,5 +1,0 @@
-//go:build !race
-
-package fcgi
-
-const raceEnabled = false
