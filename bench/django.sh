@@ -32,6 +32,7 @@ rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+read -r port_apache <<< "$(free_ports 1 | tr '\n' ' ')"
 flup=${FLUP_DIR:-$here/../../shared/peers/flup}
 if [ ! -d "$flup/flup/server" ]; then
   echo "SKIP: flup not found at $flup (set FLUP_DIR to the directory holding flup/): the recipe side cannot run"
@@ -110,7 +111,7 @@ chmod 755 "$docroot"/*/mysite.fcgi
 chown -R www-data:www-data "$project" "$work/run"
 
 { apache_prologue "$work" fcgid; cat <<CONF
-Listen 127.0.0.1:18100
+Listen 127.0.0.1:$port_apache
 FcgidIPCDir $work/fcgid
 FcgidProcessTableFile $work/fcgid_shm
 FcgidMaxProcessesPerClass 8
@@ -167,8 +168,8 @@ up() {
   echo "not up: $1" >&2; tail -20 "$work/httpd.err" >&2; return 1
 }
 for s in "${sides[@]}"; do
-  up "http://127.0.0.1:18100/$s/mysite.fcgi/hello/" "Hello, world!"
-  up "http://127.0.0.1:18100/$s/mysite.fcgi/admin/login/" csrfmiddlewaretoken
+  up "http://127.0.0.1:$port_apache/$s/mysite.fcgi/hello/" "Hello, world!"
+  up "http://127.0.0.1:$port_apache/$s/mysite.fcgi/admin/login/" csrfmiddlewaretoken
 done
 
 # site_mem SIDE: "processes VmRSS-KiB PSS-KiB" of the side's processes.
@@ -186,14 +187,14 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k/1024}'; }
 
 # Warm-up: mod_fcgid spawns up to 8 copies of each, Django loads lazily.
 for s in "${sides[@]}"; do
-  for page in hello admin/login; do nice -n -10 wrk -t2 -c8 -d2s "http://127.0.0.1:18100/$s/mysite.fcgi/$page/" >/dev/null; done
+  for page in hello admin/login; do nice -n -10 wrk -t2 -c8 -d2s "http://127.0.0.1:$port_apache/$s/mysite.fcgi/$page/" >/dev/null; done
 done
 
 : > "$work/r"
 for r in $(seq 1 "$rounds"); do
   for page in hello admin/login; do
     for s in "${sides[@]}"; do
-      nice -n -10 wrk -t2 -c8 -d"${secs}s" --latency "http://127.0.0.1:18100/$s/mysite.fcgi/$page/" > "$work/wrk"
+      nice -n -10 wrk -t2 -c8 -d"${secs}s" --latency "http://127.0.0.1:$port_apache/$s/mysite.fcgi/$page/" > "$work/wrk"
       rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk")
       p50=$(awk '$1=="50%" {print $2}' "$work/wrk"); p99=$(awk '$1=="99%" {print $2}' "$work/wrk")
       errs=$(awk '/Non-2xx|Socket errors/' "$work/wrk" | tr '\n' ' ')

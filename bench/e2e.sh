@@ -36,6 +36,7 @@ procs=${PROCS:-16}
 cold=${COLD:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+read -r port_nginx_ours port_nginx_php port_fcgid <<< "$(free_ports 3 | tr '\n' ' ')"
 bench_workdir bench
 
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/hello.fcgi" ./bench/hello &&
@@ -78,11 +79,11 @@ $phpfpm -y "$work/php-fpm.conf" -R
   upstream ours { server unix:$work/ours.sock; keepalive 32; }
   upstream php  { server unix:$work/php.sock; }
   server {
-    listen 127.0.0.1:18081;
+    listen 127.0.0.1:$port_nginx_ours;
     location / { include /etc/nginx/fastcgi_params; fastcgi_pass ours; fastcgi_keep_conn on; }
   }
   server {
-    listen 127.0.0.1:18082;
+    listen 127.0.0.1:$port_nginx_php;
     location / { include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $work/hello.php; fastcgi_pass php; }
   }
 }
@@ -108,7 +109,7 @@ FcgidCmdOptions $work/docroot/site/mysite.fcgi$ours_env"
 tuned_env=""
 for kv in ${TUNED_ENV:-GOMAXPROCS=1}; do [ "$kv" = - ] || tuned_env+=" InitialEnv $kv"; done
 { apache_prologue "$work" mime fcgid; cat <<CONF
-Listen 127.0.0.1:18083
+Listen 127.0.0.1:$port_fcgid
 TypesConfig /etc/mime.types
 FcgidIPCDir $work/fcgid
 FcgidProcessTableFile $work/fcgid_shm
@@ -145,13 +146,13 @@ apache2 -f "$work/httpd.conf" -k start || { cat "$work/httpd.err"; exit 1; }
 targets=${TARGETS:-nginx-ours nginx-php fcgid-ours fcgid-ping fcgid-php fcgid-c}
 url() {
   case $1 in
-    nginx-ours) echo http://127.0.0.1:18081/ ;;
-    nginx-php) echo http://127.0.0.1:18082/ ;;
-    fcgid-ours) echo http://127.0.0.1:18083/ours/hello.fcgi ;;
-    fcgid-ping) echo http://127.0.0.1:18083/site/mysite.fcgi/ping ;;
-    fcgid-php) echo http://127.0.0.1:18083/php/hello.php ;;
-    fcgid-c) echo http://127.0.0.1:18083/c/hello.fcgi ;;
-    fcgid-tuned) echo http://127.0.0.1:18083/tuned/hello.fcgi ;;
+    nginx-ours) echo http://127.0.0.1:$port_nginx_ours/ ;;
+    nginx-php) echo http://127.0.0.1:$port_nginx_php/ ;;
+    fcgid-ours) echo http://127.0.0.1:$port_fcgid/ours/hello.fcgi ;;
+    fcgid-ping) echo http://127.0.0.1:$port_fcgid/site/mysite.fcgi/ping ;;
+    fcgid-php) echo http://127.0.0.1:$port_fcgid/php/hello.php ;;
+    fcgid-c) echo http://127.0.0.1:$port_fcgid/c/hello.fcgi ;;
+    fcgid-tuned) echo http://127.0.0.1:$port_fcgid/tuned/hello.fcgi ;;
   esac
 }
 conns() { case $1 in nginx-*) echo "$conns_nginx" ;; *) echo "$conns_fcgid" ;; esac; }
@@ -254,7 +255,7 @@ for i in $(seq 1 "$cold"); do
   for _ in $(seq 1 50); do # the port may linger for a moment after the stop
     apache2 -f "$work/httpd.conf" -k start 2>/dev/null && break; sleep 0.1
   done
-  wait_up http://127.0.0.1:18083/index.html
+  wait_up http://127.0.0.1:$port_fcgid/index.html
   for t in fcgid-ours fcgid-ping fcgid-php fcgid-c; do
     echo "$t $(curl -s -o /dev/null -w '%{time_total}' "$(url $t)")" >> "$work/cold"
   done

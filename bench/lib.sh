@@ -7,6 +7,24 @@ wait_up() {
   return 1
 }
 
+# free_ports N: N distinct loopback TCP ports that no socket uses now, one
+# per line, below the kernel's range for outgoing connections (a listener
+# cannot bind a port that a client connection holds), so two runs on one
+# machine do not collide. A port could still be taken between this and the
+# server's bind; the server then fails to start and the script says so.
+free_ports() {
+  local n=$1 p lo taken
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  taken=" $(ss -Htan | awk '{sub(/.*:/, "", $4); print $4}' | tr '\n' ' ') "
+  while [ "$n" -gt 0 ]; do
+    p=$((10000 + RANDOM % (lo - 10000)))
+    case "$taken" in *" $p "*) continue ;; esac
+    taken="$taken$p "
+    echo "$p"
+    n=$((n - 1))
+  done
+}
+
 # median: of the numbers on stdin, one per line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

@@ -20,6 +20,7 @@ rounds=${1:-5}
 secs=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+read -r p_info_prefork p_info_threaded p_proxy_prefork p_proxy_threaded p_direct <<< "$(free_ports 5 | tr '\n' ' ')"
 bench_workdir prefork
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)
 "$work/app" "unix:$work/app.sock" &
@@ -39,18 +40,18 @@ done
   upstream info-threaded { server unix:$work/info-threaded.sock; keepalive 16; }
   upstream proxy-prefork { server unix:$work/proxy-prefork.sock; keepalive 16; }
   upstream proxy-threaded { server unix:$work/proxy-threaded.sock; keepalive 16; }
-  server { listen 127.0.0.1:18121; location / { include /etc/nginx/fastcgi_params; fastcgi_pass info-prefork; fastcgi_keep_conn on; } }
-  server { listen 127.0.0.1:18122; location / { include /etc/nginx/fastcgi_params; fastcgi_pass info-threaded; fastcgi_keep_conn on; } }
-  server { listen 127.0.0.1:18123; location / { include /etc/nginx/fastcgi_params; fastcgi_pass proxy-prefork; fastcgi_keep_conn on; } }
-  server { listen 127.0.0.1:18124; location / { include /etc/nginx/fastcgi_params; fastcgi_pass proxy-threaded; fastcgi_keep_conn on; } }
-  server { listen 127.0.0.1:18125; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:$p_info_prefork; location / { include /etc/nginx/fastcgi_params; fastcgi_pass info-prefork; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:$p_info_threaded; location / { include /etc/nginx/fastcgi_params; fastcgi_pass info-threaded; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:$p_proxy_prefork; location / { include /etc/nginx/fastcgi_params; fastcgi_pass proxy-prefork; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:$p_proxy_threaded; location / { include /etc/nginx/fastcgi_params; fastcgi_pass proxy-threaded; fastcgi_keep_conn on; } }
+  server { listen 127.0.0.1:$p_direct; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
 } > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 names=(info-prefork info-threaded proxy-prefork proxy-threaded direct)
-declare -A url=([info-prefork]=http://127.0.0.1:18121/ [info-threaded]=http://127.0.0.1:18122/
-  [proxy-prefork]=http://127.0.0.1:18123/ [proxy-threaded]=http://127.0.0.1:18124/ [direct]=http://127.0.0.1:18125/)
+declare -A url=([info-prefork]=http://127.0.0.1:$p_info_prefork/ [info-threaded]=http://127.0.0.1:$p_info_threaded/
+  [proxy-prefork]=http://127.0.0.1:$p_proxy_prefork/ [proxy-threaded]=http://127.0.0.1:$p_proxy_threaded/ [direct]=http://127.0.0.1:$p_direct/)
 for n in "${names[@]}"; do wait_up "${url[$n]}" || { cat "$work"/*.log; exit 1; }; done
 
 # workers PID: the live children of PID.

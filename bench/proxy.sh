@@ -17,6 +17,7 @@ rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+read -r p_shim p_direct p_nginxhop <<< "$(free_ports 3 | tr '\n' ' ')"
 bench_workdir proxy
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)
 
@@ -40,16 +41,16 @@ CONF
   upstream app  { server unix:$work/app.sock;  keepalive 32; }
   upstream mid  { server unix:$work/mid.sock;  keepalive 32; }
   server {
-    listen 127.0.0.1:18091;
+    listen 127.0.0.1:$p_shim;
     location / { include /etc/nginx/fastcgi_params; fastcgi_pass shim; fastcgi_keep_conn on;
                  fastcgi_request_buffering off; }
   }
   server {
-    listen 127.0.0.1:18092;
+    listen 127.0.0.1:$p_direct;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
   server {
-    listen 127.0.0.1:18093;
+    listen 127.0.0.1:$p_nginxhop;
     location / { proxy_pass http://mid; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -57,9 +58,9 @@ CONF
 } > "$work/nginx.conf"
 nginx -c "$work/nginx2.conf"
 nginx -c "$work/nginx.conf"
-wait_up http://127.0.0.1:18091/ || { cat "$work/shim.log"; exit 1; }
-wait_up http://127.0.0.1:18092/
-wait_up http://127.0.0.1:18093/
+wait_up http://127.0.0.1:$p_shim/ || { cat "$work/shim.log"; exit 1; }
+wait_up http://127.0.0.1:$p_direct/
+wait_up http://127.0.0.1:$p_nginxhop/
 
 # ticks PID...: CPU time (user + system, clock ticks) of the processes.
 ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
@@ -80,9 +81,9 @@ ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } e
 for r in $(seq 1 "$rounds"); do
   for t in shim direct nginxhop; do
     case $t in
-      shim) u=http://127.0.0.1:18091/; mid=("$shim_pid") ;;
-      direct) u=http://127.0.0.1:18092/; mid=() ;;
-      nginxhop) u=http://127.0.0.1:18093/; mid=($(pgrep -P "$(cat "$work/nginx2.pid")")) ;;
+      shim) u=http://127.0.0.1:$p_shim/; mid=("$shim_pid") ;;
+      direct) u=http://127.0.0.1:$p_direct/; mid=() ;;
+      nginxhop) u=http://127.0.0.1:$p_nginxhop/; mid=($(pgrep -P "$(cat "$work/nginx2.pid")")) ;;
     esac
     read -r rps p50 p99 cpu < <(run "$u" "${mid[@]}")
     echo "$t $rps $p50 $p99 $cpu" >> "$work/r"
@@ -102,6 +103,6 @@ echo "added latency: p50 $(awk -v a="$(med shim 3)" -v b="$(med direct 3)" 'BEGI
 # 256 MiB upload through nginx -> mysite.fcgi -> app, streamed.
 head -c $((256*1024*1024)) /dev/urandom > "$work/big"
 want="$((256*1024*1024)) $(sha256sum "$work/big" | cut -d' ' -f1)"
-got=$(curl -s --data-binary @"$work/big" -H 'Content-Type: application/octet-stream' http://127.0.0.1:18091/upload)
+got=$(curl -s --data-binary @"$work/big" -H 'Content-Type: application/octet-stream' http://127.0.0.1:$p_shim/upload)
 [ "$got" = "$want" ] && echo "256 MiB upload: intact" || { echo "256 MiB upload: MISMATCH (got '$got')"; exit 1; }
 echo "mysite.fcgi peak RSS (VmHWM) after the upload: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$shim_pid/status)"
