@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 export PATH=$PATH:/usr/local/go/bin:/usr/sbin
 # The tests run against real web servers. As root with apt-get, install the
 # missing ones; otherwise the tests that need them skip (in CI they fail).
-peers="apache2 libapache2-mod-fcgid apache2-suexec-pristine apache2-dev nginx lighttpd haproxy libfcgi-bin libfcgi-dev php-fpm php-cgi python3-django gunicorn wrk spawn-fcgi caddy systemd"
+peers="apache2 libapache2-mod-fcgid apache2-suexec-pristine apache2-dev nginx lighttpd haproxy libfcgi-bin python3-django gunicorn caddy systemd"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=
   for p in $peers; do

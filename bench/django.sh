@@ -32,6 +32,7 @@ rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+need_packages apache2 libapache2-mod-fcgid python3-django gunicorn wrk curl
 read -r port_apache <<< "$(free_ports 1 | tr '\n' ' ')"
 flup=${FLUP_DIR:-$here/../../shared/peers/flup}
 if [ ! -d "$flup/flup/server" ]; then

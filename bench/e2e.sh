@@ -36,6 +36,7 @@ procs=${PROCS:-16}
 cold=${COLD:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+need_packages nginx apache2 libapache2-mod-fcgid php-fpm php-cgi libfcgi-dev gcc wrk curl
 read -r port_nginx_ours port_nginx_php port_fcgid <<< "$(free_ports 3 | tr '\n' ' ')"
 bench_workdir bench
 

@@ -7,6 +7,25 @@ wait_up() {
   return 1
 }
 
+# need_packages PKG...: install the Debian packages a benchmark needs that
+# are missing (as root, with apt-get; otherwise say which and stop). The
+# test suite does not need them, so test.sh does not install them.
+need_packages() {
+  local p missing=
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "missing packages:$missing (install them, or run as root)" >&2
+    exit 1
+  fi
+  echo "installing:$missing" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  for p in apache2 nginx php8.2-fpm; do service "$p" stop >/dev/null 2>&1 || true; done
+}
+
 # free_ports N: N distinct loopback TCP ports that no socket uses now, one
 # per line, below the kernel's range for outgoing connections (a listener
 # cannot bind a port that a client connection holds), so two runs on one

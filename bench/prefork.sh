@@ -20,6 +20,7 @@ rounds=${1:-5}
 secs=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+need_packages nginx wrk curl
 read -r p_info_prefork p_info_threaded p_proxy_prefork p_proxy_threaded p_direct <<< "$(free_ports 5 | tr '\n' ' ')"
 bench_workdir prefork
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)

@@ -9,6 +9,7 @@ rounds=${1:-3}
 secs=${2:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+need_packages nginx apache2 wrk curl
 read -r p_hello_fcgi p_hello_ajp p_nginx_fcgi p_nginx_scgi p_nginx_prefork p_nginx_threaded p_apache_fcgi p_apache_ajp <<< "$(free_ports 8 | tr '\n' ' ')"
 bench_workdir proto
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/hello" ./bench/hello && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" .)

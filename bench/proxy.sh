@@ -17,6 +17,7 @@ rounds=${1:-5}
 secs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+need_packages nginx wrk curl
 read -r p_shim p_direct p_nginxhop <<< "$(free_ports 3 | tr '\n' ' ')"
 bench_workdir proxy
 (cd "$here/.." && CGO_ENABLED=0 go build -o "$work/mysite.fcgi" . && CGO_ENABLED=0 go build -o "$work/app" ./bench/app)
