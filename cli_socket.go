@@ -6,8 +6,8 @@ import (
 	"strconv"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/shim"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // socketOptions are who may use the server's unix socket and who the
@@ -39,7 +39,7 @@ func (s *socketOptions) override(o socketOptions) error {
 	}
 	if o.Owner != "" || o.Group != "" {
 		if s.Chown != "" {
-			s.Owner, s.Group, _ = spawn.ParseChown(s.Chown)
+			s.Owner, s.Group, _ = listen.ParseChown(s.Chown)
 			s.Chown = ""
 		}
 		if o.Owner != "" {
@@ -69,20 +69,20 @@ func (s socketOptions) oneSpelling() error {
 }
 
 // access checks the options and returns them as spawn takes them.
-func (s socketOptions) access() (spawn.SocketAccess, error) {
-	var a spawn.SocketAccess
+func (s socketOptions) access() (listen.SocketAccess, error) {
+	var a listen.SocketAccess
 	if err := s.oneSpelling(); err != nil {
 		return a, err
 	}
 	a.Owner, a.Group = s.Owner, s.Group
 	if s.Chown != "" {
 		var err error
-		if a.Owner, a.Group, err = spawn.ParseChown(s.Chown); err != nil {
+		if a.Owner, a.Group, err = listen.ParseChown(s.Chown); err != nil {
 			return a, err
 		}
 	}
 	if m := s.Mode + s.Chmod; m != "" {
-		mode, err := spawn.ParseSocketMode(m)
+		mode, err := listen.ParseSocketMode(m)
 		if err != nil {
 			return a, err
 		}

@@ -21,11 +21,12 @@ import (
 
 	"github.com/fcgishim/fcgishim/ajp"
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/daemon"
 	"github.com/fcgishim/fcgishim/fcgi"
 	"github.com/fcgishim/fcgishim/handler"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/reload"
 	"github.com/fcgishim/fcgishim/scgi"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // Version is reported by the info page; the build may set it with -ldflags.
@@ -65,7 +66,7 @@ type Options struct {
 	Umask    *int   // for unix sockets; nil = 0o077 (private)
 	// SocketAccess sets the owner, group and mode of a unix socket at
 	// Listen (php-fpm's listen.owner/group/mode); zero = from Umask.
-	SocketAccess spawn.SocketAccess
+	SocketAccess listen.SocketAccess
 	// User, when set, is who the process runs as once it listens (it must
 	// start as root, or already be that user); "" = stay as started.
 	User string
@@ -142,7 +143,7 @@ func Executable(args []string) string {
 func Main(h http.Handler) {
 	o := Options{Handler: h}
 	args := os.Args[1:]
-	if spawn.Detect(os.Getenv) != spawn.ModeCGI { // CGI: argv is the query string
+	if listen.Detect(os.Getenv) != listen.ModeCGI { // CGI: argv is the query string
 		for i := 0; i+1 < len(args); i++ {
 			switch strings.TrimLeft(args[i], "-") {
 			case "http":
@@ -172,7 +173,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	started := time.Now()
 	proc := &handler.Process{Started: started, Version: Version}
 
-	mode := spawn.Detect(getenv)
+	mode := listen.Detect(getenv)
 	var listeners []net.Listener
 	serveFD0 := false
 	switch {
@@ -181,7 +182,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s=%q: %w", envListenFD, getenv(envListenFD), err)
 		}
-		l, err := spawn.InheritedListener(fd)
+		l, err := listen.InheritedListener(fd)
 		if err != nil {
 			return err
 		}
@@ -189,43 +190,43 @@ func Run(ctx context.Context, o Options) (err error) {
 			ul.SetUnlinkOnClose(true)
 		}
 		listeners = []net.Listener{l}
-		mode = spawn.Mode(getenv(envMode))
+		mode = listen.Mode(getenv(envMode))
 		o.Listen = getenv(envListenAddr)
 	case o.Listen != "":
-		l, err := spawn.ListenAccess(o.Listen, *o.Umask, o.SocketAccess)
+		l, err := listen.ListenAccess(o.Listen, *o.Umask, o.SocketAccess)
 		if err != nil {
 			return err
 		}
 		listeners = []net.Listener{l}
-		mode = spawn.ModeExternal
+		mode = listen.ModeExternal
 		if o.Protocol == "http" {
-			mode = spawn.ModeHTTP
+			mode = listen.ModeHTTP
 		}
-	case mode == spawn.ModeFastCGIStdin && (getenv(envFD0) == "concurrent" || runtime.GOOS != "linux"):
-		l, err := spawn.StdinListener()
+	case mode == listen.ModeFastCGIStdin && (getenv(envFD0) == "concurrent" || runtime.GOOS != "linux"):
+		l, err := listen.StdinListener()
 		if err != nil {
 			return err
 		}
 		listeners = []net.Listener{l}
 		o.Protocol = "fcgi"
-	case mode == spawn.ModeFastCGIStdin:
+	case mode == listen.ModeFastCGIStdin:
 		// Spawned by the web server: served one connection at a time on
 		// fd 0 itself (fcgi.Server.ServeFD), as mod_fcgid sends them.
 		serveFD0 = true
 		o.Protocol = "fcgi"
-	case mode == spawn.ModeSocketActivation:
-		ls, err := spawn.Activated(getenv)
+	case mode == listen.ModeSocketActivation:
+		ls, err := listen.Activated(getenv)
 		if err != nil {
 			return err
 		}
 		listeners = ls
-	case mode == spawn.ModeCGI:
+	case mode == listen.ModeCGI:
 		o.Protocol = "cgi"
-	case mode == spawn.ModeTerminal || mode == "":
+	case mode == listen.ModeTerminal || mode == "":
 		return Status(o.Stdout, o)
 	}
 	if o.User != "" {
-		if err := spawn.SwitchUser(o.User); err != nil {
+		if err := daemon.SwitchUser(o.User); err != nil {
 			for _, l := range listeners {
 				l.Close()
 			}
@@ -245,9 +246,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	proc.Protocol = protocolName(o.Protocol)
 	log := o.Log.With("mode", proc.Mode)
 
-	if mode == spawn.ModeExternal && o.Protocol != "http" {
+	if mode == listen.ModeExternal && o.Protocol != "http" {
 		for i, l := range listeners {
-			al, err := spawn.AllowList(l, getenv("FCGI_WEB_SERVER_ADDRS"), func(remote string) {
+			al, err := listen.AllowList(l, getenv("FCGI_WEB_SERVER_ADDRS"), func(remote string) {
 				log.Warn("connection refused: not in FCGI_WEB_SERVER_ADDRS", "remote", remote)
 			})
 			if err != nil {
@@ -293,7 +294,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		site = logSlow(site, d, log)
 	}
 	gw := &handler.Gateway{Next: site, Process: proc, ForceScriptName: cfg.Server.ForceScriptName}
-	if mode == spawn.ModeCGI {
+	if mode == listen.ModeCGI {
 		env := envMap(o.Env)
 		gw.Vars = func(*http.Request) map[string]string { return env }
 		defer closeSite(context.Background())
@@ -334,7 +335,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}
 
-	if o.Prefork && !worker && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
+	if o.Prefork && !worker && (mode == listen.ModeExternal || mode == listen.ModeSocketActivation) {
 		defer closeSite(context.Background())
 		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, cfg.Limits.MaxConns, log)
 	}
@@ -356,13 +357,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	log.Info("serving", "protocol", proc.Protocol, "watch", w.Backend(), "config", cfgSummary(o.ConfigPath, cfgErr))
 	if o.Pidfile != "" {
-		if err := spawn.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
+		if err := daemon.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
 			for _, s := range srvs {
 				s.Close()
 			}
 			return err
 		}
-		defer spawn.RemovePidfile(o.Pidfile, os.Getpid())
+		defer daemon.RemovePidfile(o.Pidfile, os.Getpid())
 	}
 	if o.Ready != nil {
 		o.Ready(nil)
@@ -411,7 +412,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			// Under a spawning web server every signal means "stop"
 			// (mod_fcgid sends SIGTERM, a hard restart sends SIGHUP to
 			// the group). Started by hand, SIGHUP and SIGUSR1 restart.
-			if (s == syscall.SIGHUP || s == syscall.SIGUSR1) && (mode == spawn.ModeExternal || mode == spawn.ModeHTTP || mode == spawn.ModeSocketActivation) {
+			if (s == syscall.SIGHUP || s == syscall.SIGUSR1) && (mode == listen.ModeExternal || mode == listen.ModeHTTP || mode == listen.ModeSocketActivation) {
 				reason = "signal " + s.String()
 				continue
 			}
@@ -444,16 +445,16 @@ func Run(ctx context.Context, o Options) (err error) {
 // open throughout (fd 0 and systemd's fds are never closed by us; an
 // explicit listener is passed by fd number), so connections arriving
 // meanwhile wait in the kernel's backlog instead of being refused.
-func restart(o Options, mode spawn.Mode, listeners []net.Listener, shutdown func(), log *slog.Logger, reason string) error {
+func restart(o Options, mode listen.Mode, listeners []net.Listener, shutdown func(), log *slog.Logger, reason string) error {
 	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode)
 	var keep *os.File
-	if mode == spawn.ModeExternal || mode == spawn.ModeHTTP {
-		f, err := spawn.File(listeners[0])
+	if mode == listen.ModeExternal || mode == listen.ModeHTTP {
+		f, err := listen.File(listeners[0])
 		if err != nil {
 			return fmt.Errorf("restart: %w", err)
 		}
 		keep = f
-		spawn.KeepSocketFile(listeners[0])
+		listen.KeepSocketFile(listeners[0])
 		env = append(env, fmt.Sprintf("%s=%d", envListenFD, f.Fd()), envListenAddr+"="+o.Listen, envMode+"="+string(mode))
 	}
 	log.Info("restarting", "reason", reason)

@@ -1,4 +1,4 @@
-package spawn
+package prefork
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/fcgishim/fcgishim/listen"
 )
 
 // Prefork supervises worker processes that share listening sockets, the
@@ -89,7 +89,7 @@ func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
 	p.fill()
 	files := make([]*os.File, len(p.Listeners))
 	for i, l := range p.Listeners {
-		f, err := inheritable(l)
+		f, err := listen.Dup(l)
 		if err != nil {
 			for _, f := range files[:i] {
 				f.Close()
@@ -428,38 +428,4 @@ func (p *Prefork) start(w *worker, files []*os.File, events chan<- workerEvent, 
 		send(workerEvent{w: w, exited: true, err: err})
 	}()
 	return nil
-}
-
-// inheritable returns a duplicate of l's descriptor to pass to workers. It
-// must not be an *os.File in non-blocking mode: starting a process calls
-// Fd on it, which switches the shared file description to blocking, and a
-// worker blocked in accept(2) could then not stop accepting when retired.
-func inheritable(l net.Listener) (*os.File, error) {
-	if al, ok := l.(*allowListener); ok {
-		l = al.Listener
-	}
-	sc, ok := l.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("listener %s cannot export its descriptor", l.Addr())
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	dup, derr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) {
-		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup listener: %w", derr)
-	}
-	// NewFile on a blocking descriptor gives a File that Fd leaves alone;
-	// then the description goes back to non-blocking, as every accepting
-	// process here wants it.
-	syscall.SetNonblock(dup, false)
-	f := os.NewFile(uintptr(dup), "listener")
-	syscall.SetNonblock(dup, true)
-	return f, nil
 }
