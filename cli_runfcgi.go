@@ -337,7 +337,7 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 		daemonize = false
 	}
 	if daemonize {
-		pid, err := daemon.Daemonize(daemon.DaemonOptions{
+		pid, err := daemon.Daemonize(daemon.Options{
 			Path: exe, Args: o.Args, Env: o.Env, Workdir: r.Workdir, Umask: r.Umask,
 			Outlog: r.Outlog, Errlog: r.Errlog,
 		})

@@ -16,7 +16,7 @@ import (
 	"github.com/fcgishim/fcgishim/listen"
 )
 
-// Prefork supervises worker processes that share listening sockets, the
+// Supervisor supervises worker processes that share listening sockets, the
 // process model of runfcgi method=prefork (flup's preforkserver) adapted to
 // workers that serve many connections at once: a worker is idle (no
 // connection open), busy (serving, and able to take more) or full (at its
@@ -30,7 +30,7 @@ import (
 // their control socket as the next descriptor, named by EnvWorkerFD; see
 // WorkerListener for their side. The listeners stay open here, unused, so
 // that connections queue while no worker accepts.
-type Prefork struct {
+type Supervisor struct {
 	Path      string
 	Args      []string // argv, Args[0] included
 	Env       []string
@@ -85,7 +85,7 @@ type workerEvent struct {
 // Run supervises workers until ctx is done, then retires them all and
 // returns once every worker has exited. A value on reload starts a new
 // generation (the executable may have been replaced).
-func (p *Prefork) Run(ctx context.Context, reload <-chan struct{}) error {
+func (p *Supervisor) Run(ctx context.Context, reload <-chan struct{}) error {
 	p.fill()
 	files := make([]*os.File, len(p.Listeners))
 	for i, l := range p.Listeners {
@@ -332,7 +332,7 @@ func (w *worker) setActive(on bool) {
 	w.ctl.Write([]byte{c}) // an exited worker cannot read it; its exit event follows
 }
 
-func (p *Prefork) fill() {
+func (p *Supervisor) fill() {
 	if p.MinSpare < 1 {
 		p.MinSpare = 1
 	}
@@ -361,7 +361,7 @@ func backoff(n int) time.Duration {
 
 // start runs a worker with its control socket and the goroutines that
 // report its state changes and its exit on events.
-func (p *Prefork) start(w *worker, files []*os.File, events chan<- workerEvent, quit <-chan struct{}) error {
+func (p *Supervisor) start(w *worker, files []*os.File, events chan<- workerEvent, quit <-chan struct{}) error {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("prefork: control socket: %w", err)

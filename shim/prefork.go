@@ -61,7 +61,7 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	if maxRequests > 0 {
 		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
 	}
-	pool := &prefork.Prefork{
+	pool := &prefork.Supervisor{
 		Path: o.Executable, Args: o.Args, Env: env, Listeners: listeners[:1],
 		MinSpare: o.MinSpare, MaxSpare: o.MaxSpare, MaxChildren: o.MaxChildren,
 		Grace: 2 * grace, Stdout: o.Stdout, Stderr: o.Stderr, Log: log,
