@@ -85,202 +85,300 @@ type workerEvent struct {
 // Run supervises workers until ctx is done, then retires them all and
 // returns once every worker has exited. A value on reload starts a new
 // generation (the executable may have been replaced).
+//
+// Each turn of the loop counts the workers, starts and retires what the
+// counts call for, lets one worker accept, then waits for one thing to
+// happen: ctx done, a reload, a retired worker's deadline or spawn back-off
+// passing, or a worker reporting or exiting.
 func (p *Supervisor) Run(ctx context.Context, reload <-chan struct{}) error {
 	p.fill()
-	files := make([]*os.File, len(p.Listeners))
-	for i, l := range p.Listeners {
-		f, err := listen.Dup(l)
-		if err != nil {
-			for _, f := range files[:i] {
-				f.Close()
-			}
-			return fmt.Errorf("prefork: %w", err)
-		}
-		defer f.Close()
-		files[i] = f
+	files, err := p.dupListeners()
+	if err != nil {
+		return err
 	}
-	events := make(chan workerEvent, 16)
-	quit := make(chan struct{})
-	defer close(quit)
-
-	workers := map[*worker]bool{}
-	var nextID, gen, failures int
-	var nextSpawn time.Time
-	stopping := false
+	defer closeAll(files)
+	r := &supervision{
+		p:       p,
+		files:   files,
+		events:  make(chan workerEvent, 16),
+		quit:    make(chan struct{}),
+		workers: map[*worker]bool{},
+	}
+	defer close(r.quit)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
-	retire := func(w *worker, now time.Time) {
-		if w.retired {
-			return
-		}
-		w.retired = true
-		w.deadline = now.Add(p.Grace)
-		w.ctl.Write([]byte{ctlQuit}) // an exited worker cannot read it; its exit event follows
-	}
-	spawn := func() error {
-		nextID++
-		w := &worker{id: nextID, gen: gen}
-		if err := p.start(w, files, events, quit); err != nil {
-			return err
-		}
-		workers[w] = true
-		p.Log.Debug("prefork: worker started", "worker", w.pid, "generation", w.gen)
-		return nil
-	}
-
 	for {
 		now := time.Now()
-		// Balance: count the current generation's accepting workers.
-		var live, avail, idle, busy, curIdle, curReady int
-		for w := range workers {
-			live++
-			switch {
-			case w.state == stateBusy || w.state == stateFull:
-				busy++
-			case w.state == stateIdle && !w.retired:
-				idle++
-			}
-			if w.gen != gen || w.retired {
-				continue
-			}
-			switch w.state {
-			case stateStarting:
-				avail++
-			case stateIdle:
-				avail++
-				curReady++
-				curIdle++
-			case stateBusy:
-				avail++
-				curReady++
-			}
+		c := r.count()
+		if !r.stopping {
+			r.startSpares(now, &c)
+			r.retireExtraIdle(now, c)
+			r.retireOldGeneration(now, c)
 		}
-		if !stopping {
-			for avail < p.MinSpare && live < p.MaxChildren && !now.Before(nextSpawn) {
-				if err := spawn(); err != nil {
-					p.Log.Error("prefork: cannot start a worker", "err", err)
-					failures++
-					nextSpawn = now.Add(backoff(failures))
-					break
-				}
-				avail++
-				live++
-			}
-			// Too many idle ones in the current generation: retire extras
-			// (never below MinSpare accepting ones), those standing by
-			// first.
-			extra := min(curIdle-p.MaxSpare, avail-p.MinSpare)
-			for _, active := range []bool{false, true} {
-				for w := range workers {
-					if extra > 0 && w.gen == gen && w.state == stateIdle && !w.retired && w.active == active {
-						retire(w, now)
-						extra--
-					}
-				}
-			}
-			// The old generation goes once the new one serves, or at once
-			// when it holds the slots the new one needs.
-			if curReady >= min(p.MinSpare, p.MaxChildren) || (avail < p.MinSpare && live >= p.MaxChildren) {
-				for w := range workers {
-					if w.gen != gen {
-						retire(w, now)
-					}
-				}
-			}
-		}
-		if !stopping {
-			steer(workers, gen)
+		if !r.stopping {
+			steer(r.workers, r.gen)
 		}
 		if p.OnChange != nil {
-			p.OnChange(live, idle, busy)
+			p.OnChange(c.live, c.idle, c.busy)
 		}
-		if stopping && len(workers) == 0 {
+		if r.stopping && len(r.workers) == 0 {
 			return nil
 		}
-
-		// Wake for the earliest of: a retired worker's SIGTERM, a spawn
-		// after back-off.
-		var wake time.Time
-		for w := range workers {
-			if w.retired && w.cancel != nil && (wake.IsZero() || w.deadline.Before(wake)) {
-				wake = w.deadline
-			}
-		}
-		if !stopping && avail < p.MinSpare && nextSpawn.After(now) && (wake.IsZero() || nextSpawn.Before(wake)) {
-			wake = nextSpawn
-		}
-		timer.Stop()
-		var tc <-chan time.Time
-		if !wake.IsZero() {
-			timer.Reset(max(time.Until(wake), 0))
-			tc = timer.C
-		}
+		tc := r.armTimer(timer, now, c)
 
 		var done <-chan struct{}
-		if !stopping {
+		if !r.stopping {
 			done = ctx.Done()
 		}
 		select {
 		case <-done:
-			stopping = true
-			p.Log.Info("prefork: stopping workers", "workers", len(workers))
-			for w := range workers {
-				retire(w, time.Now())
-			}
+			r.stop()
 		case _, ok := <-reload:
 			if !ok {
 				reload = nil
 				continue
 			}
-			gen++
-			failures, nextSpawn = 0, time.Time{}
-			p.Log.Info("prefork: starting a new generation of workers", "generation", gen)
+			r.newGeneration()
 		case <-tc:
-			now := time.Now()
-			for w := range workers {
-				if w.retired && w.cancel != nil && !now.Before(w.deadline) {
-					p.Log.Info("prefork: worker still busy after retiring; sending SIGTERM", "worker", w.pid)
-					w.cancel()
-					w.cancel = nil
-				}
-			}
-		case ev := <-events:
-			w := ev.w
-			if !workers[w] {
-				continue
-			}
-			if ev.exited {
-				delete(workers, w)
-				w.ctl.Close()
-				if w.cancel != nil {
-					w.cancel()
-				}
-				switch {
-				case w.retired || w.state == stateQuitting:
-					failures = 0
-				case !w.ready:
-					failures++
-					nextSpawn = time.Now().Add(backoff(failures))
-					p.Log.Error("prefork: worker exited before serving", "worker", w.pid, "err", ev.err, "retry_in", backoff(failures))
-				default:
-					p.Log.Warn("prefork: worker exited unexpectedly; replacing it", "worker", w.pid, "err", ev.err)
-				}
-				continue
-			}
-			switch ev.state {
-			case ctlIdle:
-				w.state, w.ready = stateIdle, true
-				failures = 0
-			case ctlBusy:
-				w.state, w.ready = stateBusy, true
-				failures = 0
-			case ctlFull:
-				w.state, w.ready = stateFull, true
-			case ctlQuit:
-				w.state = stateQuitting
+			r.terminateOverdue()
+		case ev := <-r.events:
+			r.handle(ev)
+		}
+	}
+}
+
+// supervision is the state of one Run: the workers, their generations and
+// the start back-off. Only Run's goroutine touches it.
+type supervision struct {
+	p       *Supervisor
+	files   []*os.File // the listeners, as every worker inherits them
+	events  chan workerEvent
+	quit    chan struct{} // closed when Run returns
+	workers map[*worker]bool
+
+	nextID, gen, failures int
+	nextSpawn             time.Time // no start before this (back-off)
+	stopping              bool      // ctx is done; everyone is retiring
+}
+
+// census counts the workers at the start of a turn of Run's loop.
+type census struct {
+	live, idle, busy  int // all generations: OnChange's numbers
+	avail             int // current generation, not retired, starting or able to take connections
+	curIdle, curReady int // of those, idle / ready and not full
+}
+
+// dupListeners duplicates every listener's descriptor for the workers.
+func (p *Supervisor) dupListeners() ([]*os.File, error) {
+	files := make([]*os.File, len(p.Listeners))
+	for i, l := range p.Listeners {
+		f, err := listen.Dup(l)
+		if err != nil {
+			closeAll(files[:i])
+			return nil, fmt.Errorf("prefork: %w", err)
+		}
+		files[i] = f
+	}
+	return files, nil
+}
+
+// closeAll closes files, last first.
+func closeAll(files []*os.File) {
+	for i := len(files) - 1; i >= 0; i-- {
+		files[i].Close()
+	}
+}
+
+// count takes the census; the balance counts only the current
+// generation's accepting workers.
+func (r *supervision) count() census {
+	var c census
+	for w := range r.workers {
+		c.live++
+		switch {
+		case w.state == stateBusy || w.state == stateFull:
+			c.busy++
+		case w.state == stateIdle && !w.retired:
+			c.idle++
+		}
+		if w.gen != r.gen || w.retired {
+			continue
+		}
+		switch w.state {
+		case stateStarting:
+			c.avail++
+		case stateIdle:
+			c.avail++
+			c.curReady++
+			c.curIdle++
+		case stateBusy:
+			c.avail++
+			c.curReady++
+		}
+	}
+	return c
+}
+
+// startSpares starts workers until MinSpare can take connections, within
+// MaxChildren and unless a failed start holds the next one back.
+func (r *supervision) startSpares(now time.Time, c *census) {
+	p := r.p
+	for c.avail < p.MinSpare && c.live < p.MaxChildren && !now.Before(r.nextSpawn) {
+		if err := r.spawn(); err != nil {
+			p.Log.Error("prefork: cannot start a worker", "err", err)
+			r.failures++
+			r.nextSpawn = now.Add(backoff(r.failures))
+			break
+		}
+		c.avail++
+		c.live++
+	}
+}
+
+// retireExtraIdle retires idle workers of the current generation beyond
+// MaxSpare (never below MinSpare accepting ones), those standing by first.
+func (r *supervision) retireExtraIdle(now time.Time, c census) {
+	p := r.p
+	extra := min(c.curIdle-p.MaxSpare, c.avail-p.MinSpare)
+	for _, active := range []bool{false, true} {
+		for w := range r.workers {
+			if extra > 0 && w.gen == r.gen && w.state == stateIdle && !w.retired && w.active == active {
+				r.retire(w, now)
+				extra--
 			}
 		}
+	}
+}
+
+// retireOldGeneration retires the old generation once the new one serves,
+// or at once when it holds the slots the new one needs.
+func (r *supervision) retireOldGeneration(now time.Time, c census) {
+	p := r.p
+	if c.curReady >= min(p.MinSpare, p.MaxChildren) || (c.avail < p.MinSpare && c.live >= p.MaxChildren) {
+		for w := range r.workers {
+			if w.gen != r.gen {
+				r.retire(w, now)
+			}
+		}
+	}
+}
+
+// armTimer sets timer for the earliest of: a retired worker's SIGTERM, a
+// spawn after back-off; it returns the channel to wait on, nil for none.
+func (r *supervision) armTimer(timer *time.Timer, now time.Time, c census) <-chan time.Time {
+	var wake time.Time
+	for w := range r.workers {
+		if w.retired && w.cancel != nil && (wake.IsZero() || w.deadline.Before(wake)) {
+			wake = w.deadline
+		}
+	}
+	if !r.stopping && c.avail < r.p.MinSpare && r.nextSpawn.After(now) && (wake.IsZero() || r.nextSpawn.Before(wake)) {
+		wake = r.nextSpawn
+	}
+	timer.Stop()
+	var tc <-chan time.Time
+	if !wake.IsZero() {
+		timer.Reset(max(time.Until(wake), 0))
+		tc = timer.C
+	}
+	return tc
+}
+
+// retire asks w to stop accepting and exit once its connections are done;
+// after Grace it gets SIGTERM (terminateOverdue).
+func (r *supervision) retire(w *worker, now time.Time) {
+	if w.retired {
+		return
+	}
+	w.retired = true
+	w.deadline = now.Add(r.p.Grace)
+	w.ctl.Write([]byte{ctlQuit}) // an exited worker cannot read it; its exit event follows
+}
+
+// spawn starts a worker of the current generation.
+func (r *supervision) spawn() error {
+	r.nextID++
+	w := &worker{id: r.nextID, gen: r.gen}
+	if err := r.p.start(w, r.files, r.events, r.quit); err != nil {
+		return err
+	}
+	r.workers[w] = true
+	r.p.Log.Debug("prefork: worker started", "worker", w.pid, "generation", w.gen)
+	return nil
+}
+
+// stop retires every worker; Run returns once they have all exited.
+func (r *supervision) stop() {
+	r.stopping = true
+	r.p.Log.Info("prefork: stopping workers", "workers", len(r.workers))
+	for w := range r.workers {
+		r.retire(w, time.Now())
+	}
+}
+
+// newGeneration makes the workers started from now on the current ones;
+// the others retire once these serve (retireOldGeneration).
+func (r *supervision) newGeneration() {
+	r.gen++
+	r.failures, r.nextSpawn = 0, time.Time{}
+	r.p.Log.Info("prefork: starting a new generation of workers", "generation", r.gen)
+}
+
+// terminateOverdue sends SIGTERM to retired workers past their deadline.
+func (r *supervision) terminateOverdue() {
+	now := time.Now()
+	for w := range r.workers {
+		if w.retired && w.cancel != nil && !now.Before(w.deadline) {
+			r.p.Log.Info("prefork: worker still busy after retiring; sending SIGTERM", "worker", w.pid)
+			w.cancel()
+			w.cancel = nil
+		}
+	}
+}
+
+// handle applies a worker's report or exit.
+func (r *supervision) handle(ev workerEvent) {
+	w := ev.w
+	if !r.workers[w] {
+		return
+	}
+	if ev.exited {
+		r.exited(w, ev.err)
+		return
+	}
+	switch ev.state {
+	case ctlIdle:
+		w.state, w.ready = stateIdle, true
+		r.failures = 0
+	case ctlBusy:
+		w.state, w.ready = stateBusy, true
+		r.failures = 0
+	case ctlFull:
+		w.state, w.ready = stateFull, true
+	case ctlQuit:
+		w.state = stateQuitting
+	}
+}
+
+// exited forgets w; a worker that failed before serving delays the next
+// start (back-off), one that was not asked to go is replaced next turn.
+func (r *supervision) exited(w *worker, err error) {
+	p := r.p
+	delete(r.workers, w)
+	w.ctl.Close()
+	if w.cancel != nil {
+		w.cancel()
+	}
+	switch {
+	case w.retired || w.state == stateQuitting:
+		r.failures = 0
+	case !w.ready:
+		r.failures++
+		r.nextSpawn = time.Now().Add(backoff(r.failures))
+		p.Log.Error("prefork: worker exited before serving", "worker", w.pid, "err", err, "retry_in", backoff(r.failures))
+	default:
+		p.Log.Warn("prefork: worker exited unexpectedly; replacing it", "worker", w.pid, "err", err)
 	}
 }
 
