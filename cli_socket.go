@@ -2,10 +2,9 @@ package main
 
 import (
 	"fmt"
-	"os/user"
-	"strconv"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/account"
 	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/shim"
 )
@@ -93,7 +92,7 @@ func (s socketOptions) access() (listen.SocketAccess, error) {
 		// and to that user's group unless another is named.
 		a.Owner = s.User
 		if a.Group == "" {
-			u, err := lookupUser(s.User)
+			u, err := account.Lookup(s.User)
 			if err != nil {
 				return a, err
 			}
@@ -101,18 +100,6 @@ func (s socketOptions) access() (listen.SocketAccess, error) {
 		}
 	}
 	return a, nil
-}
-
-func lookupUser(name string) (*user.User, error) {
-	lookup := user.Lookup
-	if _, err := strconv.Atoi(name); err == nil {
-		lookup = user.LookupId
-	}
-	u, err := lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: %w", name, err)
-	}
-	return u, nil
 }
 
 // socketAccess (for serve) sets o's socket owner, group and mode and its user from

@@ -47,20 +47,10 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	if len(listeners) > 1 {
 		log.Warn("prefork serves the first listener only", "listeners", len(listeners))
 	}
-	mode := listen.ModeExternal
-	if o.Listen == "" {
-		mode = listen.ModeSocketActivation
-	}
-	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests, envWorkerMaxConns,
-		daemon.EnvReadyFD, prefork.EnvWorkerFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 	if maxConns <= 0 {
 		maxConns = defaultWorkerConns
 	}
-	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode),
-		envWorkerMaxConns+"="+strconv.Itoa(maxConns))
-	if maxRequests > 0 {
-		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
-	}
+	env := workerEnv(o, maxRequests, maxConns)
 	pool := &prefork.Supervisor{
 		Path: o.Executable, Args: o.Args, Env: env, Listeners: listeners[:1],
 		MinSpare: o.MinSpare, MaxSpare: o.MaxSpare, MaxChildren: o.MaxChildren,
@@ -117,6 +107,24 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 			return err
 		}
 	}
+}
+
+// workerEnv is the environment of a prefork worker: ours without what
+// concerns only this process (daemon handshake, systemd's variables, a
+// previous listener), plus where its listener is and its limits.
+func workerEnv(o Options, maxRequests, maxConns int) []string {
+	mode := listen.ModeExternal
+	if o.Listen == "" {
+		mode = listen.ModeSocketActivation
+	}
+	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests, envWorkerMaxConns,
+		daemon.EnvReadyFD, prefork.EnvWorkerFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode),
+		envWorkerMaxConns+"="+strconv.Itoa(maxConns))
+	if maxRequests > 0 {
+		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
+	}
+	return env
 }
 
 // preforkWorker prepares a prefork worker (envWorker set): its listener

@@ -1,8 +1,9 @@
 // Package account resolves the user a socket or a process is given to, named
 // the way the options accept it: a login name or a numeric ID. It is its own
-// package because two concerns need the same answer — listen (the owner of a
-// unix socket) and daemon (the user the process switches to) — and neither
-// should import the other. It imports only the standard library.
+// package because several concerns need the same answer — listen (the owner
+// of a unix socket), daemon (the user the process switches to) and the
+// command line (the socket's group defaults to that user's) — and listen and
+// daemon should not import each other. It imports only the standard library.
 package account
 
 import (
