@@ -42,6 +42,9 @@ if [ -n "$skips" ]; then
     status=1
   fi
 fi
+# Allocation counts hold only without the race detector, which allocates
+# on its own: the tests that pin them are built with !race and run here.
+go test -count=1 -run 'Allocs' ./fcgi || status=1
 [ "$status" = 0 ] || exit "$status"
 # Fuzz targets: a fixed number of inputs each (FUZZTIME=50000x by default,
 # 2-12 s per target here). A count, not a duration: with a duration, Go

@@ -27,7 +27,7 @@ type benchClient struct {
 	hb  [headerLen]byte
 }
 
-func newBenchClient(b *testing.B, path string) *benchClient {
+func newBenchClient(b testing.TB, path string) *benchClient {
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		b.Fatal(err)

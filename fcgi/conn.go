@@ -448,12 +448,14 @@ func (c *conn) params(id uint16, n int) error {
 }
 
 func (c *conn) endParams(r *request) error {
-	raw := string(r.pbuf)
+	// One allocation holds the params and, after them, RemoteAddr.
+	buf := make([]byte, len(r.pbuf), len(r.pbuf)+addrRoom)
+	copy(buf, r.pbuf)
 	if r.pbufp != nil {
 		c.s.putParamsBuf(r.pbufp, r.pbuf)
 		r.pbuf, r.pbufp = nil, nil
 	}
-	status, err := r.build(raw)
+	status, err := r.build(buf)
 	c.mu.Lock()
 	r.inHeader = false
 	c.inHeader--
@@ -528,9 +530,7 @@ func (c *conn) abort(r *request) {
 	if !r.claim() {
 		return
 	}
-	if r.cancel != nil {
-		r.cancel()
-	}
+	r.cancel()
 	r.body.fail()
 	r.state = stateDone
 	c.wmu.Lock()

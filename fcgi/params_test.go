@@ -174,13 +174,21 @@ func TestParamsAccessor_PARAM13(t *testing.T) {
 		if Params(r.WithContext(r.Context())) == nil {
 			t.Error("Params lost through WithContext")
 		}
+		for k, v := range p {
+			if got := Param(r, k); got != v {
+				t.Errorf("Param(%s) = %q, Params has %q", k, got, v)
+			}
+		}
+		if got := Param(r, "NOT_SENT"); got != "" {
+			t.Errorf("Param(NOT_SENT) = %q", got)
+		}
 	})})
 	p := reqParams("GET", "/sub/app.fcgi/x", "SCRIPT_NAME", "/sub/app.fcgi", "PATH_INFO", "/x", "REMOTE_USER", "bob", "APP_KEY", "s3cret")
 	r := tc.do(1, p, []byte{})
 	if want := fmt.Sprintf("/sub/app.fcgi|/x|bob|s3cret||%d", len(p)/2); r.body != want {
 		t.Fatalf("got %q want %q", r.body, want)
 	}
-	if Params(&http.Request{}) != nil {
+	if Params(&http.Request{}) != nil || Param(&http.Request{}, "SCRIPT_NAME") != "" {
 		t.Fatal("Params of a foreign request")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/fcgishim/fcgishim/internal/httpsyntax"
 )
@@ -38,32 +39,18 @@ type request struct {
 	pbufp *[]byte // pbuf's pool entry
 	raw   string  // the whole PARAMS stream
 
-	req    *http.Request
-	url    url.URL
-	ctx    reqContext
-	cancel context.CancelFunc
-	body   body
-	w      response
+	req         *http.Request
+	url         url.URL
+	ctx         reqContext
+	stopTimeout context.CancelFunc // releases the request timeout's context
+	body        body
+	w           response
 
 	paramsOnce sync.Once
 	params     map[string]string
 }
 
-// reqContext carries the request's cancellation and finds the request for
-// Params. It wraps the cancelCtx so derived contexts stay cheap.
-type reqContext struct {
-	context.Context
-	r *request
-}
-
 type paramsKey struct{}
-
-func (x *reqContext) Value(key any) any {
-	if _, ok := key.(paramsKey); ok {
-		return x.r
-	}
-	return x.Context.Value(key)
-}
 
 func (s *Server) newRequest(c *conn, id, role uint16, keep bool) *request {
 	r := &request{c: c, id: id, role: role, keepConn: keep, inHeader: true}
@@ -85,8 +72,14 @@ func (r *request) release() {
 		r.pbuf, r.pbufp = nil, nil
 	}
 	r.body.Close()
-	if r.cancel != nil {
-		r.cancel()
+	r.cancel()
+}
+
+// cancel ends r's context.
+func (r *request) cancel() {
+	r.ctx.cancel(context.Canceled)
+	if r.stopTimeout != nil {
+		r.stopTimeout()
 	}
 }
 
@@ -161,6 +154,28 @@ func Params(r *http.Request) map[string]string {
 	return st.params
 }
 
+// Param returns the CGI variable name as the web server sent it for r (the
+// last value if it was sent twice), or "" if it was not sent or r was not
+// received by this package. Unlike Params, it builds no map.
+func Param(r *http.Request, name string) string {
+	st, _ := r.Context().Value(paramsKey{}).(*request)
+	if st == nil {
+		return ""
+	}
+	var v string
+	for s := st.raw; len(s) > 0; {
+		n, value, rest, err := nextPair(s)
+		if err != nil {
+			break
+		}
+		if n == name {
+			v = value
+		}
+		s = rest
+	}
+	return v
+}
+
 // Bits for parameters whose duplication rejects the request.
 func securityBit(name string) uint32 {
 	switch name {
@@ -218,8 +233,17 @@ func (e badRequest) Error() string { return "fcgi: " + string(e) }
 
 // build turns the PARAMS stream into r.req. On failure it returns the
 // status to answer with; a malformed stream wraps errMalformedPair.
-func (r *request) build(raw string) (int, error) {
-	r.raw = raw
+// raw holds the stream; build keeps it and may append to it within its
+// capacity, so it must not be modified afterwards.
+func (r *request) build(raw []byte) (int, error) {
+	r.raw = unsafe.String(unsafe.SliceData(raw), len(raw))
+	status, err := r.parse(r.raw, raw[len(raw):])
+	return status, err
+}
+
+// parse builds r.req from the PARAMS stream raw; spare is room after it for
+// RemoteAddr.
+func (r *request) parse(raw string, spare []byte) (int, error) {
 	var method, uri, proto, host, serverName, script, pathInfo, query,
 		remoteAddr, remotePort, https, clen, ctype string
 	var seen uint32
@@ -320,7 +344,7 @@ func (r *request) build(raw string) (int, error) {
 		host = serverName
 	}
 	if remotePort != "" {
-		remoteAddr = net.JoinHostPort(remoteAddr, remotePort)
+		remoteAddr = joinHostPort(spare, remoteAddr, remotePort)
 	}
 
 	var hdr http.Header
@@ -362,13 +386,11 @@ func (r *request) build(raw string) (int, error) {
 		body = &r.body
 		r.body.remaining = cl
 	}
-	var ctx context.Context
+	ctx := r.c.ctx
 	if s.cfg.requestTimeout > 0 {
-		ctx, r.cancel = context.WithTimeout(r.c.ctx, s.cfg.requestTimeout)
-	} else {
-		ctx, r.cancel = context.WithCancel(r.c.ctx)
+		ctx, r.stopTimeout = context.WithTimeout(ctx, s.cfg.requestTimeout)
 	}
-	r.ctx = reqContext{Context: ctx, r: r}
+	r.ctx.parent, r.ctx.r = ctx, r
 	req := http.Request{
 		Method:        method,
 		URL:           &r.url,
@@ -394,6 +416,21 @@ func (r *request) build(raw string) (int, error) {
 		context.AfterFunc(ctx, r.body.fail)
 	}
 	return 0, nil
+}
+
+// addrRoom is the room left after the params for RemoteAddr: an IPv4
+// address and port fit, a longer address is allocated on its own.
+const addrRoom = len("255.255.255.255:65535")
+
+// joinHostPort is net.JoinHostPort, written into spare when it fits there.
+// spare must not be written again afterwards.
+func joinHostPort(spare []byte, host, port string) string {
+	n := len(host) + 1 + len(port)
+	if n > cap(spare) || strings.IndexByte(host, ':') >= 0 {
+		return net.JoinHostPort(host, port)
+	}
+	b := append(append(append(spare[:0], host...), ':'), port...)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 func btoi(b bool) int {

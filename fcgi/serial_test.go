@@ -53,6 +53,8 @@ func TestServeFDConformance(t *testing.T) {
 		{"Authorizer", TestAuthorizer},
 		{"NilHandler", TestNilHandler},
 		{"RequestContextCancelledAfterHandler", TestRequestContextCancelledAfterHandler},
+		{"RequestContextEndsWithRequest", TestRequestContextEndsWithRequest},
+		{"RequestContextFollowsBase", TestRequestContextFollowsBase},
 		{"RequestFromParams", TestRequestFromParams},
 		{"HTTPProxyDropped_PARAM01", TestHTTPProxyDropped_PARAM01},
 		{"DuplicateParams_PARAM03", TestDuplicateParams_PARAM03},

@@ -28,7 +28,12 @@ func FuzzScriptName(f *testing.F) {
 		if forced {
 			fp = &force
 		}
-		script, info := scriptName(vars, path, fp)
+		byMap := &Request{vars: func(*http.Request) map[string]string { return vars }}
+		script, info := scriptName(byMap, path, fp)
+		byName := &Request{vars: byMap.vars, lookup: func(_ *http.Request, n string) string { return vars[n] }}
+		if s2, i2 := scriptName(byName, path, fp); s2 != script || i2 != info {
+			t.Fatalf("by name %q + %q, by map %q + %q", s2, i2, script, info)
+		}
 		if script+info == path {
 			if script != "" && path != script && !strings.HasPrefix(path, script+"/") {
 				t.Fatalf("prefix %q is not a segment prefix of %q", script, path)

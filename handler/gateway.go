@@ -20,14 +20,34 @@ type Process struct {
 
 // Request is what the gateway learned about one request beyond net/http.
 type Request struct {
-	// Vars are the CGI variables the web server sent; nil over plain HTTP.
-	// They may carry server secrets (SetEnv): never print their values.
-	Vars map[string]string
 	// ScriptName is the mount prefix ("" at the site root, "/app" in a
 	// subdirectory); PathInfo is the path below it. ScriptName+PathInfo is
 	// the path the client asked for.
 	ScriptName string
 	PathInfo   string
+
+	r      *http.Request
+	vars   func(*http.Request) map[string]string
+	lookup func(*http.Request, string) string
+}
+
+// Vars returns the CGI variables the web server sent; nil over plain HTTP.
+// They may carry server secrets (SetEnv): never print their values. The
+// map may be built on each call: keep it rather than call again.
+func (q *Request) Vars() map[string]string {
+	if q.vars == nil {
+		return nil
+	}
+	return q.vars(q.r)
+}
+
+// Var returns one CGI variable, "" if it was not sent; it builds no map
+// where the protocol can look the name up directly.
+func (q *Request) Var(name string) string {
+	if q.lookup != nil {
+		return q.lookup(q.r, name)
+	}
+	return q.Vars()[name]
 }
 
 type ctxKey struct{}
@@ -41,12 +61,43 @@ func RequestOf(r *http.Request) *Request {
 	return &Request{PathInfo: r.URL.Path}
 }
 
+// gatewayContext carries the Request below the gateway: one allocation for
+// both.
+type gatewayContext struct {
+	context.Context
+	req Request
+}
+
+func (c *gatewayContext) Value(key any) any {
+	if _, ok := key.(ctxKey); ok {
+		return &c.req
+	}
+	return c.Context.Value(key)
+}
+
+type afterFuncer interface {
+	AfterFunc(func()) func() bool
+}
+
+// AfterFunc passes on the request context's own AfterFunc (fcgi's has one),
+// so that contexts derived below the gateway follow the request's without
+// a goroutine each.
+func (c *gatewayContext) AfterFunc(f func()) func() bool {
+	if a, ok := c.Context.(afterFuncer); ok {
+		return a.AfterFunc(f)
+	}
+	return context.AfterFunc(c.Context, f)
+}
+
 // Gateway is the middleware in front of every handler.
 type Gateway struct {
 	Next http.Handler
 	// Vars returns the CGI variables of r (fcgi.Params, scgi.Params, …);
 	// nil for protocols without them.
 	Vars func(*http.Request) map[string]string
+	// Var, when set, returns one CGI variable of r without building Vars'
+	// map (fcgi.Param).
+	Var func(r *http.Request, name string) string
 	// ForceScriptName, when non-nil, is the mount prefix; otherwise it is
 	// derived as Django's get_script_name did.
 	ForceScriptName *string
@@ -75,13 +126,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	stripTrustHeaders(r.Header)
-	var vars map[string]string
-	if g.Vars != nil {
-		vars = g.Vars(r)
-	}
-	req := &Request{Vars: vars}
-	req.ScriptName, req.PathInfo = scriptName(vars, r.URL.Path, g.ForceScriptName)
-	g.Next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, req)))
+	ctx := &gatewayContext{Context: r.Context()}
+	r = r.WithContext(ctx)
+	req := &ctx.req
+	req.r, req.vars, req.lookup = r, g.Vars, g.Var
+	req.ScriptName, req.PathInfo = scriptName(req, r.URL.Path, g.ForceScriptName)
+	g.Next.ServeHTTP(w, r)
 }
 
 // stripTrustHeaders deletes the trust headers, including spellings with '_'
@@ -110,11 +160,11 @@ func stripTrustHeaders(h http.Header) {
 // SCRIPT_NAME. The result is checked against the request path: a prefix that
 // is not one (a rewrite that hides the script, a lying front end) is dropped
 // rather than trusted, so ScriptName+PathInfo is always the requested path.
-func scriptName(vars map[string]string, path string, force *string) (script, info string) {
+func scriptName(req *Request, path string, force *string) (script, info string) {
 	if force != nil {
 		script = strings.TrimRight(*force, "/")
-	} else if vars != nil {
-		script = derivedScriptName(vars)
+	} else if req.vars != nil {
+		script = derivedScriptName(req)
 	}
 	if script != "" && (path == script || strings.HasPrefix(path, script+"/")) {
 		return script, path[len(script):]
@@ -127,17 +177,23 @@ func scriptName(vars map[string]string, path string, force *string) (script, inf
 	return "", path
 }
 
-func derivedScriptName(vars map[string]string) string {
-	url := vars["SCRIPT_URL"]
+func derivedScriptName(req *Request) string {
+	var vars map[string]string
+	get := req.Var
+	if req.lookup == nil { // one map for all the names
+		vars = req.Vars()
+		get = func(name string) string { return vars[name] }
+	}
+	url := get("SCRIPT_URL")
 	if url == "" {
-		url = vars["REDIRECT_URL"]
+		url = get("REDIRECT_URL")
 	}
 	if url != "" {
-		pi := vars["PATH_INFO"]
+		pi := get("PATH_INFO")
 		if len(pi) <= len(url) && strings.HasSuffix(url, pi) {
 			return strings.TrimRight(url[:len(url)-len(pi)], "/")
 		}
 		return ""
 	}
-	return strings.TrimRight(vars["SCRIPT_NAME"], "/")
+	return strings.TrimRight(get("SCRIPT_NAME"), "/")
 }

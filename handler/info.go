@@ -70,9 +70,9 @@ func (p *InfoPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		in.RemoteAddr = r.RemoteAddr
 	}
-	if req.Vars != nil {
-		in.RemoteUser = req.Vars["REMOTE_USER"]
-		for k := range req.Vars {
+	if vars := req.Vars(); vars != nil {
+		in.RemoteUser = vars["REMOTE_USER"]
+		for k := range vars {
 			in.VarNames = append(in.VarNames, k)
 		}
 		slices.Sort(in.VarNames)

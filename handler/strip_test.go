@@ -26,7 +26,7 @@ func TestAppURLStripsMountPrefix(t *testing.T) {
 	}
 	for _, tc := range cases {
 		in := httptest.NewRequest("GET", tc.path, nil)
-		script, info := scriptName(nil, in.URL.Path, &tc.script)
+		script, info := scriptName(&Request{}, in.URL.Path, &tc.script)
 		a := &app{cfg: config.App{StripPrefix: tc.strip}}
 		u := a.appURL(in, &Request{ScriptName: script, PathInfo: info})
 		if u.Path != tc.want || u.RawPath != tc.wantRaw {

@@ -548,7 +548,7 @@ func (a *app) writeHead(w *bufio.Writer, o *outRequest) {
 		}
 		writeField(w, "X-Forwarded-Prefix", req.ScriptName)
 	}
-	if u := req.Vars["REMOTE_USER"]; u != "" {
+	if u := req.Var("REMOTE_USER"); u != "" {
 		writeField(w, "X-Remote-User", u)
 	}
 	switch {

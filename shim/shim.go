@@ -477,14 +477,14 @@ func (r *run) startServers(gw *handler.Gateway) {
 	for i, l := range r.listeners {
 		srv, vars := newServer(r.o.Protocol, gw, r.cfg, r.log)
 		if i == 0 {
-			gw.Vars = vars
+			gw.Vars, gw.Var = vars, varOf(r.o.Protocol)
 		}
 		r.srvs = append(r.srvs, srv)
 		go func() { r.serveErr <- srv.Serve(l) }()
 	}
 	if r.serveFD0 {
 		srv, vars := newServer(r.o.Protocol, gw, r.cfg, r.log)
-		gw.Vars = vars
+		gw.Vars, gw.Var = vars, varOf(r.o.Protocol)
 		r.srvs = append(r.srvs, srv)
 		go func() { r.serveErr <- srv.(*fcgi.Server).ServeFD(0) }()
 	}
@@ -623,6 +623,16 @@ func newServer(protocol string, h http.Handler, cfg *config.Config, log *slog.Lo
 			MaxParamsBytes: lim.MaxParamsBytes, MaxBodyBytes: lim.MaxBodyBytes, HeaderTimeout: lim.HeaderTimeout.Duration,
 			IdleTimeout: lim.IdleTimeout.Duration, RequestTimeout: lim.RequestTimeout.Duration, WriteTimeout: lim.WriteTimeout.Duration}, fcgi.Params
 	}
+}
+
+// varOf returns the protocol's lookup of one CGI variable, which builds no
+// map; nil where it has none.
+func varOf(protocol string) func(*http.Request, string) string {
+	switch protocol {
+	case "scgi", "ajp", "http":
+		return nil
+	}
+	return fcgi.Param
 }
 
 func orDefault(d, def time.Duration) time.Duration {

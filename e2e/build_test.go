@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"debug/elf"
@@ -14,7 +14,7 @@ import (
 // README uses for it.
 func readmeRecipe(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile(filepath.Join(moduleRoot, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestReadmeRecipeBuildsStaticBinary(t *testing.T) {
 	if !strings.Contains(recipe, " -o mysite.fcgi .") {
 		t.Fatalf("README recipe %q does not build mysite.fcgi from the module root", recipe)
 	}
-	demo, err := os.ReadFile("demo.sh")
+	demo, err := os.ReadFile(filepath.Join(moduleRoot, "demo.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +57,7 @@ func TestReadmeRecipeBuildsStaticBinary(t *testing.T) {
 			out := filepath.Join(dir, tc.goarch, "mysite.fcgi")
 			line := strings.Replace(recipe, " -o mysite.fcgi ", " -o "+out+" ", 1)
 			cmd := exec.Command("sh", "-c", "GOOS=linux GOARCH="+tc.goarch+" "+line)
+			cmd.Dir = moduleRoot
 			// The caller's CGO_ENABLED is kept out: the recipe alone
 			// decides (this machine has a C compiler, so cgo is on by
 			// default for a native build).

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -16,6 +16,11 @@ import (
 
 	"github.com/fcgishim/fcgishim/internal/peer"
 )
+
+// moduleRoot is the repository's top directory, which holds the main
+// package the tests build and the files they check (README.md, demo.sh).
+// go test runs a package's tests in the package's directory, one below it.
+const moduleRoot = ".."
 
 // The integration tests run the real binary, built once per test run into a
 // directory the web servers' users can read.
@@ -35,7 +40,7 @@ func binary(t testing.TB) string {
 		}
 		os.Chmod(dir, 0o755)
 		binPath = filepath.Join(dir, "mysite.fcgi")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binPath, moduleRoot).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

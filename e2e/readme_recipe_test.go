@@ -1,8 +1,9 @@
-package main
+package e2e
 
 import (
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ const debianUserdirConf = "/etc/apache2/mods-available/userdir.conf"
 // hosting") and the AllowOverride line it tells a Debian host to use.
 func readmeHostRecipe(t *testing.T) (cmds []string, hostLine string) {
 	t.Helper()
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile(filepath.Join(moduleRoot, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
