@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/daemon"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/shim"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // runfcgiHelp is the text of `runfcgi help`. The option names and defaults
@@ -321,13 +322,13 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 	o.Prefork = r.Method == "prefork" || r.Method == "fork"
 	o.MaxChildren, o.MinSpare, o.MaxSpare = r.MaxChildren, r.MinSpare, r.MaxSpare
 	getenv := shim.Getenv(o.Env)
-	if addr == "" && spawn.Detect(getenv) != spawn.ModeFastCGIStdin && getenv("LISTEN_FDS") == "" {
+	if addr == "" && listen.Detect(getenv) != listen.ModeFastCGIStdin && getenv("LISTEN_FDS") == "" {
 		return usageError{"runfcgi: nothing to listen on: give socket=PATH or host=ADDR port=N\n(without them the program expects a web server to start it with a listening socket on its standard input, and this one has none)"}
 	}
-	if fd := getenv(spawn.EnvReadyFD); fd != "" {
+	if fd := getenv(daemon.EnvReadyFD); fd != "" {
 		// We are the detached daemon: tell the starter when we listen.
-		o.Ready = spawn.ReadyNotifier(fd)
-		o.Env = spawn.WithoutDaemonEnv(o.Env)
+		o.Ready = daemon.ReadyNotifier(fd)
+		o.Env = daemon.WithoutDaemonEnv(o.Env)
 		return shim.Run(ctx, o)
 	}
 	// Re-executed by a restart (or a prefork worker): already detached,
@@ -336,7 +337,7 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 		daemonize = false
 	}
 	if daemonize {
-		pid, err := spawn.Daemonize(spawn.DaemonOptions{
+		pid, err := daemon.Daemonize(daemon.Options{
 			Path: exe, Args: o.Args, Env: o.Env, Workdir: r.Workdir, Umask: r.Umask,
 			Outlog: r.Outlog, Errlog: r.Errlog,
 		})
@@ -372,7 +373,7 @@ func cmdStop(ctx context.Context, o shim.Options, args []string) error {
 	if pidfile == "" {
 		return usageError{"stop: need pidfile=PATH"}
 	}
-	pid, err := spawn.ReadPidfile(pidfile)
+	pid, err := daemon.ReadPidfile(pidfile)
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os/user"
-	"strconv"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/internal/account"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/shim"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // socketOptions are who may use the server's unix socket and who the
@@ -39,7 +38,7 @@ func (s *socketOptions) override(o socketOptions) error {
 	}
 	if o.Owner != "" || o.Group != "" {
 		if s.Chown != "" {
-			s.Owner, s.Group, _ = spawn.ParseChown(s.Chown)
+			s.Owner, s.Group, _ = listen.ParseChown(s.Chown)
 			s.Chown = ""
 		}
 		if o.Owner != "" {
@@ -69,20 +68,20 @@ func (s socketOptions) oneSpelling() error {
 }
 
 // access checks the options and returns them as spawn takes them.
-func (s socketOptions) access() (spawn.SocketAccess, error) {
-	var a spawn.SocketAccess
+func (s socketOptions) access() (listen.SocketAccess, error) {
+	var a listen.SocketAccess
 	if err := s.oneSpelling(); err != nil {
 		return a, err
 	}
 	a.Owner, a.Group = s.Owner, s.Group
 	if s.Chown != "" {
 		var err error
-		if a.Owner, a.Group, err = spawn.ParseChown(s.Chown); err != nil {
+		if a.Owner, a.Group, err = listen.ParseChown(s.Chown); err != nil {
 			return a, err
 		}
 	}
 	if m := s.Mode + s.Chmod; m != "" {
-		mode, err := spawn.ParseSocketMode(m)
+		mode, err := listen.ParseSocketMode(m)
 		if err != nil {
 			return a, err
 		}
@@ -93,7 +92,7 @@ func (s socketOptions) access() (spawn.SocketAccess, error) {
 		// and to that user's group unless another is named.
 		a.Owner = s.User
 		if a.Group == "" {
-			u, err := lookupUser(s.User)
+			u, err := account.Lookup(s.User)
 			if err != nil {
 				return a, err
 			}
@@ -101,18 +100,6 @@ func (s socketOptions) access() (spawn.SocketAccess, error) {
 		}
 	}
 	return a, nil
-}
-
-func lookupUser(name string) (*user.User, error) {
-	lookup := user.Lookup
-	if _, err := strconv.Atoi(name); err == nil {
-		lookup = user.LookupId
-	}
-	u, err := lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: %w", name, err)
-	}
-	return u, nil
 }
 
 // socketAccess (for serve) sets o's socket owner, group and mode and its user from

@@ -15,8 +15,8 @@ import (
 	"syscall"
 
 	"github.com/fcgishim/fcgishim/appctl"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/shim"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 func main() {
@@ -53,8 +53,8 @@ func progName(args []string) string {
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	base := shim.Options{Args: args, Env: env, Stdout: stdout, Stderr: stderr}
 	getenv := shim.Getenv(env)
-	switch spawn.Detect(getenv) {
-	case spawn.ModeFastCGIStdin, spawn.ModeCGI:
+	switch listen.Detect(getenv) {
+	case listen.ModeFastCGIStdin, listen.ModeCGI:
 		return shim.Run(ctx, base)
 	}
 	if len(args) < 2 {

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/shim"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // Django 1.8's rules for runfcgi's key=value options. The messages are ours,
@@ -73,16 +73,16 @@ func TestRunfcgiOptions(t *testing.T) {
 func TestRunfcgiSocketOptions(t *testing.T) {
 	cases := []struct {
 		args []string
-		want spawn.SocketAccess
+		want listen.SocketAccess
 		user string
 		err  string
 	}{
-		{args: []string{"listen.group=www-data", "listen.mode=0660"}, want: spawn.SocketAccess{Group: "www-data", Mode: 0o660}},
-		{args: []string{"chown-socket=root:www-data", "chmod-socket=660"}, want: spawn.SocketAccess{Owner: "root", Group: "www-data", Mode: 0o660}},
-		{args: []string{"chown-socket=:www-data"}, want: spawn.SocketAccess{Group: "www-data"}},
+		{args: []string{"listen.group=www-data", "listen.mode=0660"}, want: listen.SocketAccess{Group: "www-data", Mode: 0o660}},
+		{args: []string{"chown-socket=root:www-data", "chmod-socket=660"}, want: listen.SocketAccess{Owner: "root", Group: "www-data", Mode: 0o660}},
+		{args: []string{"chown-socket=:www-data"}, want: listen.SocketAccess{Group: "www-data"}},
 		// user= gives the socket to that user and, unless named, its group.
-		{args: []string{"user=root"}, want: spawn.SocketAccess{Owner: "root", Group: "0"}, user: "root"},
-		{args: []string{"user=root", "listen.group=www-data"}, want: spawn.SocketAccess{Owner: "root", Group: "www-data"}, user: "root"},
+		{args: []string{"user=root"}, want: listen.SocketAccess{Owner: "root", Group: "0"}, user: "root"},
+		{args: []string{"user=root", "listen.group=www-data"}, want: listen.SocketAccess{Owner: "root", Group: "www-data"}, user: "root"},
 		{args: []string{"listen.mode=0999"}, err: "want octal permission bits"},
 		{args: []string{"chmod-socket=660", "listen.mode=0600"}, err: "listen.mode or with chmod-socket, not both"},
 		{args: []string{"chown-socket=a:b:c"}, err: "want USER, USER:GROUP or :GROUP"},
@@ -91,7 +91,7 @@ func TestRunfcgiSocketOptions(t *testing.T) {
 	for _, tc := range cases {
 		r := defaultRunfcgi()
 		_, err := parseRunfcgi(&r, tc.args)
-		var got spawn.SocketAccess
+		var got listen.SocketAccess
 		if err == nil {
 			got, err = r.Sock.access()
 		}
@@ -115,7 +115,7 @@ func TestRunfcgiSocketOptions(t *testing.T) {
 	if _, err := parseRunfcgi(&r, []string{"listen.mode=0660", "chown-socket=:www-data"}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := r.Sock.access(); err != nil || got != (spawn.SocketAccess{Group: "www-data", Mode: 0o660}) {
+	if got, err := r.Sock.access(); err != nil || got != (listen.SocketAccess{Group: "www-data", Mode: 0o660}) {
 		t.Errorf("file + command line: %+v %v", got, err)
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgishim/fcgishim/daemon"
+	"github.com/fcgishim/fcgishim/listen"
+	"github.com/fcgishim/fcgishim/prefork"
 	"github.com/fcgishim/fcgishim/reload"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // Environment of a prefork worker (besides the listener's, envListenFD=3).
@@ -45,31 +47,21 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	if len(listeners) > 1 {
 		log.Warn("prefork serves the first listener only", "listeners", len(listeners))
 	}
-	mode := spawn.ModeExternal
-	if o.Listen == "" {
-		mode = spawn.ModeSocketActivation
-	}
-	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests, envWorkerMaxConns,
-		spawn.EnvReadyFD, spawn.EnvWorkerFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 	if maxConns <= 0 {
 		maxConns = defaultWorkerConns
 	}
-	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode),
-		envWorkerMaxConns+"="+strconv.Itoa(maxConns))
-	if maxRequests > 0 {
-		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
-	}
-	pool := &spawn.Prefork{
+	env := workerEnv(o, maxRequests, maxConns)
+	pool := &prefork.Supervisor{
 		Path: o.Executable, Args: o.Args, Env: env, Listeners: listeners[:1],
 		MinSpare: o.MinSpare, MaxSpare: o.MaxSpare, MaxChildren: o.MaxChildren,
 		Grace: 2 * grace, Stdout: o.Stdout, Stderr: o.Stderr, Log: log,
 	}
 
 	if o.Pidfile != "" {
-		if err := spawn.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
+		if err := daemon.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
 			return err
 		}
-		defer spawn.RemovePidfile(o.Pidfile, os.Getpid())
+		defer daemon.RemovePidfile(o.Pidfile, os.Getpid())
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
@@ -117,6 +109,24 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 	}
 }
 
+// workerEnv is the environment of a prefork worker: ours without what
+// concerns only this process (daemon handshake, systemd's variables, a
+// previous listener), plus where its listener is and its limits.
+func workerEnv(o Options, maxRequests, maxConns int) []string {
+	mode := listen.ModeExternal
+	if o.Listen == "" {
+		mode = listen.ModeSocketActivation
+	}
+	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode, envWorker, envWorkerMaxRequests, envWorkerMaxConns,
+		daemon.EnvReadyFD, prefork.EnvWorkerFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+	env = append(env, envWorker+"=1", envListenFD+"=3", envListenAddr+"="+o.Listen, envMode+"="+string(mode),
+		envWorkerMaxConns+"="+strconv.Itoa(maxConns))
+	if maxRequests > 0 {
+		env = append(env, envWorkerMaxRequests+"="+strconv.Itoa(maxRequests))
+	}
+	return env
+}
+
 // preforkWorker prepares a prefork worker (envWorker set): its listener
 // hands out up to envWorkerMaxConns connections at once and reports to the
 // supervisor, and the returned context ends when the worker should exit
@@ -125,20 +135,20 @@ func runPrefork(ctx context.Context, o Options, listeners []net.Listener, change
 // that carry many). stop releases the control socket once serving has
 // ended.
 func preforkWorker(ctx context.Context, getenv func(string) string, protocol string, listeners []net.Listener) (context.Context, []net.Listener, func(), error) {
-	fd, err := strconv.Atoi(getenv(spawn.EnvWorkerFD))
+	fd, err := strconv.Atoi(getenv(prefork.EnvWorkerFD))
 	if err != nil || len(listeners) != 1 {
-		return nil, nil, nil, fmt.Errorf("prefork worker: %s=%q with %d listeners: not started by a supervisor", spawn.EnvWorkerFD, getenv(spawn.EnvWorkerFD), len(listeners))
+		return nil, nil, nil, fmt.Errorf("prefork worker: %s=%q with %d listeners: not started by a supervisor", prefork.EnvWorkerFD, getenv(prefork.EnvWorkerFD), len(listeners))
 	}
 	quota, _ := strconv.Atoi(getenv(envWorkerMaxRequests))
 	maxConns, _ := strconv.Atoi(getenv(envWorkerMaxConns))
 	// The socket file belongs to the supervisor, and the listener must not
 	// leak into the app's processes.
-	spawn.KeepSocketFile(listeners[0])
+	listen.KeepSocketFile(listeners[0])
 	if lfd, err := strconv.Atoi(getenv(envListenFD)); err == nil {
 		syscall.CloseOnExec(lfd)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	wl, stop, err := spawn.WorkerListener(listeners[0], fd, spawn.WorkerOptions{MaxConns: maxConns, Quota: quota, FastCGI: protocol == "fcgi"}, cancel)
+	wl, stop, err := prefork.WorkerListener(listeners[0], fd, prefork.WorkerOptions{MaxConns: maxConns, Quota: quota, FastCGI: protocol == "fcgi"}, cancel)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err

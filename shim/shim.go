@@ -21,11 +21,12 @@ import (
 
 	"github.com/fcgishim/fcgishim/ajp"
 	"github.com/fcgishim/fcgishim/config"
+	"github.com/fcgishim/fcgishim/daemon"
 	"github.com/fcgishim/fcgishim/fcgi"
 	"github.com/fcgishim/fcgishim/handler"
+	"github.com/fcgishim/fcgishim/listen"
 	"github.com/fcgishim/fcgishim/reload"
 	"github.com/fcgishim/fcgishim/scgi"
-	"github.com/fcgishim/fcgishim/spawn"
 )
 
 // Version is reported by the info page; the build may set it with -ldflags.
@@ -65,7 +66,7 @@ type Options struct {
 	Umask    *int   // for unix sockets; nil = 0o077 (private)
 	// SocketAccess sets the owner, group and mode of a unix socket at
 	// Listen (php-fpm's listen.owner/group/mode); zero = from Umask.
-	SocketAccess spawn.SocketAccess
+	SocketAccess listen.SocketAccess
 	// User, when set, is who the process runs as once it listens (it must
 	// start as root, or already be that user); "" = stay as started.
 	User string
@@ -142,7 +143,7 @@ func Executable(args []string) string {
 func Main(h http.Handler) {
 	o := Options{Handler: h}
 	args := os.Args[1:]
-	if spawn.Detect(os.Getenv) != spawn.ModeCGI { // CGI: argv is the query string
+	if listen.Detect(os.Getenv) != listen.ModeCGI { // CGI: argv is the query string
 		for i := 0; i+1 < len(args); i++ {
 			switch strings.TrimLeft(args[i], "-") {
 			case "http":
@@ -163,100 +164,209 @@ func Main(h http.Handler) {
 
 // Run serves until a stop signal, a restart (which re-executes the program
 // and so does not return on success), or an error.
+//
+// The steps: find the listeners (openListeners), switch user, become a
+// prefork worker if the supervisor started us, guard an external listener
+// with FCGI_WEB_SERVER_ADDRS, load the site and wrap it in the gateway, then
+// either answer one CGI request, hand the listeners to the prefork
+// supervisor, or serve them until a stop (shutdown) or a reason to restart.
 func Run(ctx context.Context, o Options) (err error) {
 	o.fill()
 	if o.Ready != nil {
 		defer func() { o.Ready(err) }() // no-op once it reported success
 	}
-	getenv := Getenv(o.Env)
-	started := time.Now()
-	proc := &handler.Process{Started: started, Version: Version}
+	r := &run{o: o, getenv: Getenv(o.Env), proc: &handler.Process{Started: time.Now(), Version: Version}}
 
-	mode := spawn.Detect(getenv)
-	var listeners []net.Listener
-	serveFD0 := false
+	if err := r.openListeners(); err != nil {
+		return err
+	}
+	if r.statusOnly {
+		return Status(r.o.Stdout, r.o)
+	}
+	if err := r.switchUser(); err != nil {
+		return err
+	}
+	r.worker = r.getenv(envWorker) != "" && len(r.listeners) > 0 // a prefork worker: see prefork.go
+	if r.worker {
+		var stopWorker func()
+		if ctx, r.listeners, stopWorker, err = preforkWorker(ctx, r.getenv, r.o.Protocol, r.listeners); err != nil {
+			return err
+		}
+		defer stopWorker()
+		r.o.Pidfile = ""
+	}
+	r.proc.Mode = string(r.mode)
+	r.proc.Protocol = protocolName(r.o.Protocol)
+	r.log = r.o.Log.With("mode", r.proc.Mode)
+	if err := r.allowList(); err != nil {
+		return err
+	}
+
+	gw := r.gateway(r.loadSite())
+	if r.mode == listen.ModeCGI {
+		return r.serveCGI(gw)
+	}
+
+	w, err := r.watch()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	r.limits(gw)
+
+	if r.o.Prefork && !r.worker && (r.mode == listen.ModeExternal || r.mode == listen.ModeSocketActivation) {
+		return r.supervise(ctx, w)
+	}
+	r.startServers(gw)
+	r.log.Info("serving", "protocol", r.proc.Protocol, "watch", w.Backend(), "config", cfgSummary(r.o.ConfigPath, r.cfgErr))
+	if r.o.Pidfile != "" {
+		if err := r.writePidfile(); err != nil {
+			return err
+		}
+		defer daemon.RemovePidfile(r.o.Pidfile, os.Getpid())
+	}
+	if r.o.Ready != nil {
+		r.o.Ready(nil)
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	if t := r.lifetimeTimer(); t != nil {
+		defer t.Stop()
+	}
+
+	reason, err := r.waitForRestart(ctx, sigs, w)
+	if reason == "" {
+		return err
+	}
+	if r.worker { // the supervisor starts a replacement
+		r.log.Info("worker stopping", "reason", reason)
+		r.shutdown()
+		return nil
+	}
+	return restart(r.o, r.mode, r.listeners, r.shutdown, r.log, reason)
+}
+
+// run is the state of one Run, filled in step by step.
+type run struct {
+	o      Options
+	getenv func(string) string
+	proc   *handler.Process
+	log    *slog.Logger
+
+	mode       listen.Mode
+	listeners  []net.Listener
+	serveFD0   bool // serve fd 0 itself, one connection at a time
+	statusOnly bool // started from a terminal: print the status and stop
+	worker     bool // a prefork worker, started by the supervisor
+
+	cfg       *config.Config
+	cfgErr    error
+	closeSite func(context.Context) error
+
+	grace       time.Duration
+	maxRequests int
+	restartNow  chan string // maxrequests or max_lifetime reached
+
+	srvs     []server
+	serveErr chan error
+}
+
+// openListeners finds out how the process was started and opens or adopts
+// the listeners that follow: one passed across a restart, an explicit
+// address, fd 0 (concurrently, or served in place), systemd's; none for CGI.
+func (r *run) openListeners() error {
+	o, getenv := &r.o, r.getenv
+	r.mode = listen.Detect(getenv)
 	switch {
 	case getenv(envListenFD) != "":
 		fd, err := strconv.Atoi(getenv(envListenFD))
 		if err != nil {
 			return fmt.Errorf("%s=%q: %w", envListenFD, getenv(envListenFD), err)
 		}
-		l, err := spawn.InheritedListener(fd)
+		l, err := listen.InheritedListener(fd)
 		if err != nil {
 			return err
 		}
 		if ul, ok := l.(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(true)
 		}
-		listeners = []net.Listener{l}
-		mode = spawn.Mode(getenv(envMode))
+		r.listeners = []net.Listener{l}
+		r.mode = listen.Mode(getenv(envMode))
 		o.Listen = getenv(envListenAddr)
 	case o.Listen != "":
-		l, err := spawn.ListenAccess(o.Listen, *o.Umask, o.SocketAccess)
+		l, err := listen.ListenAccess(o.Listen, *o.Umask, o.SocketAccess)
 		if err != nil {
 			return err
 		}
-		listeners = []net.Listener{l}
-		mode = spawn.ModeExternal
+		r.listeners = []net.Listener{l}
+		r.mode = listen.ModeExternal
 		if o.Protocol == "http" {
-			mode = spawn.ModeHTTP
+			r.mode = listen.ModeHTTP
 		}
-	case mode == spawn.ModeFastCGIStdin && (getenv(envFD0) == "concurrent" || runtime.GOOS != "linux"):
-		l, err := spawn.StdinListener()
+	case r.mode == listen.ModeFastCGIStdin && (getenv(envFD0) == "concurrent" || runtime.GOOS != "linux"):
+		l, err := listen.StdinListener()
 		if err != nil {
 			return err
 		}
-		listeners = []net.Listener{l}
+		r.listeners = []net.Listener{l}
 		o.Protocol = "fcgi"
-	case mode == spawn.ModeFastCGIStdin:
+	case r.mode == listen.ModeFastCGIStdin:
 		// Spawned by the web server: served one connection at a time on
 		// fd 0 itself (fcgi.Server.ServeFD), as mod_fcgid sends them.
-		serveFD0 = true
+		r.serveFD0 = true
 		o.Protocol = "fcgi"
-	case mode == spawn.ModeSocketActivation:
-		ls, err := spawn.Activated(getenv)
+	case r.mode == listen.ModeSocketActivation:
+		ls, err := listen.Activated(getenv)
 		if err != nil {
 			return err
 		}
-		listeners = ls
-	case mode == spawn.ModeCGI:
+		r.listeners = ls
+	case r.mode == listen.ModeCGI:
 		o.Protocol = "cgi"
-	case mode == spawn.ModeTerminal || mode == "":
-		return Status(o.Stdout, o)
+	case r.mode == listen.ModeTerminal || r.mode == "":
+		r.statusOnly = true
 	}
-	if o.User != "" {
-		if err := spawn.SwitchUser(o.User); err != nil {
-			for _, l := range listeners {
+	return nil
+}
+
+// switchUser becomes o.User, if set, now that the sockets exist.
+func (r *run) switchUser() error {
+	if r.o.User != "" {
+		if err := daemon.SwitchUser(r.o.User); err != nil {
+			for _, l := range r.listeners {
 				l.Close()
 			}
 			return err
 		}
 	}
-	worker := getenv(envWorker) != "" && len(listeners) > 0 // a prefork worker: see prefork.go
-	if worker {
-		var stopWorker func()
-		if ctx, listeners, stopWorker, err = preforkWorker(ctx, getenv, o.Protocol, listeners); err != nil {
-			return err
-		}
-		defer stopWorker()
-		o.Pidfile = ""
-	}
-	proc.Mode = string(mode)
-	proc.Protocol = protocolName(o.Protocol)
-	log := o.Log.With("mode", proc.Mode)
+	return nil
+}
 
-	if mode == spawn.ModeExternal && o.Protocol != "http" {
-		for i, l := range listeners {
-			al, err := spawn.AllowList(l, getenv("FCGI_WEB_SERVER_ADDRS"), func(remote string) {
-				log.Warn("connection refused: not in FCGI_WEB_SERVER_ADDRS", "remote", remote)
+// allowList limits an external FastCGI/SCGI/AJP listener to the addresses
+// in FCGI_WEB_SERVER_ADDRS.
+func (r *run) allowList() error {
+	if r.mode == listen.ModeExternal && r.o.Protocol != "http" {
+		for i, l := range r.listeners {
+			al, err := listen.AllowList(l, r.getenv("FCGI_WEB_SERVER_ADDRS"), func(remote string) {
+				r.log.Warn("connection refused: not in FCGI_WEB_SERVER_ADDRS", "remote", remote)
 			})
 			if err != nil {
 				return err
 			}
-			listeners[i] = al
+			r.listeners[i] = al
 		}
 	}
+	return nil
+}
 
+// loadSite reads the config and builds what serves the site: the embedding
+// program's handler, the configured site, or an error page while the
+// config (or the site) is broken.
+func (r *run) loadSite() http.Handler {
+	o, log := &r.o, r.log
 	cfg, cfgErr := o.Config, error(nil)
 	if cfg == nil {
 		cfg, cfgErr = config.Load(o.ConfigPath)
@@ -271,7 +381,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	case o.Handler != nil:
 		site = o.Handler
 	default:
-		s, err := handler.New(handler.Options{Config: cfg, Process: proc, Log: log, Executable: o.Executable})
+		s, err := handler.New(handler.Options{Config: cfg, Process: r.proc, Log: log, Executable: o.Executable})
 		if err != nil {
 			log.Error("cannot serve the site", "err", err)
 			site = configErrorPage(err)
@@ -282,7 +392,14 @@ func Run(ctx context.Context, o Options) (err error) {
 	if closeSite == nil {
 		closeSite = func(context.Context) error { return nil }
 	}
+	r.cfg, r.cfgErr, r.closeSite = cfg, cfgErr, closeSite
+	return site
+}
 
+// gateway wraps site in the options' middleware and the gateway that
+// repairs SCRIPT_NAME/PATH_INFO.
+func (r *run) gateway(site http.Handler) *handler.Gateway {
+	o, cfg, log := &r.o, r.cfg, r.log
 	if o.Debug {
 		site = debugPanics(site, log)
 	}
@@ -292,38 +409,55 @@ func Run(ctx context.Context, o Options) (err error) {
 	if d := cfg.Limits.SlowRequest.Duration; d > 0 {
 		site = logSlow(site, d, log)
 	}
-	gw := &handler.Gateway{Next: site, Process: proc, ForceScriptName: cfg.Server.ForceScriptName}
-	if mode == spawn.ModeCGI {
-		env := envMap(o.Env)
-		gw.Vars = func(*http.Request) map[string]string { return env }
-		defer closeSite(context.Background())
-		return serveCGI(gw, o.Stdout)
-	}
+	return &handler.Gateway{Next: site, Process: r.proc, ForceScriptName: cfg.Server.ForceScriptName}
+}
 
+// serveCGI answers the one CGI request, with the process environment as
+// its variables.
+func (r *run) serveCGI(gw *handler.Gateway) error {
+	env := envMap(r.o.Env)
+	gw.Vars = func(*http.Request) map[string]string { return env }
+	defer r.closeSite(context.Background())
+	return serveCGI(gw, r.o.Stdout)
+}
+
+// supervise hands the listeners to prefork worker processes (runPrefork)
+// instead of serving them here.
+func (r *run) supervise(ctx context.Context, w *reload.Watcher) error {
+	defer r.closeSite(context.Background())
+	return runPrefork(ctx, r.o, r.listeners, w.C, r.grace, r.maxRequests, r.cfg.Limits.MaxConns, r.log)
+}
+
+// watch starts watching the binary, the config and restart.txt (a prefork
+// worker leaves that to its supervisor).
+func (r *run) watch() (*reload.Watcher, error) {
+	o, cfg := &r.o, r.cfg
 	restartFiles := []string{o.Executable, o.ConfigPath, filepath.Join(filepath.Dir(o.Executable), "restart.txt")}
 	watch := cfg.Server.Watch
-	if worker {
+	if r.worker {
 		watch = "off" // the supervisor watches
 	}
-	w, err := reload.New(reload.Options{
+	return reload.New(reload.Options{
 		Files: restartFiles, Mode: watch,
-		PollInterval: cfg.Server.PollInterval.Duration, Log: log,
+		PollInterval: cfg.Server.PollInterval.Duration, Log: r.log,
 	})
-	if err != nil {
-		return err
-	}
-	defer w.Close()
+}
 
-	grace := cfg.Server.Grace.Duration
-	if grace == 0 {
-		grace = 2500 * time.Millisecond
+// limits sets the drain grace and the request count after which the
+// process restarts.
+func (r *run) limits(gw *handler.Gateway) {
+	cfg := r.cfg
+	r.grace = cfg.Server.Grace.Duration
+	if r.grace == 0 {
+		r.grace = 2500 * time.Millisecond
 	}
 	restartNow := make(chan string, 1)
-	maxRequests := cfg.Server.MaxRequests
-	if o.MaxRequests > 0 {
-		maxRequests = o.MaxRequests
+	r.restartNow = restartNow
+	r.maxRequests = cfg.Server.MaxRequests
+	if r.o.MaxRequests > 0 {
+		r.maxRequests = r.o.MaxRequests
 	}
-	if n := int64(maxRequests); n > 0 { // a worker also counts connections in its listener
+	if n := int64(r.maxRequests); n > 0 { // a worker also counts connections in its listener
 		gw.AfterCount = func(count int64) {
 			if count == n {
 				select {
@@ -333,110 +467,111 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		}
 	}
+}
 
-	if o.Prefork && !worker && (mode == spawn.ModeExternal || mode == spawn.ModeSocketActivation) {
-		defer closeSite(context.Background())
-		return runPrefork(ctx, o, listeners, w.C, grace, maxRequests, cfg.Limits.MaxConns, log)
-	}
-	srvs := make([]server, 0, len(listeners)+1)
-	serveErr := make(chan error, len(listeners)+1)
-	for i, l := range listeners {
-		srv, vars := newServer(o.Protocol, gw, cfg, log)
+// startServers serves the protocol on every listener, and on fd 0 itself
+// when it is served in place; their errors arrive on r.serveErr.
+func (r *run) startServers(gw *handler.Gateway) {
+	r.srvs = make([]server, 0, len(r.listeners)+1)
+	r.serveErr = make(chan error, len(r.listeners)+1)
+	for i, l := range r.listeners {
+		srv, vars := newServer(r.o.Protocol, gw, r.cfg, r.log)
 		if i == 0 {
-			gw.Vars, gw.Var = vars, varOf(o.Protocol)
+			gw.Vars, gw.Var = vars, varOf(r.o.Protocol)
 		}
-		srvs = append(srvs, srv)
-		go func() { serveErr <- srv.Serve(l) }()
+		r.srvs = append(r.srvs, srv)
+		go func() { r.serveErr <- srv.Serve(l) }()
 	}
-	if serveFD0 {
-		srv, vars := newServer(o.Protocol, gw, cfg, log)
-		gw.Vars, gw.Var = vars, varOf(o.Protocol)
-		srvs = append(srvs, srv)
-		go func() { serveErr <- srv.(*fcgi.Server).ServeFD(0) }()
+	if r.serveFD0 {
+		srv, vars := newServer(r.o.Protocol, gw, r.cfg, r.log)
+		gw.Vars, gw.Var = vars, varOf(r.o.Protocol)
+		r.srvs = append(r.srvs, srv)
+		go func() { r.serveErr <- srv.(*fcgi.Server).ServeFD(0) }()
 	}
-	log.Info("serving", "protocol", proc.Protocol, "watch", w.Backend(), "config", cfgSummary(o.ConfigPath, cfgErr))
-	if o.Pidfile != "" {
-		if err := spawn.WritePidfile(o.Pidfile, os.Getpid()); err != nil {
-			for _, s := range srvs {
-				s.Close()
-			}
-			return err
+}
+
+// writePidfile writes o.Pidfile; when it cannot, the servers close.
+func (r *run) writePidfile() error {
+	if err := daemon.WritePidfile(r.o.Pidfile, os.Getpid()); err != nil {
+		for _, s := range r.srvs {
+			s.Close()
 		}
-		defer spawn.RemovePidfile(o.Pidfile, os.Getpid())
+		return err
 	}
-	if o.Ready != nil {
-		o.Ready(nil)
-	}
+	return nil
+}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
-
-	shutdown := func() {
-		sctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		for _, s := range srvs {
-			if err := s.Shutdown(sctx); err != nil {
-				log.Warn("drain incomplete; closing remaining connections", "err", err)
-				s.Close()
-			}
+// shutdown drains every server within the grace period, closing what is
+// still open after it, then closes the site.
+func (r *run) shutdown() {
+	sctx, cancel := context.WithTimeout(context.Background(), r.grace)
+	defer cancel()
+	for _, s := range r.srvs {
+		if err := s.Shutdown(sctx); err != nil {
+			r.log.Warn("drain incomplete; closing remaining connections", "err", err)
+			s.Close()
 		}
-		_ = closeSite(sctx)
 	}
+	_ = r.closeSite(sctx)
+}
 
-	if d := cfg.Server.MaxLifetime.Duration; d > 0 {
-		d += rand.N(d/10 + 1)
-		t := time.AfterFunc(d, func() {
-			select {
-			case restartNow <- "max_lifetime reached":
-			default:
-			}
-		})
-		defer t.Stop()
+// lifetimeTimer asks for a restart after max_lifetime (plus up to a tenth,
+// so that copies started together do not restart together); nil when unset.
+func (r *run) lifetimeTimer() *time.Timer {
+	d := r.cfg.Server.MaxLifetime.Duration
+	if d <= 0 {
+		return nil
 	}
+	d += rand.N(d/10 + 1)
+	return time.AfterFunc(d, func() {
+		select {
+		case r.restartNow <- "max_lifetime reached":
+		default:
+		}
+	})
+}
 
+// waitForRestart serves until there is a reason to restart, which it
+// returns, or until a stop (ctx done, a stop signal, a server failing),
+// when it has already shut down and returns "" and Run's result.
+func (r *run) waitForRestart(ctx context.Context, sigs chan os.Signal, w *reload.Watcher) (string, error) {
 	var reason string
 	for reason == "" {
 		select {
 		case <-ctx.Done():
-			shutdown()
-			return nil
-		case err := <-serveErr:
+			r.shutdown()
+			return "", nil
+		case err := <-r.serveErr:
 			if isServerClosed(err) {
 				continue
 			}
-			shutdown()
-			return fmt.Errorf("serve: %w", err)
+			r.shutdown()
+			return "", fmt.Errorf("serve: %w", err)
 		case s := <-sigs:
 			// Under a spawning web server every signal means "stop"
 			// (mod_fcgid sends SIGTERM, a hard restart sends SIGHUP to
 			// the group). Started by hand, SIGHUP and SIGUSR1 restart.
-			if (s == syscall.SIGHUP || s == syscall.SIGUSR1) && (mode == spawn.ModeExternal || mode == spawn.ModeHTTP || mode == spawn.ModeSocketActivation) {
+			if (s == syscall.SIGHUP || s == syscall.SIGUSR1) && (r.mode == listen.ModeExternal || r.mode == listen.ModeHTTP || r.mode == listen.ModeSocketActivation) {
 				reason = "signal " + s.String()
 				continue
 			}
-			log.Info("stopping", "signal", s.String())
+			r.log.Info("stopping", "signal", s.String())
 			go func() { // a second signal while draining changes nothing
 				for range sigs {
 				}
 			}()
-			shutdown()
-			return nil
+			r.shutdown()
+			return "", nil
 		case f := <-w.C:
-			if f == o.Executable && !reload.Exists(f) {
+			if f == r.o.Executable && !reload.Exists(f) {
 				continue // deleted binary: keep serving
 			}
 			reason = "changed: " + f
-		case r := <-restartNow:
-			reason = r
+		case why := <-r.restartNow:
+			reason = why
 		}
 	}
-	if worker { // the supervisor starts a replacement
-		log.Info("worker stopping", "reason", reason)
-		shutdown()
-		return nil
-	}
-	return restart(o, mode, listeners, shutdown, log, reason)
+	return reason, nil
 }
 
 // restart drains, then replaces this program with a fresh copy of the
@@ -444,16 +579,16 @@ func Run(ctx context.Context, o Options) (err error) {
 // open throughout (fd 0 and systemd's fds are never closed by us; an
 // explicit listener is passed by fd number), so connections arriving
 // meanwhile wait in the kernel's backlog instead of being refused.
-func restart(o Options, mode spawn.Mode, listeners []net.Listener, shutdown func(), log *slog.Logger, reason string) error {
+func restart(o Options, mode listen.Mode, listeners []net.Listener, shutdown func(), log *slog.Logger, reason string) error {
 	env := withoutKeys(o.Env, envListenFD, envListenAddr, envMode)
 	var keep *os.File
-	if mode == spawn.ModeExternal || mode == spawn.ModeHTTP {
-		f, err := spawn.File(listeners[0])
+	if mode == listen.ModeExternal || mode == listen.ModeHTTP {
+		f, err := listen.File(listeners[0])
 		if err != nil {
 			return fmt.Errorf("restart: %w", err)
 		}
 		keep = f
-		spawn.KeepSocketFile(listeners[0])
+		listen.KeepSocketFile(listeners[0])
 		env = append(env, fmt.Sprintf("%s=%d", envListenFD, f.Fd()), envListenAddr+"="+o.Listen, envMode+"="+string(mode))
 	}
 	log.Info("restarting", "reason", reason)

@@ -1,4 +1,4 @@
-package spawn
+package daemon
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"os/user"
 	"strconv"
 	"syscall"
+
+	"github.com/fcgishim/fcgishim/internal/account"
 )
 
 // SwitchUser makes the whole process run as the named user (a name or a
@@ -17,7 +19,7 @@ import (
 // root asking to become someone else is. After the switch, HOME, USER and
 // LOGNAME name the user (nameUser).
 func SwitchUser(name string) error {
-	u, err := lookupUser(name)
+	u, err := account.Lookup(name)
 	if err != nil {
 		return fmt.Errorf("switch user: %w", err)
 	}

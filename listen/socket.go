@@ -1,4 +1,4 @@
-package spawn
+package listen
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/fcgishim/fcgishim/internal/account"
 )
 
 // SocketAccess says who may connect to a unix socket we create. These are
@@ -91,25 +93,11 @@ func (a SocketAccess) ids() (uid, gid int, err error) {
 }
 
 func lookupUID(name string) (int, error) {
-	u, err := lookupUser(name)
+	u, err := account.Lookup(name)
 	if err != nil {
 		return -1, err
 	}
 	return strconv.Atoi(u.Uid)
-}
-
-func lookupUser(name string) (*user.User, error) {
-	var u *user.User
-	var err error
-	if _, nerr := strconv.Atoi(name); nerr == nil {
-		u, err = user.LookupId(name)
-	} else {
-		u, err = user.Lookup(name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("user %q: %w", name, err)
-	}
-	return u, nil
 }
 
 func lookupGID(name string) (int, error) {

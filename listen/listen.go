@@ -1,4 +1,4 @@
-package spawn
+package listen
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -175,7 +176,7 @@ func (a *allowListener) Accept() (net.Conn, error) {
 // listener left blocking cannot be woken from accept(2) by Close, and a
 // drain waiting for it would hang).
 func File(l net.Listener) (*os.File, error) {
-	f, err := inheritable(l)
+	f, err := Dup(l)
 	if err != nil {
 		return nil, err
 	}
@@ -183,5 +184,40 @@ func File(l net.Listener) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("clear close-on-exec: %w", err)
 	}
+	return f, nil
+}
+
+// Dup returns a close-on-exec duplicate of l's descriptor, to pass to a
+// child process (prefork workers) through exec.Cmd.ExtraFiles. It
+// must not be an *os.File in non-blocking mode: starting a process calls
+// Fd on it, which switches the shared file description to blocking, and a
+// worker blocked in accept(2) could then not stop accepting when retired.
+func Dup(l net.Listener) (*os.File, error) {
+	if al, ok := l.(*allowListener); ok {
+		l = al.Listener
+	}
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener %s cannot export its descriptor", l.Addr())
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listener: %w", derr)
+	}
+	// NewFile on a blocking descriptor gives a File that Fd leaves alone;
+	// then the description goes back to non-blocking, as every accepting
+	// process here wants it.
+	syscall.SetNonblock(dup, false)
+	f := os.NewFile(uintptr(dup), "listener")
+	syscall.SetNonblock(dup, true)
 	return f, nil
 }

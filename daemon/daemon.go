@@ -1,4 +1,4 @@
-package spawn
+package daemon
 
 import (
 	"bufio"
@@ -15,8 +15,8 @@ import (
 // listening ("ok") or why it could not start.
 const EnvReadyFD = "FCGISHIM_READY_FD"
 
-// DaemonOptions are Django's become_daemon parameters.
-type DaemonOptions struct {
+// Options are Django's become_daemon parameters.
+type Options struct {
 	Path    string   // the executable
 	Args    []string // argv, re-used as is
 	Env     []string
@@ -32,7 +32,7 @@ type DaemonOptions struct {
 // socket exist when this returns. It returns the daemon's PID. Go cannot
 // fork, so this is a re-exec rather than Django's double fork; setsid gives
 // the same detachment.
-func Daemonize(o DaemonOptions) (int, error) {
+func Daemonize(o Options) (int, error) {
 	if o.Workdir == "" {
 		o.Workdir = "/"
 	}
