@@ -11,13 +11,13 @@ import (
 
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/deploy"
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 // cmdDeploy prints a web server configuration for TARGET, or the list of
 // targets. Defaults come from where the binary is and its mysite.toml.
-func cmdDeploy(ctx context.Context, o shim.Options, args []string) error {
-	exe := shim.Executable(o.Args)
+func cmdDeploy(ctx context.Context, o serve.Options, args []string) error {
+	exe := serve.Executable(o.Args)
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") && (args[0] == "-h" || args[0] == "--help") {
 		fmt.Fprintf(o.Stdout, "Usage: %s deploy TARGET [flags]   (%s deploy TARGET --help lists the flags)\n\nTargets:\n", progName(o.Args), progName(o.Args))
 		for _, t := range deploy.Targets() {
@@ -121,7 +121,7 @@ func parseDirArgs(fs *flag.FlagSet, args []string) (string, error) {
 
 // cmdInstall copies this binary into DIR with a config template and the
 // .htaccess block.
-func cmdInstall(ctx context.Context, o shim.Options, args []string) error {
+func cmdInstall(ctx context.Context, o serve.Options, args []string) error {
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
 	fs.SetOutput(o.Stderr)
 	name := fs.String("name", "mysite.fcgi", "the binary's file `name` in DIR")
@@ -134,14 +134,14 @@ func cmdInstall(ctx context.Context, o shim.Options, args []string) error {
 		return usageError{"Usage: " + progName(o.Args) + " install DIR [--name mysite.fcgi] [--handler fcgid|fastcgi|cgi|none]"}
 	}
 	_, err = deploy.Install(deploy.InstallOptions{
-		Source: shim.Executable(o.Args), Dir: dir, Name: *name, Handler: *handler, Out: o.Stdout,
+		Source: serve.Executable(o.Args), Dir: dir, Name: *name, Handler: *handler, Out: o.Stdout,
 	})
 	return err
 }
 
 // cmdCheck diagnoses a site directory (default: the binary's own).
-func cmdCheck(ctx context.Context, o shim.Options, args []string) error {
-	exe := shim.Executable(o.Args)
+func cmdCheck(ctx context.Context, o serve.Options, args []string) error {
+	exe := serve.Executable(o.Args)
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(o.Stderr)
 	name := fs.String("name", "", "the binary's file `name` in DIR (default: this binary's name, or the only *.fcgi there)")

@@ -14,7 +14,7 @@ import (
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/daemon"
 	"github.com/fcgishim/fcgishim/listen"
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 // runfcgiHelp is the text of `runfcgi help`. The option names and defaults
@@ -290,9 +290,9 @@ func (r *runfcgiOptions) resolve() (addr string, daemonize bool, err error) {
 	return addr, daemonize, nil
 }
 
-func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
+func cmdRunfcgi(ctx context.Context, o serve.Options, args []string) error {
 	r := defaultRunfcgi()
-	exe := shim.Executable(o.Args)
+	exe := serve.Executable(o.Args)
 	cfgPath := config.PathFor(exe)
 	if cfg, err := config.Load(cfgPath); err == nil {
 		r.fromConfig(cfg.Server)
@@ -321,7 +321,7 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 	o.MaxRequests = r.MaxRequests
 	o.Prefork = r.Method == "prefork" || r.Method == "fork"
 	o.MaxChildren, o.MinSpare, o.MaxSpare = r.MaxChildren, r.MinSpare, r.MaxSpare
-	getenv := shim.Getenv(o.Env)
+	getenv := serve.Getenv(o.Env)
 	if addr == "" && listen.Detect(getenv) != listen.ModeFastCGIStdin && getenv("LISTEN_FDS") == "" {
 		return usageError{"runfcgi: nothing to listen on: give socket=PATH or host=ADDR port=N\n(without them the program expects a web server to start it with a listening socket on its standard input, and this one has none)"}
 	}
@@ -329,7 +329,7 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 		// We are the detached daemon: tell the starter when we listen.
 		o.Ready = daemon.ReadyNotifier(fd)
 		o.Env = daemon.WithoutDaemonEnv(o.Env)
-		return shim.Run(ctx, o)
+		return serve.Run(ctx, o)
 	}
 	// Re-executed by a restart (or a prefork worker): already detached,
 	// serving the inherited socket.
@@ -347,12 +347,12 @@ func cmdRunfcgi(ctx context.Context, o shim.Options, args []string) error {
 		fmt.Fprintf(o.Stdout, "started %s daemon, pid %d, listening on %s\n", r.Protocol, pid, strings.TrimPrefix(addr, "unix:"))
 		return nil
 	}
-	return shim.Run(ctx, o)
+	return serve.Run(ctx, o)
 }
 
 // cmdStop stops a daemon like `kill $(cat pidfile)`, then waits until it
 // has drained and exited.
-func cmdStop(ctx context.Context, o shim.Options, args []string) error {
+func cmdStop(ctx context.Context, o serve.Options, args []string) error {
 	var pidfile string
 	timeout := 30 * time.Second
 	for _, a := range args {

@@ -7,12 +7,12 @@ import (
 	"strconv"
 
 	"github.com/fcgishim/fcgishim/config"
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 // cmdServe is the modern spelling: serve --http ADDR, or --listen ADDR with
 // --protocol.
-func cmdServe(ctx context.Context, o shim.Options, args []string) error {
+func cmdServe(ctx context.Context, o serve.Options, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	httpAddr := fs.String("http", "", "serve plain HTTP on `ADDR` (a local preview)")
 	listen := fs.String("listen", "", "serve on `ADDR`: host:port or unix:/path")
@@ -37,7 +37,7 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 		o.Listen, o.Protocol = *httpAddr, "http"
 	case *listen != "":
 		o.Listen, o.Protocol = *listen, *protocol
-	case shim.Getenv(o.Env)("LISTEN_FDS") != "":
+	case serve.Getenv(o.Env)("LISTEN_FDS") != "":
 		o.Protocol = *protocol // systemd passes the socket
 	default:
 		return usageError{"serve: need --http ADDR or --listen ADDR"}
@@ -60,16 +60,16 @@ func cmdServe(ctx context.Context, o shim.Options, args []string) error {
 	if *noApp {
 		withoutApp(&o)
 	}
-	return shim.Run(ctx, o)
+	return serve.Run(ctx, o)
 }
 
 // withoutApp loads the config now with its [app] removed, so that serving
 // proves the binary and the config work without starting the app. A config
 // that does not load is left to Run, which answers with its error page.
-func withoutApp(o *shim.Options) {
+func withoutApp(o *serve.Options) {
 	path := o.ConfigPath
 	if path == "" {
-		path = config.PathFor(shim.Executable(o.Args))
+		path = config.PathFor(serve.Executable(o.Args))
 	}
 	if cfg, err := config.Load(path); err == nil {
 		cfg.App = config.App{}

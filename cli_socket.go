@@ -6,7 +6,7 @@ import (
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/internal/account"
 	"github.com/fcgishim/fcgishim/listen"
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 // socketOptions are who may use the server's unix socket and who the
@@ -105,9 +105,9 @@ func (s socketOptions) access() (listen.SocketAccess, error) {
 // socketAccess (for serve) sets o's socket owner, group and mode and its user from
 // [server] in the config (cfg, or the one beside the binary) and the flags
 // in so, which replace the file's values.
-func socketAccess(o *shim.Options, so socketOptions, cfg string) error {
+func socketAccess(o *serve.Options, so socketOptions, cfg string) error {
 	if cfg == "" {
-		cfg = config.PathFor(shim.Executable(o.Args))
+		cfg = config.PathFor(serve.Executable(o.Args))
 	}
 	var sock socketOptions
 	if c, err := config.Load(cfg); err == nil {

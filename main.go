@@ -16,7 +16,7 @@ import (
 
 	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/listen"
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 func main() {
@@ -51,14 +51,14 @@ func progName(args []string) string {
 // run dispatches on how the program was started: spawned by a web server
 // (argv is ignored: under CGI it is the query string), or a subcommand.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	base := shim.Options{Args: args, Env: env, Stdout: stdout, Stderr: stderr}
-	getenv := shim.Getenv(env)
+	base := serve.Options{Args: args, Env: env, Stdout: stdout, Stderr: stderr}
+	getenv := serve.Getenv(env)
 	switch listen.Detect(getenv) {
 	case listen.ModeFastCGIStdin, listen.ModeCGI:
-		return shim.Run(ctx, base)
+		return serve.Run(ctx, base)
 	}
 	if len(args) < 2 {
-		return shim.Run(ctx, base) // terminal status, or socket activation
+		return serve.Run(ctx, base) // terminal status, or socket activation
 	}
 	cmd, rest := args[1], args[2:]
 	switch cmd {
@@ -86,7 +86,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		defer stop()
 		return appctl.Supervise(ctx, *cfg, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "fcgishim", shim.Version)
+		fmt.Fprintln(stdout, "fcgishim", serve.Version)
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage(progName(args)))

@@ -8,7 +8,7 @@ import (
 
 	"github.com/fcgishim/fcgishim/config"
 	"github.com/fcgishim/fcgishim/listen"
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 // Django 1.8's rules for runfcgi's key=value options. The messages are ours,
@@ -124,7 +124,7 @@ func TestRunfcgiSocketOptions(t *testing.T) {
 // defaults stay, and none of Django's sentences (or flup's address) remain.
 func TestRunfcgiHelpIsOurs(t *testing.T) {
 	var out bytes.Buffer
-	err := cmdRunfcgi(context.Background(), shim.Options{Args: []string{"/nonexistent/mysite.fcgi"}, Stdout: &out}, []string{"help"})
+	err := cmdRunfcgi(context.Background(), serve.Options{Args: []string{"/nonexistent/mysite.fcgi"}, Stdout: &out}, []string{"help"})
 	if err != nil {
 		t.Fatal(err)
 	}

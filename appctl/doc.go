@@ -25,11 +25,11 @@
 //
 // Who imports whom (an arrow reads "imports"):
 //
-//	main (root)  -> shim -> handler -> appctl -> reload, config, internal/httpsyntax
+//	main (root)  -> serve -> handler -> appctl -> reload, config, internal/httpsyntax
 //	main (root)  -> appctl             (the _supervise re-execution)
 //	deploy       -> appctl             (RuntimeDirFor, ReadState, Alive for check)
 //
-// appctl imports neither handler nor shim: it knows nothing of HTTP requests
+// appctl imports neither handler nor serve: it knows nothing of HTTP requests
 // beyond the readiness request it sends the app. handler uses only this
 // small API: NewClient, Client.Ready (the current ready instance, from the
 // state looked at within the last 50 ms), Client.Await (wait for one other

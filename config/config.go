@@ -27,7 +27,7 @@ type Config struct {
 	Limits Limits            `toml:"limits"`
 }
 
-// App describes the HTTP application behind the shim. Command and Upstream
+// App describes the HTTP application behind mysite.fcgi. Command and Upstream
 // are exclusive; with neither, the built-in info page is served.
 type App struct {
 	// Command is the child app's argv; "{socket}" and "{port}" are replaced

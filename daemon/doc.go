@@ -8,6 +8,6 @@
 // a request or opens a listener.
 //
 // Layering: daemon imports only the standard library and internal/account.
-// shim and the command line import it; it imports neither listen nor
+// serve and the command line import it; it imports neither listen nor
 // prefork.
 package daemon

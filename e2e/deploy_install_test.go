@@ -139,7 +139,7 @@ func TestDeployInstallNewBuildUnderLoad(t *testing.T) {
 	}
 	v2dir := peer.Dir(t)
 	v2 := filepath.Join(v2dir, "mysite.fcgi")
-	if out, err := exec.Command("go", "build", "-ldflags", "-X github.com/fcgishim/fcgishim/shim.Version=v2", "-o", v2, moduleRoot).CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-ldflags", "-X github.com/fcgishim/fcgishim/serve.Version=v2", "-o", v2, moduleRoot).CombinedOutput(); err != nil {
 		t.Fatalf("go build v2: %v\n%s", err, out)
 	}
 	srv := sharedHost(t, root, "")

@@ -121,7 +121,7 @@ func TestApacheProxyFcgiRunfcgi(t *testing.T) {
 	tcp := startExternal(t, dir, "tcp", addr, "runfcgi", "method=threaded", "host=127.0.0.1", fmt.Sprintf("port=%d", port), "daemonize=false")
 	udir := peer.Dir(t)
 	sock := filepath.Join(udir, "mysite.sock")
-	unix := startExternal(t, udir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "umask=001") // umask=000 means "unset" (0077) in shim.Options; 001 lets www-data connect
+	unix := startExternal(t, udir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "umask=001") // umask=000 means "unset" (0077) in serve.Options; 001 lets www-data connect
 	docroot := peer.Dir(t)
 	srv := peer.Apache(t, []string{"proxy", "proxy_fcgi"}, fmt.Sprintf(`
 DocumentRoot %[1]s

@@ -8,5 +8,5 @@
 // asks an appctl.Client for the current ready instance (Ready, Await) and
 // dials the address it names; it uses nothing of appctl beyond that small
 // exported API. Wire protocols and this process's own lifecycle (listening,
-// restarting, draining) are the caller's (package shim).
+// restarting, draining) are the caller's (package serve).
 package handler

@@ -11,6 +11,6 @@
 // use. Serving a protocol on the listener is the caller's.
 //
 // Layering: listen imports only the standard library, golang.org/x/sys and
-// internal/account. prefork, shim and the command line import it; it imports
+// internal/account. prefork, serve and the command line import it; it imports
 // none of them, nor daemon.
 package listen

@@ -9,6 +9,6 @@
 // threaded serve loop never touches.
 //
 // Layering: prefork imports the standard library and listen (to hand the
-// listeners' descriptors to workers). shim imports prefork; prefork imports
-// neither shim nor daemon.
+// listeners' descriptors to workers). serve imports prefork; prefork imports
+// neither serve nor daemon.
 package prefork

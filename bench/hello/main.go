@@ -1,5 +1,5 @@
 // Command hello is the benchmark's application: "Hello, world!" served by
-// the same shim (detection, gateway, FastCGI server) as mysite.fcgi, so the
+// the same serve loop (detection, gateway, FastCGI server) as mysite.fcgi, so the
 // end-to-end benchmark measures the FastCGI path and nothing else.
 package main
 
@@ -7,11 +7,11 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/fcgishim/fcgishim/shim"
+	"github.com/fcgishim/fcgishim/serve"
 )
 
 func main() {
-	shim.Main(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve.Main(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "Hello, world!")
 	}))

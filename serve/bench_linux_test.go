@@ -1,4 +1,4 @@
-package shim
+package serve
 
 import (
 	"bufio"
@@ -20,10 +20,10 @@ import (
 // mysite.fcgi, in process: fcgi.Server.ServeFD on a listening socket, one
 // new connection per request, Apache's CGI variables for
 // /site/mysite.fcgi/ping. "chain" is the production handler chain (the
-// gateway, [server] ping_path, an info-page site) as shim builds it;
+// gateway, [server] ping_path, an info-page site) as serve builds it;
 // "hello" is a bare handler on the same server, the floor of the chain.
 //
-//	go test -run '^$' -bench SpawnedPing -benchmem -count 6 ./shim
+//	go test -run '^$' -bench SpawnedPing -benchmem -count 6 ./serve
 func BenchmarkSpawnedPing(b *testing.B) {
 	log := slog.New(slog.DiscardHandler)
 	cfg := &config.Config{Server: config.Server{PingPath: "/ping"}}
