@@ -82,6 +82,25 @@ func decodeForwardRequest(p []byte) (*forwardRequest, error) {
 		return nil, fmt.Errorf("%w: not a forward request", errMalformed)
 	}
 	fr := &forwardRequest{}
+	code := fr.decodeMethod(d)
+	fr.decodeRequestLine(d)
+	fr.decodeHeaders(d)
+	fr.decodeAttributes(d)
+	if d.err == nil && len(d.b) > 0 {
+		d.fail("bytes after the terminator")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if code == methodStored {
+		fr.method = fr.storedMethod
+	}
+	return fr, nil
+}
+
+// decodeMethod reads the method code and returns it; methodStored leaves
+// the method to the stored_method attribute.
+func (fr *forwardRequest) decodeMethod(d *decoder) int {
 	code := int(d.byte())
 	switch {
 	case code > 0 && code < len(methods):
@@ -90,6 +109,12 @@ func decodeForwardRequest(p []byte) (*forwardRequest, error) {
 	default:
 		d.fail(fmt.Sprintf("method code %d", code))
 	}
+	return code
+}
+
+// decodeRequestLine reads the fixed fields: protocol, URI, the remote and
+// server addresses and the TLS flag.
+func (fr *forwardRequest) decodeRequestLine(d *decoder) {
 	fr.protocol, _ = d.string()
 	fr.uri, _ = d.string()
 	fr.remoteAddr, _ = d.string()
@@ -97,6 +122,11 @@ func decodeForwardRequest(p []byte) (*forwardRequest, error) {
 	fr.serverName, _ = d.string()
 	fr.serverPort = d.int()
 	fr.isSSL = d.byte() != 0
+}
+
+// decodeHeaders reads the counted headers, coded names as their canonical
+// form.
+func (fr *forwardRequest) decodeHeaders(d *decoder) {
 	n := d.int()
 	for i := 0; i < n && d.err == nil; i++ {
 		var name string
@@ -119,6 +149,10 @@ func decodeForwardRequest(p []byte) (*forwardRequest, error) {
 		}
 		fr.headers = append(fr.headers, field{name, value})
 	}
+}
+
+// decodeAttributes reads attributes up to the terminator.
+func (fr *forwardRequest) decodeAttributes(d *decoder) {
 	for d.err == nil {
 		a := d.byte()
 		if a == attrEnd {
@@ -128,46 +162,42 @@ func decodeForwardRequest(p []byte) (*forwardRequest, error) {
 		if a != attrSSLKeySize {
 			v, _ = d.string()
 		}
-		switch a {
-		case attrContext, attrServletPath, attrRoute:
-			if a == attrRoute {
-				fr.route = v
-			} // context and servlet_path are Tomcat's; ignored
-		case attrRemoteUser:
-			fr.remoteUser = v
-		case attrAuthType:
-			fr.authType = v
-		case attrQueryString:
-			fr.queryString, fr.hasQuery = v, true
-		case attrSSLCert:
-			fr.sslCert = v
-		case attrSSLCipher:
-			fr.sslCipher = v
-		case attrSSLSession:
-			fr.sslSession = v
-		case attrSSLKeySize:
-			fr.sslKeySize = strconv.Itoa(d.int())
-		case attrReqAttribute:
-			value, _ := d.string()
-			fr.attrs = append(fr.attrs, field{v, value})
-		case attrSecret:
-			fr.secret = v
-		case attrStoredMethod:
-			fr.storedMethod = v
-		default:
-			d.fail(fmt.Sprintf("attribute code %#x", a))
-		}
+		fr.setAttribute(d, a, v)
 	}
-	if d.err == nil && len(d.b) > 0 {
-		d.fail("bytes after the terminator")
+}
+
+// setAttribute stores attribute a with value v; a req_attribute reads its
+// value from d and ssl_key_size its number.
+func (fr *forwardRequest) setAttribute(d *decoder, a byte, v string) {
+	switch a {
+	case attrContext, attrServletPath, attrRoute:
+		if a == attrRoute {
+			fr.route = v
+		} // context and servlet_path are Tomcat's; ignored
+	case attrRemoteUser:
+		fr.remoteUser = v
+	case attrAuthType:
+		fr.authType = v
+	case attrQueryString:
+		fr.queryString, fr.hasQuery = v, true
+	case attrSSLCert:
+		fr.sslCert = v
+	case attrSSLCipher:
+		fr.sslCipher = v
+	case attrSSLSession:
+		fr.sslSession = v
+	case attrSSLKeySize:
+		fr.sslKeySize = strconv.Itoa(d.int())
+	case attrReqAttribute:
+		value, _ := d.string()
+		fr.attrs = append(fr.attrs, field{v, value})
+	case attrSecret:
+		fr.secret = v
+	case attrStoredMethod:
+		fr.storedMethod = v
+	default:
+		d.fail(fmt.Sprintf("attribute code %#x", a))
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	if code == methodStored {
-		fr.method = fr.storedMethod
-	}
-	return fr, nil
 }
 
 // requestError carries the status to answer a rejected request with.

@@ -55,6 +55,15 @@ func FastCGIGet(ctx context.Context, network, addr, path string, header http.Hea
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
+	if err := writeFCGIRequest(c, fcgiGetParams(path, header)); err != nil {
+		return nil, fmt.Errorf("fastcgi: send request: %w", ctxErr(ctx, err))
+	}
+	return readFCGIResponse(ctx, c)
+}
+
+// fcgiGetParams is the CGI environment of a GET for path from 127.0.0.1, with
+// header as HTTP_* variables.
+func fcgiGetParams(path string, header http.Header) [][2]string {
 	p, q, _ := strings.Cut(path, "?")
 	params := [][2]string{
 		{"GATEWAY_INTERFACE", "CGI/1.1"},
@@ -74,6 +83,12 @@ func FastCGIGet(ctx context.Context, network, addr, path string, header http.Hea
 	for k, vs := range header {
 		params = append(params, [2]string{"HTTP_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_")), strings.Join(vs, ", ")})
 	}
+	return params
+}
+
+// writeFCGIRequest sends a responder request with params and an empty body,
+// asking the server to close the connection after it.
+func writeFCGIRequest(c net.Conn, params [][2]string) error {
 	w := bufio.NewWriter(c)
 	var begin [8]byte
 	binary.BigEndian.PutUint16(begin[0:], roleResponder) // flags 0: close after
@@ -92,10 +107,12 @@ func FastCGIGet(ctx context.Context, network, addr, path string, header http.Hea
 	}
 	writeRecord(w, typeParams, nil)
 	writeRecord(w, typeStdin, nil)
-	if err := w.Flush(); err != nil {
-		return nil, fmt.Errorf("fastcgi: send request: %w", ctxErr(ctx, err))
-	}
+	return w.Flush()
+}
 
+// readFCGIResponse reads records up to FCGI_END_REQUEST, collecting stdout
+// (up to 16 MiB) and the first 64 KiB of stderr, and parses the response.
+func readFCGIResponse(ctx context.Context, c net.Conn) (*Response, error) {
 	var stdout, stderr bytes.Buffer
 	r := bufio.NewReader(c)
 	var h [fcgiHeaderLen]byte

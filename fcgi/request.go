@@ -241,156 +241,44 @@ func (r *request) build(raw []byte) (int, error) {
 	return status, err
 }
 
+// cgiVars holds the params parse reads, as substrings of the PARAMS stream.
+type cgiVars struct {
+	method, uri, proto, host, serverName, script, pathInfo, query,
+	remoteAddr, remotePort, https, clen, ctype string
+	haveCL   bool
+	nHeaders int // HTTP_* params that become request headers
+}
+
 // parse builds r.req from the PARAMS stream raw; spare is room after it for
 // RemoteAddr.
 func (r *request) parse(raw string, spare []byte) (int, error) {
-	var method, uri, proto, host, serverName, script, pathInfo, query,
-		remoteAddr, remotePort, https, clen, ctype string
-	var seen uint32
-	haveCL := false
-	nHeaders := 0
-	for s := raw; len(s) > 0; {
-		name, value, rest, err := nextPair(s)
-		if err != nil {
-			return http.StatusBadRequest, err
-		}
-		s = rest
-		if bit := securityBit(name); bit != 0 {
-			if seen&bit != 0 {
-				return http.StatusBadRequest, badRequest("duplicate parameter " + name)
-			}
-			seen |= bit
-		}
-		if strings.HasPrefix(name, "HTTP_") {
-			if hasCRLFNUL(value) {
-				return http.StatusBadRequest, badRequest("CR, LF or NUL in " + name)
-			}
-			if name == "HTTP_HOST" {
-				host = value
-			} else if !droppedHeader(name) {
-				nHeaders++
-			}
-			continue
-		}
-		switch name {
-		case "REQUEST_METHOD":
-			method = value
-		case "REQUEST_URI":
-			uri = value
-		case "SERVER_PROTOCOL":
-			proto = value
-		case "SERVER_NAME":
-			serverName = value
-		case "SCRIPT_NAME":
-			script = value
-		case "PATH_INFO":
-			pathInfo = value
-		case "QUERY_STRING":
-			query = value
-		case "REMOTE_ADDR":
-			remoteAddr = value
-		case "REMOTE_PORT":
-			remotePort = value
-		case "HTTPS":
-			https = value
-		case "CONTENT_LENGTH":
-			clen, haveCL = value, value != ""
-		case "CONTENT_TYPE":
-			ctype = value
-		}
+	var v cgiVars
+	if err := v.scan(raw); err != nil {
+		return http.StatusBadRequest, err
 	}
-
-	if method == "" {
-		if r.role != roleAuthorizer {
-			return http.StatusBadRequest, badRequest("missing REQUEST_METHOD")
-		}
-		method = http.MethodGet
-	} else if !httpsyntax.ValidToken(method) {
-		return http.StatusBadRequest, badRequest("invalid REQUEST_METHOD")
+	method, err := v.requestMethod(r.role)
+	if err != nil {
+		return http.StatusBadRequest, err
 	}
-	var cl int64 = -1
-	if haveCL {
-		var ok bool
-		if cl, ok = parseContentLength(clen); !ok {
-			return http.StatusBadRequest, badRequest("invalid CONTENT_LENGTH")
-		}
+	cl, err := v.contentLength()
+	if err != nil {
+		return http.StatusBadRequest, err
 	}
-	major, minor := 1, 1
-	protoStr := "HTTP/1.1"
-	switch proto {
-	case "", "HTTP/1.1":
-	case "INCLUDED":
-		major, minor, protoStr = 1, 0, "HTTP/1.0"
-	default:
-		var ok bool
-		if major, minor, ok = http.ParseHTTPVersion(proto); !ok {
-			return http.StatusBadRequest, badRequest("invalid SERVER_PROTOCOL")
-		}
-		protoStr = proto
+	major, minor, protoStr, err := protocol(v.proto)
+	if err != nil {
+		return http.StatusBadRequest, err
 	}
-	if uri == "" {
-		uri = script + pathInfo
-		if query != "" {
-			uri += "?" + query
-		}
+	uri, err := v.requestURI(&r.url)
+	if err != nil {
+		return http.StatusBadRequest, err
 	}
-	if hasCRLFNUL(uri) {
-		return http.StatusBadRequest, badRequest("CR, LF or NUL in REQUEST_URI")
+	host, remoteAddr := v.hostAndRemote(spare)
+	hdr := v.header(raw)
+	body, cl, err := r.attachBody(cl)
+	if err != nil {
+		return http.StatusRequestEntityTooLarge, err
 	}
-	if err := parseRequestURI(uri, &r.url); err != nil {
-		return http.StatusBadRequest, badRequest("invalid REQUEST_URI")
-	}
-	if host == "" {
-		host = serverName
-	}
-	if remotePort != "" {
-		remoteAddr = joinHostPort(spare, remoteAddr, remotePort)
-	}
-
-	var hdr http.Header
-	if n := nHeaders + btoi(ctype != "") + btoi(haveCL); n > 0 {
-		hdr = make(http.Header, n)
-		vals := make([]string, 0, n)
-		if nHeaders > 0 {
-			for s := raw; len(s) > 0; {
-				name, value, rest, _ := nextPair(s)
-				s = rest
-				if strings.HasPrefix(name, "HTTP_") && !droppedHeader(name) {
-					if k := headerKey(name[5:]); k != "" {
-						vals = append(vals, value)
-						hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
-					}
-				}
-			}
-		}
-		if ctype != "" {
-			vals = append(vals, ctype)
-			hdr["Content-Type"] = vals[len(vals)-1 : len(vals) : len(vals)]
-		}
-		if haveCL {
-			vals = append(vals, clen)
-			hdr["Content-Length"] = vals[len(vals)-1 : len(vals) : len(vals)]
-		}
-	} else {
-		hdr = http.Header{}
-	}
-
-	s := r.c.s
-	var body *body
-	if r.role == roleAuthorizer || cl == 0 {
-		cl = 0
-	} else {
-		if s.cfg.maxBody >= 0 && cl > s.cfg.maxBody {
-			return http.StatusRequestEntityTooLarge, badRequest("CONTENT_LENGTH over MaxBodyBytes")
-		}
-		body = &r.body
-		r.body.remaining = cl
-	}
-	ctx := r.c.ctx
-	if s.cfg.requestTimeout > 0 {
-		ctx, r.stopTimeout = context.WithTimeout(ctx, s.cfg.requestTimeout)
-	}
-	r.ctx.parent, r.ctx.r = ctx, r
+	ctx := r.startContext()
 	req := http.Request{
 		Method:        method,
 		URL:           &r.url,
@@ -408,14 +296,211 @@ func (r *request) parse(raw string, spare []byte) (int, error) {
 	} else {
 		req.Body = http.NoBody
 	}
-	if https == "on" || https == "ON" || https == "1" {
+	if v.https == "on" || v.https == "ON" || v.https == "1" {
 		req.TLS = &tls.ConnectionState{}
 	}
 	r.req = req.WithContext(&r.ctx)
-	if s.cfg.requestTimeout > 0 {
+	if r.c.s.cfg.requestTimeout > 0 {
 		context.AfterFunc(ctx, r.body.fail)
 	}
 	return 0, nil
+}
+
+// scan walks the PARAMS stream once: it rejects malformed pairs, a repeated
+// security-relevant parameter and CR, LF or NUL in an HTTP_* value, keeps
+// the values parse needs and counts the params that become headers.
+func (v *cgiVars) scan(raw string) error {
+	var seen uint32
+	for s := raw; len(s) > 0; {
+		name, value, rest, err := nextPair(s)
+		if err != nil {
+			return err
+		}
+		s = rest
+		if bit := securityBit(name); bit != 0 {
+			if seen&bit != 0 {
+				return badRequest("duplicate parameter " + name)
+			}
+			seen |= bit
+		}
+		if strings.HasPrefix(name, "HTTP_") {
+			if hasCRLFNUL(value) {
+				return badRequest("CR, LF or NUL in " + name)
+			}
+			if name == "HTTP_HOST" {
+				v.host = value
+			} else if !droppedHeader(name) {
+				v.nHeaders++
+			}
+			continue
+		}
+		v.keep(name, value)
+	}
+	return nil
+}
+
+// keep records a non-HTTP_* param that parse reads.
+func (v *cgiVars) keep(name, value string) {
+	switch name {
+	case "REQUEST_METHOD":
+		v.method = value
+	case "REQUEST_URI":
+		v.uri = value
+	case "SERVER_PROTOCOL":
+		v.proto = value
+	case "SERVER_NAME":
+		v.serverName = value
+	case "SCRIPT_NAME":
+		v.script = value
+	case "PATH_INFO":
+		v.pathInfo = value
+	case "QUERY_STRING":
+		v.query = value
+	case "REMOTE_ADDR":
+		v.remoteAddr = value
+	case "REMOTE_PORT":
+		v.remotePort = value
+	case "HTTPS":
+		v.https = value
+	case "CONTENT_LENGTH":
+		v.clen, v.haveCL = value, value != ""
+	case "CONTENT_TYPE":
+		v.ctype = value
+	}
+}
+
+// requestMethod checks REQUEST_METHOD; an authorizer without one gets GET.
+func (v *cgiVars) requestMethod(role uint16) (string, error) {
+	method := v.method
+	if method == "" {
+		if role != roleAuthorizer {
+			return "", badRequest("missing REQUEST_METHOD")
+		}
+		method = http.MethodGet
+	} else if !httpsyntax.ValidToken(method) {
+		return "", badRequest("invalid REQUEST_METHOD")
+	}
+	return method, nil
+}
+
+// contentLength parses CONTENT_LENGTH; -1 when it is absent or empty.
+func (v *cgiVars) contentLength() (int64, error) {
+	var cl int64 = -1
+	if v.haveCL {
+		var ok bool
+		if cl, ok = parseContentLength(v.clen); !ok {
+			return 0, badRequest("invalid CONTENT_LENGTH")
+		}
+	}
+	return cl, nil
+}
+
+// protocol parses SERVER_PROTOCOL: empty is HTTP/1.1, and mod_include's
+// INCLUDED is HTTP/1.0.
+func protocol(proto string) (major, minor int, protoStr string, err error) {
+	major, minor = 1, 1
+	protoStr = "HTTP/1.1"
+	switch proto {
+	case "", "HTTP/1.1":
+	case "INCLUDED":
+		major, minor, protoStr = 1, 0, "HTTP/1.0"
+	default:
+		var ok bool
+		if major, minor, ok = http.ParseHTTPVersion(proto); !ok {
+			return 0, 0, "", badRequest("invalid SERVER_PROTOCOL")
+		}
+		protoStr = proto
+	}
+	return major, minor, protoStr, nil
+}
+
+// requestURI returns REQUEST_URI, or one rebuilt from SCRIPT_NAME,
+// PATH_INFO and QUERY_STRING, and parses it into u.
+func (v *cgiVars) requestURI(u *url.URL) (string, error) {
+	uri := v.uri
+	if uri == "" {
+		uri = v.script + v.pathInfo
+		if v.query != "" {
+			uri += "?" + v.query
+		}
+	}
+	if hasCRLFNUL(uri) {
+		return "", badRequest("CR, LF or NUL in REQUEST_URI")
+	}
+	if err := parseRequestURI(uri, u); err != nil {
+		return "", badRequest("invalid REQUEST_URI")
+	}
+	return uri, nil
+}
+
+// hostAndRemote returns the Host (HTTP_HOST, else SERVER_NAME) and the
+// RemoteAddr, joined with REMOTE_PORT into spare when there is one.
+func (v *cgiVars) hostAndRemote(spare []byte) (host, remoteAddr string) {
+	host, remoteAddr = v.host, v.remoteAddr
+	if host == "" {
+		host = v.serverName
+	}
+	if v.remotePort != "" {
+		remoteAddr = joinHostPort(spare, remoteAddr, v.remotePort)
+	}
+	return host, remoteAddr
+}
+
+// header builds the request headers from the HTTP_* params of raw, then
+// CONTENT_TYPE and CONTENT_LENGTH, with every value in one backing array.
+func (v *cgiVars) header(raw string) http.Header {
+	n := v.nHeaders + btoi(v.ctype != "") + btoi(v.haveCL)
+	if n == 0 {
+		return http.Header{}
+	}
+	hdr := make(http.Header, n)
+	vals := make([]string, 0, n)
+	if v.nHeaders > 0 {
+		for s := raw; len(s) > 0; {
+			name, value, rest, _ := nextPair(s)
+			s = rest
+			if strings.HasPrefix(name, "HTTP_") && !droppedHeader(name) {
+				if k := headerKey(name[5:]); k != "" {
+					vals = append(vals, value)
+					hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+				}
+			}
+		}
+	}
+	if v.ctype != "" {
+		vals = append(vals, v.ctype)
+		hdr["Content-Type"] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	if v.haveCL {
+		vals = append(vals, v.clen)
+		hdr["Content-Length"] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	return hdr
+}
+
+// attachBody returns the body to read FCGI_STDIN from and the content
+// length: none, and 0, for an authorizer or an empty body. It rejects a
+// length over MaxBodyBytes.
+func (r *request) attachBody(cl int64) (*body, int64, error) {
+	if r.role == roleAuthorizer || cl == 0 {
+		return nil, 0, nil
+	}
+	if limit := r.c.s.cfg.maxBody; limit >= 0 && cl > limit {
+		return nil, cl, badRequest("CONTENT_LENGTH over MaxBodyBytes")
+	}
+	r.body.remaining = cl
+	return &r.body, cl, nil
+}
+
+// startContext sets up the request's context on the connection's, with the
+// request timeout when one is configured, and returns the parent it wraps.
+func (r *request) startContext() context.Context {
+	ctx := r.c.ctx
+	if r.c.s.cfg.requestTimeout > 0 {
+		ctx, r.stopTimeout = context.WithTimeout(ctx, r.c.s.cfg.requestTimeout)
+	}
+	r.ctx.parent, r.ctx.r = ctx, r
+	return ctx
 }
 
 // addrRoom is the room left after the params for RemoteAddr: an IPv4

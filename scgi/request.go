@@ -42,60 +42,25 @@ func newRequest(ctx context.Context, params map[string]string, body io.Reader, m
 	for _, k := range droppedParams {
 		delete(params, k)
 	}
-	n, ok := httpsyntax.ParseLength(params["CONTENT_LENGTH"])
-	if !ok {
-		return nil, http.StatusBadRequest, fmt.Errorf("CONTENT_LENGTH %q", params["CONTENT_LENGTH"])
-	}
-	if maxBody > 0 && n > maxBody {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("CONTENT_LENGTH %d over %d", n, maxBody)
+	n, status, err := contentLength(params, maxBody)
+	if err != nil {
+		return nil, status, err
 	}
 	method := params["REQUEST_METHOD"]
 	if !httpsyntax.ValidToken(method) {
 		return nil, http.StatusBadRequest, fmt.Errorf("REQUEST_METHOD %q", method)
 	}
-	proto := params["SERVER_PROTOCOL"]
-	if proto == "" {
-		proto = "HTTP/1.0"
-	}
-	major, minor, ok := http.ParseHTTPVersion(proto)
-	if !ok {
-		return nil, http.StatusBadRequest, fmt.Errorf("SERVER_PROTOCOL %q", proto)
-	}
-	uri, ok := params["REQUEST_URI"]
-	if !ok {
-		uri = params["SCRIPT_NAME"] + params["PATH_INFO"]
-		if q := params["QUERY_STRING"]; q != "" {
-			uri += "?" + q
-		}
-	}
-	host := params["HTTP_HOST"]
-	if httpsyntax.BadText(uri) || httpsyntax.BadText(host) {
-		return nil, http.StatusBadRequest, errors.New("control character in REQUEST_URI or HTTP_HOST")
-	}
-	u, err := requestURL(uri, host)
+	proto, major, minor, err := protocol(params)
 	if err != nil {
 		return nil, http.StatusBadRequest, err
 	}
-	h := make(http.Header)
-	for k, v := range params {
-		name, ok := strings.CutPrefix(k, "HTTP_")
-		if !ok {
-			if k != "CONTENT_TYPE" {
-				continue
-			}
-			name = k
-		}
-		if k == "HTTP_HOST" || k == "HTTP_CONTENT_TYPE" && params["CONTENT_TYPE"] != "" {
-			continue
-		}
-		name = strings.ReplaceAll(name, "_", "-")
-		if !httpsyntax.ValidToken(name) {
-			return nil, http.StatusBadRequest, fmt.Errorf("header name %q", k)
-		}
-		if httpsyntax.BadText(v) {
-			return nil, http.StatusBadRequest, fmt.Errorf("control character in %s", k)
-		}
-		h[http.CanonicalHeaderKey(name)] = []string{v}
+	uri, host, u, err := target(params)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	h, err := header(params)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
 	}
 
 	r := &http.Request{
@@ -121,6 +86,79 @@ func newRequest(ctx context.Context, params map[string]string, body io.Reader, m
 		r.Body = &bodyReader{r: io.LimitReader(body, n), left: n}
 	}
 	return r.WithContext(context.WithValue(ctx, paramsKey{}, params)), 0, nil
+}
+
+// contentLength parses CONTENT_LENGTH (SCGI requires it) and holds it to
+// maxBody; on error it returns the status to answer with.
+func contentLength(params map[string]string, maxBody int64) (int64, int, error) {
+	n, ok := httpsyntax.ParseLength(params["CONTENT_LENGTH"])
+	if !ok {
+		return 0, http.StatusBadRequest, fmt.Errorf("CONTENT_LENGTH %q", params["CONTENT_LENGTH"])
+	}
+	if maxBody > 0 && n > maxBody {
+		return 0, http.StatusRequestEntityTooLarge, fmt.Errorf("CONTENT_LENGTH %d over %d", n, maxBody)
+	}
+	return n, 0, nil
+}
+
+// protocol parses SERVER_PROTOCOL; an absent one is HTTP/1.0.
+func protocol(params map[string]string) (proto string, major, minor int, err error) {
+	proto = params["SERVER_PROTOCOL"]
+	if proto == "" {
+		proto = "HTTP/1.0"
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		return "", 0, 0, fmt.Errorf("SERVER_PROTOCOL %q", proto)
+	}
+	return proto, major, minor, nil
+}
+
+// target returns the request URI (REQUEST_URI, or one rebuilt from
+// SCRIPT_NAME, PATH_INFO and QUERY_STRING), the host and the parsed URL.
+func target(params map[string]string) (uri, host string, u *url.URL, err error) {
+	uri, ok := params["REQUEST_URI"]
+	if !ok {
+		uri = params["SCRIPT_NAME"] + params["PATH_INFO"]
+		if q := params["QUERY_STRING"]; q != "" {
+			uri += "?" + q
+		}
+	}
+	host = params["HTTP_HOST"]
+	if httpsyntax.BadText(uri) || httpsyntax.BadText(host) {
+		return "", "", nil, errors.New("control character in REQUEST_URI or HTTP_HOST")
+	}
+	if u, err = requestURL(uri, host); err != nil {
+		return "", "", nil, err
+	}
+	return uri, host, u, nil
+}
+
+// header builds the request headers from the HTTP_* variables and
+// CONTENT_TYPE, rejecting bad names and control characters in values.
+func header(params map[string]string) (http.Header, error) {
+	h := make(http.Header)
+	for k, v := range params {
+		name, ok := strings.CutPrefix(k, "HTTP_")
+		if !ok {
+			if k != "CONTENT_TYPE" {
+				continue
+			}
+			name = k
+		}
+		if k == "HTTP_HOST" || k == "HTTP_CONTENT_TYPE" && params["CONTENT_TYPE"] != "" {
+			continue
+		}
+		name = strings.ReplaceAll(name, "_", "-")
+		if !httpsyntax.ValidToken(name) {
+			return nil, fmt.Errorf("header name %q", k)
+		}
+		if httpsyntax.BadText(v) {
+			return nil, fmt.Errorf("control character in %s", k)
+		}
+		h[http.CanonicalHeaderKey(name)] = []string{v}
+	}
+	return h, nil
 }
 
 // requestURL parses a request target: origin form, "*", or absolute form
