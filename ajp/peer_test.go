@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // peerHandler answers what the front-end tests check: the request as the
@@ -181,14 +181,14 @@ func exercise(t *testing.T, base string, log func() string, l *countingListener,
 func TestApacheProxyAJP(t *testing.T) {
 	t.Run("no secret", func(t *testing.T) {
 		l, addr := serveOn(t, &Server{Handler: peerHandler})
-		a := peer.Apache(t, []string{"proxy", "proxy_ajp"}, "ProxyPass / ajp://"+addr+"/\n")
+		a := peertest.Apache(t, []string{"proxy", "proxy_ajp"}, "ProxyPass / ajp://"+addr+"/\n")
 		exercise(t, a.URL, a.Log, l, quirks{})
 	})
 	t.Run("secret", func(t *testing.T) {
 		s := &Server{Handler: peerHandler, Secret: "s3cret"}
 		l, addr := serveOn(t, s)
 		_, addr2 := serveOn(t, s) // a second address: Apache shares workers per URL
-		a := peer.Apache(t, []string{"proxy", "proxy_ajp"}, "ProxyPass /wrong/ ajp://"+addr2+"/ secret=wrong\n"+
+		a := peertest.Apache(t, []string{"proxy", "proxy_ajp"}, "ProxyPass /wrong/ ajp://"+addr2+"/ secret=wrong\n"+
 			"ProxyPass / ajp://"+addr+"/ secret=s3cret\n")
 		exercise(t, a.URL, a.Log, l, quirks{})
 		c := &client{t: t, base: a.URL, log: a.Log}
@@ -201,7 +201,7 @@ func TestApacheProxyAJP(t *testing.T) {
 	})
 	t.Run("AJP-05 attribute from SetEnv AJP_", func(t *testing.T) {
 		_, addr := serveOn(t, &Server{Handler: peerHandler})
-		a := peer.Apache(t, []string{"proxy", "proxy_ajp", "env"}, "ProxyPass / ajp://"+addr+"/\n"+
+		a := peertest.Apache(t, []string{"proxy", "proxy_ajp", "env"}, "ProxyPass / ajp://"+addr+"/\n"+
 			"<Location /ghost>\nSetEnv AJP_javax.servlet.include.request_uri /WEB-INF/web.xml\n</Location>\n")
 		c := &client{t: t, base: a.URL, log: a.Log}
 		if code, _, body := c.do("GET", "/ghost", nil); code != 403 {
@@ -213,7 +213,7 @@ func TestApacheProxyAJP(t *testing.T) {
 	})
 	t.Run("chunked request body", func(t *testing.T) {
 		_, addr := serveOn(t, &Server{Handler: peerHandler})
-		a := peer.Apache(t, []string{"proxy", "proxy_ajp"}, "ProxyPass / ajp://"+addr+"/\n")
+		a := peertest.Apache(t, []string{"proxy", "proxy_ajp"}, "ProxyPass / ajp://"+addr+"/\n")
 		c := &client{t: t, base: a.URL, log: a.Log}
 		body := strings.Repeat("chunked!", 4000)
 		code, _, got := c.do("POST", "/chunked", io.MultiReader(strings.NewReader(body))) // unknown length: chunked
@@ -229,7 +229,7 @@ func TestLighttpdAJP13(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_ajp13" )
+	s := peertest.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_ajp13" )
 ajp13.server = ( "/" => (( "host" => "%s", "port" => %s, "check-local" => "disable" )) )
 `, host, port))
 	exercise(t, s.URL, s.Log, l, quirks{noReuse: true, noRemotePort: true, scriptNameAsURI: true, rawBodyPackets: true})

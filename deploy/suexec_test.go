@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 const debianSuexecV = ` -D AP_DOC_ROOT="/var/www"
@@ -53,7 +53,7 @@ func FuzzParseSuexecV(f *testing.F) {
 // test can give them (as root: 4242/4242, a made-up ordinary user).
 func site(t *testing.T) (dir, prog string, target siteUser) {
 	t.Helper()
-	dir = filepath.Join(peer.Dir(t), "site") // others may traverse its parents
+	dir = filepath.Join(peertest.Dir(t), "site") // others may traverse its parents
 	prog = filepath.Join(dir, "mysite.fcgi")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -305,7 +305,7 @@ func TestSelfTestOlderBinary(t *testing.T) {
 // one the command is looked up with.
 func TestCheckEnvFile(t *testing.T) {
 	dir, _, target := site(t)
-	secrets := filepath.Join(peer.Dir(t), "home")
+	secrets := filepath.Join(peertest.Dir(t), "home")
 	os.Mkdir(secrets, 0o755)
 	bin := filepath.Join(secrets, "bin")
 	os.Mkdir(bin, 0o755)
@@ -377,7 +377,7 @@ func mustAtoi(t *testing.T, s string) uint32 {
 // Debian with apache2-suexec-pristine and only userdir + fcgid enabled).
 // Only "Suexec Off" (mod_suexec's) turns it off.
 func TestDetectSuexecUserdirWithoutModule(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
+	alice := peertest.NewUser(t, "alice")
 	alice.Run(t, "mkdir", "-m", "0755", filepath.Join(alice.PublicHTML, "mysite"))
 	helper := filepath.Join(t.TempDir(), "suexec")
 	os.WriteFile(helper, []byte("#!/bin/sh\nexit 1\n"), 0o755)

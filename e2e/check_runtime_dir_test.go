@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // siteSupervisorRuntimeDir is FCGISHIM_RUNTIME_DIR of the supervisor whose
@@ -30,7 +30,7 @@ func siteSupervisorRuntimeDir(t *testing.T, site string) (dir string, uid int) {
 				if d, ok := strings.CutPrefix(kv, "FCGISHIM_RUNTIME_DIR="); ok {
 					var pid int
 					fmt.Sscan(e.Name(), &pid)
-					uid, _ := peer.ProcessUID(pid)
+					uid, _ := peertest.ProcessUID(pid)
 					return d, uid
 				}
 			}
@@ -46,10 +46,10 @@ func siteSupervisorRuntimeDir(t *testing.T, site string) (dir string, uid int) {
 // check, run as root on alice's site, names the runtime directory the live
 // site's supervisor (www-data) actually uses, not root's or alice's.
 func TestCheckPredictsRuntimeDirPlainFcgid(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
+	alice := peertest.NewUser(t, "alice")
 	site := suexecAppSite(t, alice, "idle_stop = \"1s\"\n")
 	t.Cleanup(func() { waitAppsGone(t, site) }) // runs after Apache's cleanup, registered later
-	h := peer.Apache(t, []string{"userdir", "fcgid", "rewrite", "suexec"}, `
+	h := peertest.Apache(t, []string{"userdir", "fcgid", "rewrite", "suexec"}, `
 Suexec Off
 UserDir public_html
 FcgidIPCDir {{DIR}}/fcgid
@@ -67,7 +67,7 @@ FcgidProcessTableFile {{DIR}}/fcgid_shm
 	if m == nil {
 		t.Fatalf("check names no runtime directory for www-data:\n%s", out)
 	}
-	a := getApp(t, &peer.SuexecHost{Server: h}, h.URL+"/~"+alice.Name+"/mysite/")
+	a := getApp(t, &peertest.SuexecHost{Server: h}, h.URL+"/~"+alice.Name+"/mysite/")
 	live, uid := siteSupervisorRuntimeDir(t, site)
 	if a.UID != 33 || uid != 33 {
 		t.Errorf("app uid %d, supervisor uid %d: want www-data's 33 (no suEXEC)", a.UID, uid)
@@ -82,8 +82,8 @@ FcgidProcessTableFile {{DIR}}/fcgid_shm
 // README gives (chmod 711 ~), and the fix run as printed makes the site
 // answer.
 func TestCheckHomeNotEnterable(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
-	h := peer.Suexec(t, peer.SuexecOptions{})
+	alice := peertest.NewUser(t, "alice")
+	h := peertest.Suexec(t, peertest.SuexecOptions{})
 	site := alice.InstallSite(t, binary(t), "mysite")
 	alice.Run(t, "chmod", "700", alice.Home)
 	out, failed := checkAs(t, alice, site, "")
@@ -92,7 +92,7 @@ func TestCheckHomeNotEnterable(t *testing.T) {
 		t.Errorf("check does not fail naming the home and chmod 711 ~:\n%s", out)
 	}
 	c := &http.Client{Timeout: 20 * time.Second}
-	if code, _ := peer.Get(t, c, h.UserURL(alice, "/mysite/")); code != 403 {
+	if code, _ := peertest.Get(t, c, h.UserURL(alice, "/mysite/")); code != 403 {
 		t.Errorf("home 0700: the site answers %d, want the 403 check predicts", code)
 	}
 	alice.Shell(t, "chmod 711 ~")

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // The README's four .htaccess lines, and the deny install adds for the
@@ -53,7 +53,7 @@ func TestDeployCheckProbe(t *testing.T) {
 			map[string]string{"index.html": "<html><body>Coming soon</body></html>\n"}},
 		{"an app without ping_path", good, readmeHtaccess + denyConfig, "[app]\nupstream = \"" + app.URL + "\"\n", "", "warn: check cannot tell", nil},
 	}
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	var conf strings.Builder
 	for i, tc := range cases {
 		for name, text := range tc.files {
@@ -77,7 +77,7 @@ func TestDeployCheckProbe(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte(tc.toml), 0o644)
 		fmt.Fprintf(&conf, "<Directory %s>\n    %s\n</Directory>\n", dir, tc.dirConf)
 	}
-	h := peer.Apache(t, []string{"fcgid", "rewrite"}, fmt.Sprintf(`
+	h := peertest.Apache(t, []string{"fcgid", "rewrite"}, fmt.Sprintf(`
 DocumentRoot %s
 FcgidIPCDir {{DIR}}/fcgid
 FcgidProcessTableFile {{DIR}}/fcgid_shm

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // The `check` command must leave nothing running, never run a site's app
@@ -100,7 +100,7 @@ func descendants(root, cmd int) []leftover {
 		l.PPID, _ = strconv.Atoi(f[1])
 		l.PGID, _ = strconv.Atoi(f[2])
 		l.SID, _ = strconv.Atoi(f[3])
-		l.UID, _ = peer.ProcessUID(pid)
+		l.UID, _ = peertest.ProcessUID(pid)
 		cl, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		l.Cmd = strings.TrimSpace(strings.ReplaceAll(string(cl), "\x00", " "))
 		all[pid] = l
@@ -141,7 +141,7 @@ func reapCheck(t *testing.T, env []string, bin string, args ...string) reaped {
 // before it becomes python3's HTTP server.
 func recordingApp(t *testing.T, starts, extra string) string {
 	t.Helper()
-	py := peer.Need(t, "python3")[0]
+	py := peertest.Need(t, "python3")[0]
 	return fmt.Sprintf(`[app]
 command = ["/bin/sh", "-c", "echo $$ $(id -u) >> %s; exec %s -m http.server --bind 127.0.0.1 {port}"]
 idle_stop = "1s"
@@ -196,7 +196,7 @@ func TestDeployCheckLeavesNothingRunning(t *testing.T) {
 // As root on a site owned by another user, check runs nothing as root: the
 // self-test runs as the owner and the app does not start.
 func TestDeployCheckAsRootRunsNothingAsRoot(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
+	alice := peertest.NewUser(t, "alice")
 	site := alice.InstallSite(t, binary(t), "mysite")
 	starts := filepath.Join(alice.Home, "starts")
 	alice.WriteFile(t, filepath.Join(site, "mysite.toml"), []byte(recordingApp(t, starts, "")), 0o644)
@@ -214,7 +214,7 @@ func TestDeployCheckAsRootRunsNothingAsRoot(t *testing.T) {
 // The live site keeps its app (same pid, no second one beside it) when
 // check runs from a login shell whose HOME the web server does not give.
 func TestDeployCheckLeavesLiveAppAlone(t *testing.T) {
-	site := filepath.Join(peer.Dir(t), "site")
+	site := filepath.Join(peertest.Dir(t), "site")
 	if out, err := deployRun(t, binary(t), "install", site); err != nil {
 		t.Fatalf("install: %v\n%s", err, out)
 	}
@@ -223,7 +223,7 @@ func TestDeployCheckLeavesLiveAppAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := serveLive(t, site, []string{"PATH=/usr/local/bin:/usr/bin:/bin"}) // what suEXEC gives
-	if code, body := peer.Get(t, &http.Client{Timeout: 30 * time.Second}, live+"/"); code != 200 {
+	if code, body := peertest.Get(t, &http.Client{Timeout: 30 * time.Second}, live+"/"); code != 200 {
 		t.Fatalf("live site: %d %s", code, body)
 	}
 	before := readStarts(t, starts)
@@ -246,7 +246,7 @@ func TestDeployCheckLeavesLiveAppAlone(t *testing.T) {
 	if want := fmt.Sprintf("live app: ready, pid %d", before[0][0]); !strings.Contains(r.Output, want) {
 		t.Errorf("check does not report %q:\n%s", want, r.Output)
 	}
-	if code, body := peer.Get(t, &http.Client{Timeout: 30 * time.Second}, live+"/"); code != 200 {
+	if code, body := peertest.Get(t, &http.Client{Timeout: 30 * time.Second}, live+"/"); code != 200 {
 		t.Errorf("live site after check: %d %s", code, body)
 	}
 }
@@ -255,7 +255,7 @@ func TestDeployCheckLeavesLiveAppAlone(t *testing.T) {
 // stops it (and waits for its app to stop) when t ends.
 func serveLive(t *testing.T, site string, env []string) string {
 	t.Helper()
-	port := peer.FreePort(t)
+	port := peertest.FreePort(t)
 	cmd := exec.Command(filepath.Join(site, "mysite.fcgi"), "serve", "--http", fmt.Sprintf("127.0.0.1:%d", port))
 	cmd.Env, cmd.Dir = env, site
 	logf, err := os.Create(filepath.Join(t.TempDir(), "live.log"))

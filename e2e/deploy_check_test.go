@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // checkSite installs the binary into a fresh directory, lets break change
 // it, runs `check` and returns its output and whether it failed.
 func checkSite(t *testing.T, brk func(site string)) (string, bool) {
 	t.Helper()
-	site := filepath.Join(peer.Dir(t), "site") // the web server's user may enter its parents
+	site := filepath.Join(peertest.Dir(t), "site") // the web server's user may enter its parents
 	if out, err := deployRun(t, binary(t), "install", site); err != nil {
 		t.Fatalf("install: %v\n%s", err, out)
 	}

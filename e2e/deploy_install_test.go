@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // deployRun runs bin with args and returns its combined output and error.
@@ -51,7 +51,7 @@ func deploySnapshot(t *testing.T, dir string) map[string]deployFileState {
 // install into an empty directory gives a site a real Apache + mod_fcgid
 // serves at that directory's URL; a second install changes nothing.
 func TestDeployInstallServesAndIsIdempotent(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	site := filepath.Join(root, "mysite")
 	if err := os.Mkdir(site, 0o755); err != nil {
 		t.Fatal(err)
@@ -131,13 +131,13 @@ func TestDeployInstallKeepsUserHtaccess(t *testing.T) {
 // Installing a new build over a live site under load: no request fails and
 // the site reports a new start and the new version.
 func TestDeployInstallNewBuildUnderLoad(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	site := filepath.Join(root, "mysite")
 	os.Mkdir(site, 0o755)
 	if out, err := deployRun(t, binary(t), "install", site); err != nil {
 		t.Fatalf("install: %v\n%s", err, out)
 	}
-	v2dir := peer.Dir(t)
+	v2dir := peertest.Dir(t)
 	v2 := filepath.Join(v2dir, "mysite.fcgi")
 	if out, err := exec.Command("go", "build", "-ldflags", "-X github.com/fcgishim/fcgishim/serve.Version=v2", "-o", v2, moduleRoot).CombinedOutput(); err != nil {
 		t.Fatalf("go build v2: %v\n%s", err, out)

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/deploy"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // Each deploy target is checked by its server's own config checker and
@@ -240,7 +240,7 @@ func deployWant(t *testing.T, what string, in infoJSON, mode, script, pathInfo s
 }
 
 func TestDeployHtaccessFcgidLive(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fcgid")), 0o644)
 	sub := filepath.Join(root, "app")
@@ -255,10 +255,10 @@ func TestDeployHtaccessFcgidLive(t *testing.T) {
 }
 
 func TestDeployHtaccessCGILive(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-cgi")), 0o644)
-	srv := peer.Apache(t, []string{"mpm_prefork", "cgi", "rewrite"}, fmt.Sprintf(`
+	srv := peertest.Apache(t, []string{"mpm_prefork", "cgi", "rewrite"}, fmt.Sprintf(`
 DocumentRoot %[1]s
 <Directory %[1]s>
     AllowOverride All
@@ -272,9 +272,9 @@ DocumentRoot %[1]s
 // modFastCGIHost is a shared host with Apache's original mod_fastcgi
 // (built from source: no distribution packages it), .htaccess allowed in
 // docroot.
-func modFastCGIHost(t *testing.T, docroot string) *peer.Server {
+func modFastCGIHost(t *testing.T, docroot string) *peertest.Server {
 	t.Helper()
-	return peer.Apache(t, []string{"rewrite"}, peer.ModFastCGIConf(t)+fmt.Sprintf(`
+	return peertest.Apache(t, []string{"rewrite"}, peertest.ModFastCGIConf(t)+fmt.Sprintf(`
 DocumentRoot %[1]s
 <Directory %[1]s>
     AllowOverride All
@@ -287,7 +287,7 @@ DocumentRoot %[1]s
 // dynamic application at the site root and in a subdirectory, with the
 // mount prefix derived.
 func TestDeployHtaccessFastCGILive(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
 	sub := filepath.Join(root, "app")
@@ -309,7 +309,7 @@ func TestDeployHtaccessFastCGILive(t *testing.T) {
 // process that answered before answers with a new start time (restarted in
 // place; a copy mod_fastcgi adds has a new pid, and does not count).
 func TestDeployHtaccessFastCGITouchUnderLoad(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	bin := install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(deployOut(t, "htaccess-fastcgi")), 0o644)
 	srv := modFastCGIHost(t, root)
@@ -392,11 +392,11 @@ func TestDeployHtaccessFastCGITouchUnderLoad(t *testing.T) {
 func TestDeployApacheFcgidLive(t *testing.T) {
 	for _, prefix := range []string{"", "/blog"} {
 		t.Run("prefix="+prefix, func(t *testing.T) {
-			dir := peer.Dir(t)
+			dir := peertest.Dir(t)
 			install(t, dir, "mysite.fcgi")
-			port := peer.FreePort(t)
+			port := peertest.FreePort(t)
 			conf := deployOut(t, "apache-fcgid", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
-			srv := peer.Apache(t, []string{"fcgid", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\nFcgidIPCDir {{DIR}}/fcgid\nFcgidProcessTableFile {{DIR}}/fcgid_shm\n%s", port, conf))
+			srv := peertest.Apache(t, []string{"fcgid", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\nFcgidIPCDir {{DIR}}/fcgid\nFcgidProcessTableFile {{DIR}}/fcgid_shm\n%s", port, conf))
 			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y", port, prefix)
 			in := deployInfo(t, url, "", srv.Log)
 			deployWant(t, url, in, "fastcgi-stdin", prefix, "/x/y")
@@ -418,11 +418,11 @@ func TestDeployApacheFcgidLive(t *testing.T) {
 func TestDeployApacheProxyFcgiLive(t *testing.T) {
 	for _, prefix := range []string{"", "/blog"} {
 		t.Run("prefix="+prefix, func(t *testing.T) {
-			dir := peer.Dir(t)
-			port := peer.FreePort(t)
+			dir := peertest.Dir(t)
+			port := peertest.FreePort(t)
 			conf := deployOut(t, "apache-proxy-fcgi", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
 			be := deployRunPrinted(t, conf)[0]
-			srv := peer.Apache(t, []string{"proxy", "proxy_fcgi", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
+			srv := peertest.Apache(t, []string{"proxy", "proxy_fcgi", "alias"}, fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
 			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y", port, prefix)
 			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
 			deployWant(t, url, in, "external", prefix, "/x/y")
@@ -439,14 +439,14 @@ func TestDeployApacheProxyFcgiLive(t *testing.T) {
 func TestDeployApacheFastCGIExternalLive(t *testing.T) {
 	for _, prefix := range []string{"", "/blog"} {
 		t.Run("prefix="+prefix, func(t *testing.T) {
-			dir := peer.Dir(t)
-			port := peer.FreePort(t)
+			dir := peertest.Dir(t)
+			port := peertest.FreePort(t)
 			conf := deployOut(t, "apache-fastcgi-external", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", prefix)
 			be := deployRunPrinted(t, conf)[0]
 			if !strings.Contains(be.cmd.Args[2], " runfcgi ") {
 				t.Fatalf("the printed command is not runfcgi: %v", be.cmd.Args)
 			}
-			srv := peer.Apache(t, []string{"rewrite", "alias"}, peer.ModFastCGIConf(t)+fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
+			srv := peertest.Apache(t, []string{"rewrite", "alias"}, peertest.ModFastCGIConf(t)+fmt.Sprintf("Listen 127.0.0.1:%d\n%s", port, conf))
 			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, prefix)
 			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
 			deployWant(t, url, in, "external", prefix, "/x/y")
@@ -459,10 +459,10 @@ func TestDeployApacheFastCGIExternalLive(t *testing.T) {
 }
 
 func TestDeployLighttpdLive(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	conf := deployOut(t, "lighttpd", "--dir", dir)
 	be := deployRunPrinted(t, conf)[0]
-	srv := peer.LighttpdAs(t, "www-data", conf)
+	srv := peertest.LighttpdAs(t, "www-data", conf)
 	in := deployInfo(t, srv.URL+"/x/y", "", func() string { return srv.Log() + be.out.String() })
 	deployWant(t, "lighttpd", in, "external", "", "/x/y")
 	deployWantUser(t, in.PID, "www-data")
@@ -472,13 +472,13 @@ func TestDeployLighttpdLive(t *testing.T) {
 // each app server running as another user than the web server's: the
 // socket reaches lighttpd through its group alone.
 func TestDeployLighttpdSitesLive(t *testing.T) {
-	a, b := peer.Dir(t), peer.Dir(t)
+	a, b := peertest.Dir(t), peertest.Dir(t)
 	conf := deployOut(t, "lighttpd", "--user", "nobody", "--sites", "www.example1.com="+a+",www.example2.com="+b)
 	bes := deployRunPrinted(t, conf)
 	if len(bes) != 2 {
 		t.Fatalf("%d start commands, want one per site:\n%s", len(bes), conf)
 	}
-	srv := peer.LighttpdAs(t, "www-data", conf)
+	srv := peertest.LighttpdAs(t, "www-data", conf)
 	for host, be := range map[string]*deployProc{"www.example1.com": bes[0], "www.example2.com": bes[1]} {
 		in := deployInfo(t, srv.URL+"/x", host, srv.Log)
 		deployWant(t, host, in, "external", "", "/x")
@@ -492,11 +492,11 @@ func TestDeployLighttpdSitesLive(t *testing.T) {
 func TestDeployNginxLive(t *testing.T) {
 	for _, tc := range []struct{ prefix, user string }{{"", "www-data"}, {"/blog", "nobody"}} {
 		t.Run("prefix="+tc.prefix, func(t *testing.T) {
-			dir := peer.Dir(t)
-			port := peer.FreePort(t)
+			dir := peertest.Dir(t)
+			port := peertest.FreePort(t)
 			conf := deployOut(t, "nginx", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--prefix", tc.prefix, "--user", tc.user)
 			be := deployRunPrinted(t, conf)[0]
-			srv := peer.NginxAs(t, "www-data", conf, "return 404;") // the harness's own server is unused
+			srv := peertest.NginxAs(t, "www-data", conf, "return 404;") // the harness's own server is unused
 			url := fmt.Sprintf("http://127.0.0.1:%d%s/x/y?q=1", port, tc.prefix)
 			in := deployInfo(t, url, "", func() string { return srv.Log() + be.out.String() })
 			deployWant(t, url, in, "external", tc.prefix, "/x/y")
@@ -530,14 +530,14 @@ func TestDeployNginxLive(t *testing.T) {
 // Caddy runs as Debian's caddy user, which the package puts in group
 // www-data.
 func TestDeployCaddyLive(t *testing.T) {
-	caddy := peer.Need(t, "caddy")[0]
+	caddy := peertest.Need(t, "caddy")[0]
 	deployNeedRoot(t)
 	cu, err := user.Lookup("caddy")
 	if err != nil {
 		t.Fatalf("Debian's caddy package creates the caddy user: %v", err)
 	}
-	dir := peer.Dir(t)
-	port := peer.FreePort(t)
+	dir := peertest.Dir(t)
+	port := peertest.FreePort(t)
 	conf := deployOut(t, "caddy", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
 	be := deployRunPrinted(t, conf)[0]
 	cdir := t.TempDir()
@@ -584,10 +584,10 @@ func deployCredential(t *testing.T, u *user.User) *syscall.Credential {
 // HAProxy's fcgi-app over two backends, each started by its printed
 // command: both answer.
 func TestDeployHAProxyLive(t *testing.T) {
-	haproxy := peer.Need(t, "haproxy")[0]
-	dir := peer.Dir(t)
-	addrs := []string{fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t))}
-	port := peer.FreePort(t)
+	haproxy := peertest.Need(t, "haproxy")[0]
+	dir := peertest.Dir(t)
+	addrs := []string{fmt.Sprintf("127.0.0.1:%d", peertest.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", peertest.FreePort(t))}
+	port := peertest.FreePort(t)
 	conf := deployOut(t, "haproxy", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--backends", strings.Join(addrs, ","))
 	pids := map[int]bool{}
 	for _, be := range deployRunPrinted(t, conf) {
@@ -640,7 +640,7 @@ func deploySplitUnits(t *testing.T, out string) map[string]string {
 // The units pass systemd-analyze verify; the service's ExecStart, given a
 // socket the way systemd passes it (systemd-socket-activate), serves it.
 func TestDeploySystemdUnits(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	bin := install(t, dir, "mysite.fcgi")
 	out := deployOut(t, "systemd", "--dir", dir, "--user", "root")
 	units := deploySplitUnits(t, out)
@@ -650,7 +650,7 @@ func TestDeploySystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tools := peer.Need(t, "systemd-analyze", "systemd-socket-activate")
+	tools := peertest.Need(t, "systemd-analyze", "systemd-socket-activate")
 	analyze, activate := tools[0], tools[1]
 	verify := exec.Command(analyze, "verify", filepath.Join(udir, "mysite.socket"), filepath.Join(udir, "mysite.service"))
 	if out, err := verify.CombinedOutput(); err != nil {
@@ -678,8 +678,8 @@ func TestDeploySystemdUnits(t *testing.T) {
 // The init script starts a runfcgi daemon with a pidfile, reports its
 // status, serves through it, and stops it.
 func TestDeployInitScript(t *testing.T) {
-	sh := peer.Need(t, "sh")[0]
-	dir := peer.Dir(t)
+	sh := peertest.Need(t, "sh")[0]
+	dir := peertest.Dir(t)
 	install(t, dir, "mysite.fcgi")
 	script := filepath.Join(dir, "mysite-init")
 	os.WriteFile(script, []byte(deployOut(t, "init-script", "--dir", dir)), 0o755)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // Django under gunicorn on a unix socket, behind Apache + mod_fcgid, with
@@ -32,14 +32,14 @@ def whoami(request):
 urlpatterns += [path('whoami/', whoami)]
 `)
 	f.Close()
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	site := filepath.Join(root, "mysite")
 	os.Mkdir(site, 0o755)
 	install(t, site, "mysite.fcgi")
 	os.WriteFile(filepath.Join(site, ".htaccess"), []byte(htaccessFcgid), 0o644)
 	os.WriteFile(filepath.Join(site, "mysite.toml"), []byte(djangoToml(project, `idle_stop = "1s"`)), 0o644)
 	t.Cleanup(func() { // runs after Apache has stopped: gunicorn follows within idle_stop
-		peer.Eventually(t, 30*time.Second, "gunicorn to stop", func() bool { return len(gunicornMasters(t, project)) == 0 })
+		peertest.Eventually(t, 30*time.Second, "gunicorn to stop", func() bool { return len(gunicornMasters(t, project)) == 0 })
 	})
 	srv := sharedHost(t, root, "")
 	t.Cleanup(func() {
@@ -56,7 +56,7 @@ urlpatterns += [path('whoami/', whoami)]
 		},
 	}}
 	for range 3 { // several requests: each one's own address, on any worker
-		code, body := peer.Get(t, c, srv.URL+"/mysite/whoami/", "X-Forwarded-For", "203.0.113.66")
+		code, body := peertest.Get(t, c, srv.URL+"/mysite/whoami/", "X-Forwarded-For", "203.0.113.66")
 		if code != 200 || body != "127.0.0.2|127.0.0.2" {
 			t.Fatalf("REMOTE_ADDR|X-Forwarded-For as Django sees them: %d %q, want \"127.0.0.2|127.0.0.2\"", code, body)
 		}

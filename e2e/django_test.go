@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // djangoProject creates a real Django project (Debian's python3-django) with
@@ -25,8 +25,8 @@ import (
 // www-data so that Apache's children can run it.
 func djangoProject(t testing.TB) (project string) {
 	t.Helper()
-	peer.Need(t, "/usr/bin/python3", "django-admin", "gunicorn")
-	project = filepath.Join(peer.Dir(t), "project")
+	peertest.Need(t, "/usr/bin/python3", "django-admin", "gunicorn")
+	project = filepath.Join(peertest.Dir(t), "project")
 	run := func(env []string, name string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(name, args...)
@@ -150,7 +150,7 @@ func djangoLogin(t *testing.T, c *http.Client, base, prefix string) {
 // public_html/mysite/ by Apache + mod_fcgid through mysite.fcgi.
 func TestDjangoUnderApacheFcgid(t *testing.T) {
 	project := djangoProject(t)
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	site := filepath.Join(root, "mysite")
 	os.Mkdir(site, 0o755)
 	bin := install(t, site, "mysite.fcgi")
@@ -214,7 +214,7 @@ func TestDjangoUnderApacheFcgid(t *testing.T) {
 	now := time.Now()
 	os.Chtimes(bin, now, now)
 	old := masters[0]
-	peer.Eventually(t, 30*time.Second, "a new gunicorn master after touch", func() bool {
+	peertest.Eventually(t, 30*time.Second, "a new gunicorn master after touch", func() bool {
 		m := gunicornMasters(t, project)
 		return len(m) == 1 && m[0] != old
 	})
@@ -224,7 +224,7 @@ func TestDjangoUnderApacheFcgid(t *testing.T) {
 
 	// Apache stops: no gunicorn remains after 30 s.
 	srv.Stop()
-	peer.Eventually(t, 30*time.Second, "gunicorn to be gone after Apache stopped", func() bool {
+	peertest.Eventually(t, 30*time.Second, "gunicorn to be gone after Apache stopped", func() bool {
 		return len(gunicornMasters(t, project)) == 0
 	})
 }
@@ -233,17 +233,17 @@ func TestDjangoUnderApacheFcgid(t *testing.T) {
 // server on a unix socket, started the runfcgi way.
 func TestDjangoUnderNginxRunfcgi(t *testing.T) {
 	project := djangoProject(t)
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	// nginx passes SCRIPT_NAME without REDIRECT_URL; the prefix is forced.
 	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte(djangoToml(project, `idle_stop = "1s"`)+"\n[server]\nforce_script_name = \"/mysite\"\n"), 0o644)
 	t.Cleanup(func() { // runs after mysite.fcgi stopped (cleanups run last-first): its app follows within idle_stop
-		peer.Eventually(t, 30*time.Second, "gunicorn to stop after mysite.fcgi", func() bool {
+		peertest.Eventually(t, 30*time.Second, "gunicorn to stop after mysite.fcgi", func() bool {
 			return len(gunicornMasters(t, project)) == 0
 		})
 	})
 	startExternal(t, dir, "unix", sock, "runfcgi", "protocol=fcgi", "socket="+sock, "daemonize=false", "method=threaded")
-	srv := peer.Nginx(t, "", fmt.Sprintf(`
+	srv := peertest.Nginx(t, "", fmt.Sprintf(`
         location /mysite/ {
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_NAME /mysite;

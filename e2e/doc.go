@@ -1,7 +1,7 @@
 // Package e2e holds the end-to-end tests: each builds the module's main
 // package once into a temporary directory (go build -o ... ..), installs the
 // binary as a user would, and drives it through the real web servers that
-// internal/peer starts on loopback (Apache with mod_fcgid, suEXEC and
+// internal/peertest starts on loopback (Apache with mod_fcgid, suEXEC and
 // mod_proxy_fcgi, nginx, lighttpd, HAProxy, Caddy, Django, systemd) or
 // through the command line (deploy, install, check, runfcgi, serve, CGI).
 // Tests that check what the repository promises read README.md and demo.sh

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // startExternal runs `mysite.fcgi args...` in the foreground until the test
@@ -76,10 +76,10 @@ func waitDial(t *testing.T, network, addr string, exited <-chan struct{}, logPat
 // nginx with fastcgi_keep_conn and an upstream keepalive pool, under
 // concurrent load: every response must be its own request's.
 func TestNginxFastCGIKeepConnUnderLoad(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	startExternal(t, dir, "unix", sock, "runfcgi", "protocol=fcgi", "socket="+sock, "daemonize=false", "method=threaded")
-	srv := peer.Nginx(t, fmt.Sprintf(`upstream app { server unix:%s; keepalive 8; }`, sock), `
+	srv := peertest.Nginx(t, fmt.Sprintf(`upstream app { server unix:%s; keepalive 8; }`, sock), `
         location / {
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_NAME "";
@@ -121,7 +121,7 @@ func TestNginxFastCGIKeepConnUnderLoad(t *testing.T) {
 // detaching, creates the socket with the umask's mode; `stop pidfile=`
 // drains and waits; the pidfile and socket are gone afterwards.
 func TestRunfcgiDaemonLifecycle(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	bin := install(t, dir, "mysite.fcgi")
 	sock := filepath.Join(dir, "mysite.sock")
 	pidfile := filepath.Join(dir, "django.pid")
@@ -151,7 +151,7 @@ func TestRunfcgiDaemonLifecycle(t *testing.T) {
 	if fi.Mode().Perm() != 0o775 {
 		t.Errorf("umask=0002 gave socket mode %o, want 775", fi.Mode().Perm())
 	}
-	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
+	srv := peertest.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
 	c := &http.Client{Timeout: 10 * time.Second}
 	in, _, err := getInfo(c, "GET", srv.URL+"/hello", nil)
 	if err != nil || in.PID != pid {
@@ -173,11 +173,11 @@ func TestRunfcgiDaemonLifecycle(t *testing.T) {
 // A restart (SIGHUP) re-executes the server with its own command line, so
 // it keeps every runfcgi option: here the protocol (SCGI) and maxchildren.
 func TestRestartKeepsRunfcgiOptions(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "protocol=scgi", "socket="+sock, "daemonize=false",
 		"method=threaded", "maxchildren=3")
-	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/scgi_params; scgi_pass unix:%s; }`, sock))
+	srv := peertest.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/scgi_params; scgi_pass unix:%s; }`, sock))
 	c := &http.Client{Timeout: 10 * time.Second}
 	before, _, err := getInfo(c, "GET", srv.URL+"/a", nil)
 	if err != nil || before.Protocol != "scgi" {

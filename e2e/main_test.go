@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // moduleRoot is the repository's top directory, which holds the main
@@ -119,9 +119,9 @@ RewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]
 
 // sharedHost starts Apache + mod_fcgid as a shared host would run it:
 // AllowOverride All, ExecCGI, the site's .htaccess doing the rest.
-func sharedHost(t testing.TB, docroot string, extra string) *peer.Server {
+func sharedHost(t testing.TB, docroot string, extra string) *peertest.Server {
 	t.Helper()
-	return peer.Apache(t, []string{"fcgid", "rewrite"}, fmt.Sprintf(`
+	return peertest.Apache(t, []string{"fcgid", "rewrite"}, fmt.Sprintf(`
 DocumentRoot %[1]s
 FcgidIPCDir {{DIR}}/fcgid
 FcgidProcessTableFile {{DIR}}/fcgid_shm
@@ -136,7 +136,7 @@ FcgidMaxRequestsPerProcess 0
 }
 
 func TestApacheFcgidInfoPage(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(htaccessFcgid), 0o644)
 	sub := filepath.Join(root, "app")
@@ -190,7 +190,7 @@ func TestApacheFcgidInfoPage(t *testing.T) {
 // A touch of mysite.fcgi restarts it in place and loses no request, under
 // sequential load, three times in a row.
 func TestApacheFcgidTouchRestartLosesNothing(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	bin := install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(htaccessFcgid), 0o644)
 	srv := sharedHost(t, root, "")
@@ -250,7 +250,7 @@ func TestApacheFcgidTouchRestartLosesNothing(t *testing.T) {
 // same process runs a fresh program: its start time changes, its pid does
 // not), again and again, losing no request of a sequential load.
 func TestApacheFcgidMaxLifetimeRecycles(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(htaccessFcgid), 0o644)
 	os.WriteFile(filepath.Join(root, "mysite.toml"), []byte("[server]\nmax_lifetime = \"1s\"\n"), 0o644)
@@ -291,7 +291,7 @@ func TestApacheFcgidMaxLifetimeRecycles(t *testing.T) {
 // not pass Authorization to FastCGI by default, so the X-Status-Token
 // header is the one that must get through.
 func TestApacheFcgidPingAndStatus(t *testing.T) {
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	install(t, root, "mysite.fcgi")
 	os.WriteFile(filepath.Join(root, ".htaccess"), []byte(htaccessFcgid), 0o644)
 	const token = "apache-status-token-0123"

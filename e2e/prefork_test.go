@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // children returns the PIDs of pid's live child processes, from /proc.
@@ -57,7 +57,7 @@ func alive(pid int) bool {
 // the pool grow up to maxchildren and never beyond; idle ones above maxspare
 // are retired once the connections close.
 func TestPreforkWorkerCounts(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	if err := os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[limits]\nmax_conns = 2\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	// minspare at the start; a third when the readiness probe of
 	// startExternal held one of the two busy (only then are fewer than
 	// minspare idle), and it stays: three idle are within maxspare.
-	peer.Eventually(t, 10*time.Second, "2 or 3 workers (minspare, or maxspare after the probe)", func() bool {
+	peertest.Eventually(t, 10*time.Second, "2 or 3 workers (minspare, or maxspare after the probe)", func() bool {
 		n := len(children(sup))
 		return n == 2 || n == 3
 	})
@@ -97,11 +97,11 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		conns = append(conns, holdRequest(t, sock))
 	}
-	peer.Eventually(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
+	peertest.Eventually(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
 	for _, c := range conns {
 		c.Close()
 	}
-	peer.Eventually(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(children(sup)) == 3 })
+	peertest.Eventually(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(children(sup)) == 3 })
 	if m := most.Load(); m > 4 {
 		t.Errorf("saw %d worker processes; maxchildren=4", m)
 	}
@@ -122,7 +122,7 @@ func TestPreforkMaxRequestsRecycling(t *testing.T) {
 			name, upstream, pass, most = "keep-conn", "upstream app { server unix:{{SOCK}}; keepalive 8; }", "fastcgi_keep_conn on;", 4*maxRequests
 		}
 		t.Run(name, func(t *testing.T) {
-			dir := peer.Dir(t)
+			dir := peertest.Dir(t)
 			sock := filepath.Join(dir, "mysite.sock")
 			startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
 				"umask=000", "minspare=2", "maxspare=4", "maxchildren=6", fmt.Sprintf("maxrequests=%d", maxRequests))
@@ -130,7 +130,7 @@ func TestPreforkMaxRequestsRecycling(t *testing.T) {
 			if keep {
 				target = "app"
 			}
-			srv := peer.Nginx(t, strings.ReplaceAll(upstream, "{{SOCK}}", sock), fmt.Sprintf(
+			srv := peertest.Nginx(t, strings.ReplaceAll(upstream, "{{SOCK}}", sock), fmt.Sprintf(
 				`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass %s; %s }`, target, pass))
 			c := &http.Client{Timeout: 20 * time.Second}
 			var mu sync.Mutex
@@ -173,16 +173,16 @@ func TestPreforkMaxRequestsRecycling(t *testing.T) {
 // SIGKILL of the supervisor: its workers go within a few seconds
 // (Pdeathsig, and the control socket's EOF).
 func TestPreforkWorkersDieWithSupervisor(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "minspare=3", "maxspare=3")
 	sup := cmd.Process.Pid
-	peer.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(sup)) == 3 })
+	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(sup)) == 3 })
 	workers := children(sup)
 	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	peer.Eventually(t, 5*time.Second, fmt.Sprintf("workers %v gone", workers), func() bool {
+	peertest.Eventually(t, 5*time.Second, fmt.Sprintf("workers %v gone", workers), func() bool {
 		for _, w := range workers {
 			if alive(w) {
 				return false
@@ -196,7 +196,7 @@ func TestPreforkWorkersDieWithSupervisor(t *testing.T) {
 // flight is finished, then the supervisor and workers exit and the pidfile
 // and socket are removed.
 func TestPreforkKillPidfileDrains(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	bin := install(t, dir, "mysite.fcgi")
 	sock := filepath.Join(dir, "mysite.sock")
 	pidfile := filepath.Join(dir, "django.pid")
@@ -217,7 +217,7 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	}
 	sup, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	t.Cleanup(func() { syscall.Kill(sup, syscall.SIGKILL) })
-	peer.Eventually(t, 10*time.Second, "2 workers", func() bool { return len(children(sup)) == 2 })
+	peertest.Eventually(t, 10*time.Second, "2 workers", func() bool { return len(children(sup)) == 2 })
 	workers := children(sup)
 
 	// A request whose body is half sent when the stop comes.
@@ -232,12 +232,12 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	writeRecord(c, 4, nil)
 	writeRecord(c, 5, []byte("hel"))
 	// The worker holds the connection before the stop comes.
-	peer.Eventually(t, 10*time.Second, "a worker serving", func() bool { return len(children(sup)) == 3 })
+	peertest.Eventually(t, 10*time.Second, "a worker serving", func() bool { return len(children(sup)) == 3 })
 
 	if err := syscall.Kill(sup, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	peer.Eventually(t, 10*time.Second, "the supervisor stopping", func() bool {
+	peertest.Eventually(t, 10*time.Second, "the supervisor stopping", func() bool {
 		b, _ := os.ReadFile(errlog)
 		return bytes.Contains(b, []byte("prefork: stopping workers"))
 	})
@@ -248,7 +248,7 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	if err != nil || !strings.Contains(resp, `"body_bytes": 5`) {
 		t.Fatalf("in-flight request: %v\n%s", err, resp)
 	}
-	peer.Eventually(t, 15*time.Second, "supervisor and workers gone", func() bool {
+	peertest.Eventually(t, 15*time.Second, "supervisor and workers gone", func() bool {
 		if alive(sup) {
 			return false
 		}
@@ -330,7 +330,7 @@ func TestExternalRestartUnderLoad(t *testing.T) {
 	for _, method := range []string{"threaded", "prefork"} {
 		for _, network := range []string{"unix", "tcp"} {
 			t.Run(method+"/"+network, func(t *testing.T) {
-				dir := peer.Dir(t)
+				dir := peertest.Dir(t)
 				var addr, pass string
 				args := []string{"runfcgi", "method=" + method, "daemonize=false", "umask=000"}
 				if network == "unix" {
@@ -338,7 +338,7 @@ func TestExternalRestartUnderLoad(t *testing.T) {
 					pass = "unix:" + addr
 					args = append(args, "socket="+addr)
 				} else {
-					port := peer.FreePort(t)
+					port := peertest.FreePort(t)
 					addr = fmt.Sprintf("127.0.0.1:%d", port)
 					pass = addr
 					args = append(args, "host=127.0.0.1", fmt.Sprintf("port=%d", port))
@@ -352,7 +352,7 @@ func TestExternalRestartUnderLoad(t *testing.T) {
 					upstream = fmt.Sprintf("upstream app { server %s; keepalive 8; }", pass)
 					keep = "fastcgi_keep_conn on;"
 				}
-				srv := peer.Nginx(t, upstream, fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass app; %s }`, keep))
+				srv := peertest.Nginx(t, upstream, fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass app; %s }`, keep))
 				c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
 				first, _, err := getInfo(c, "GET", srv.URL+"/warmup", nil)
 				if err != nil {
@@ -455,12 +455,12 @@ func TestExternalRestartUnderLoad(t *testing.T) {
 // lifetime and the supervisor starts another; sequential requests through
 // nginx see new worker PIDs and none fails.
 func TestPreforkMaxLifetime(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[server]\nmax_lifetime = \"1s\"\n"), 0o644)
 	startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
 		"umask=000", "minspare=1", "maxspare=2", "maxchildren=2")
-	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
+	srv := peertest.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
 	c := &http.Client{Timeout: 20 * time.Second}
 	first, _, err := getInfo(c, "GET", srv.URL+"/first", nil)
 	if err != nil {
@@ -505,14 +505,14 @@ func TestPreforkIdleAndSlowFlood(t *testing.T) {
 		{"full-pool/partial-record", "[limits]\nmax_conns = 4\n", []string{"minspare=1", "maxspare=2", "maxchildren=2"}, 400, partial},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := peer.Dir(t)
+			dir := peertest.Dir(t)
 			sock := filepath.Join(dir, "mysite.sock")
 			if err := os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte(tc.toml), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			cmd := startExternal(t, dir, "unix", sock, append([]string{"runfcgi", "socket=" + sock, "daemonize=false"}, tc.args...)...)
 			sup := cmd.Process.Pid
-			peer.Eventually(t, 10*time.Second, "workers started", func() bool { return len(children(sup)) >= 1 })
+			peertest.Eventually(t, 10*time.Second, "workers started", func() bool { return len(children(sup)) >= 1 })
 			for i := 0; i < tc.flood; i++ {
 				c, err := net.Dial("unix", sock)
 				if err != nil {
@@ -556,12 +556,12 @@ func record(typ byte, body []byte) []byte {
 // more CPU per request than one): 200 requests through nginx, 8 at a time,
 // with three workers started, are all served by one of them.
 func TestPreforkOneWorkerAccepts(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	sock := filepath.Join(dir, "mysite.sock")
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
 		"umask=000", "minspare=3", "maxspare=3")
-	peer.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(cmd.Process.Pid)) == 3 })
-	srv := peer.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
+	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(cmd.Process.Pid)) == 3 })
+	srv := peertest.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
 	c := &http.Client{Timeout: 20 * time.Second}
 	var mu sync.Mutex
 	perPID := map[int]int{}

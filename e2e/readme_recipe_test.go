@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // debianUserdirConf is Debian's own mods-available/userdir.conf, the
@@ -49,7 +49,7 @@ func readmeHostRecipe(t *testing.T) (cmds []string, hostLine string) {
 // followRecipe runs the README's commands literally as u, in u's login
 // shell, with the built binary at ~/mysite.fcgi. check must find nothing
 // to fail.
-func followRecipe(t *testing.T, u *peer.User, cmds []string) {
+func followRecipe(t *testing.T, u *peertest.User, cmds []string) {
 	t.Helper()
 	data, err := os.ReadFile(binary(t))
 	if err != nil {
@@ -94,7 +94,7 @@ func wantInfoAs(t *testing.T, url string, uid int, logs func() string) {
 	if err != nil {
 		t.Fatalf("GET %s: %v\n%s", url, err, logs())
 	}
-	if got, ok := peer.ProcessUID(in.PID); !ok || got != uid {
+	if got, ok := peertest.ProcessUID(in.PID); !ok || got != uid {
 		t.Errorf("served by pid %d as uid %d, want uid %d", in.PID, got, uid)
 	}
 }
@@ -103,7 +103,7 @@ func wantInfoAs(t *testing.T, url string, uid int, logs func() string) {
 // printed recipe gets a 500 with "Options not allowed here" in the log.
 func wantOptionsRefused(t *testing.T, url string, logs func() string) {
 	t.Helper()
-	code, body := peer.Get(t, &http.Client{Timeout: 20 * time.Second}, url)
+	code, body := peertest.Get(t, &http.Client{Timeout: 20 * time.Second}, url)
 	if code != 500 || !strings.Contains(logs(), "Options not allowed here") {
 		t.Errorf("Debian's default userdir.conf: GET %s answered %d (%.100s), want 500 with \"Options not allowed here\" as the README says:\n%s", url, code, body, logs())
 	}
@@ -116,18 +116,18 @@ func wantOptionsRefused(t *testing.T, url string, logs func() string) {
 func TestReadmeSharedHostingRecipe(t *testing.T) {
 	cmds, hostLine := readmeHostRecipe(t)
 	t.Run("suEXEC host, AllowOverride All", func(t *testing.T) {
-		alice := peer.NewUser(t, "alice")
-		h := peer.Suexec(t, peer.SuexecOptions{})
+		alice := peertest.NewUser(t, "alice")
+		h := peertest.Suexec(t, peertest.SuexecOptions{})
 		followRecipe(t, alice, cmds)
 		wantInfoAs(t, h.UserURL(alice, "/mysite/"), alice.UID, func() string { return h.Log() + h.SuexecLog() })
 	})
 	t.Run("suEXEC host, Debian's userdir.conf", func(t *testing.T) {
 		override, options := debianDirectives(t)
-		alice := peer.NewUser(t, "alice")
-		h := peer.Suexec(t, peer.SuexecOptions{AllowOverride: override, Options: options})
+		alice := peertest.NewUser(t, "alice")
+		h := peertest.Suexec(t, peertest.SuexecOptions{AllowOverride: override, Options: options})
 		followRecipe(t, alice, cmds)
 		wantOptionsRefused(t, h.UserURL(alice, "/mysite/"), h.Log)
-		fixed := peer.Suexec(t, peer.SuexecOptions{AllowOverride: strings.TrimPrefix(hostLine, "AllowOverride "), Options: options})
+		fixed := peertest.Suexec(t, peertest.SuexecOptions{AllowOverride: strings.TrimPrefix(hostLine, "AllowOverride "), Options: options})
 		wantInfoAs(t, fixed.UserURL(alice, "/mysite/"), alice.UID, func() string { return fixed.Log() + fixed.SuexecLog() })
 	})
 	t.Run("Debian's default Apache, mod_fcgid, no suEXEC", func(t *testing.T) {
@@ -135,12 +135,12 @@ func TestReadmeSharedHostingRecipe(t *testing.T) {
 		if err != nil {
 			debianDirectives(t) // skips, or fails under CI
 		}
-		alice := peer.NewUser(t, "alice")
+		alice := peertest.NewUser(t, "alice")
 		// Debian's apache2 without an apache2-suexec-* package: this
 		// machine has one installed, and Apache then runs every ~user
 		// program through it (mod_suexec or not) unless "Suexec Off".
-		start := func(userdir string) *peer.Server {
-			return peer.Apache(t, []string{"userdir", "fcgid", "rewrite", "suexec"}, userdir+`
+		start := func(userdir string) *peertest.Server {
+			return peertest.Apache(t, []string{"userdir", "fcgid", "rewrite", "suexec"}, userdir+`
 Suexec Off
 FcgidIPCDir {{DIR}}/fcgid
 FcgidProcessTableFile {{DIR}}/fcgid_shm

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/fcgi"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // checkInfo fetches path and checks the info page's view of it.
@@ -36,16 +36,16 @@ func checkInfo(t *testing.T, c *http.Client, base, path, mode string) infoJSON {
 // test starts, and with "bin-path", where lighttpd spawns mysite.fcgi itself
 // (max-procs 2) and it detects fd 0 as its listening socket.
 func TestLighttpdRunfcgi(t *testing.T) {
-	peer.Need(t, "lighttpd")
+	peertest.Need(t, "lighttpd")
 	c := &http.Client{Timeout: 20 * time.Second}
 	// The guide's rewrite: everything but media goes to /mysite.fcgi.
 	const rewrite = `url.rewrite-once = ( "^(/media.*)$" => "$1", "^(/.*)$" => "/mysite.fcgi$1" )`
 
 	t.Run("socket", func(t *testing.T) {
-		dir := peer.Dir(t)
+		dir := peertest.Dir(t)
 		sock := filepath.Join(dir, "mysite.sock")
 		cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=threaded", "socket="+sock, "daemonize=false")
-		srv := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_rewrite", "mod_fastcgi" )
+		srv := peertest.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_rewrite", "mod_fastcgi" )
 fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "socket" => "%s", "check-local" => "disable" ) ) )
 %s`, sock, rewrite))
 		in := checkInfo(t, c, srv.URL, "/admin/login/", "external")
@@ -54,11 +54,11 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "socket" => "%s", "check-loca
 		}
 	})
 	t.Run("host+port", func(t *testing.T) {
-		dir := peer.Dir(t)
-		port := peer.FreePort(t)
+		dir := peertest.Dir(t)
+		port := peertest.FreePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		cmd := startExternal(t, dir, "tcp", addr, "runfcgi", "method=prefork", "host=127.0.0.1", fmt.Sprintf("port=%d", port), "daemonize=false")
-		srv := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_rewrite", "mod_fastcgi" )
+		srv := peertest.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_rewrite", "mod_fastcgi" )
 fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "host" => "127.0.0.1", "port" => %d, "check-local" => "disable" ) ) )
 %s`, port, rewrite))
 		in := checkInfo(t, c, srv.URL, "/foo/bar", "external")
@@ -67,15 +67,15 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "host" => "127.0.0.1", "port"
 		}
 	})
 	t.Run("bin-path", func(t *testing.T) {
-		dir := peer.Dir(t)
+		dir := peertest.Dir(t)
 		bin := install(t, dir, "mysite.fcgi")
-		srv := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_rewrite", "mod_fastcgi" )
+		srv := peertest.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_rewrite", "mod_fastcgi" )
 fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "bin-path" => "%s", "socket" => "{{DIR}}/fcgi.sock", "max-procs" => 2, "check-local" => "disable" ) ) )
 %s`, bin, rewrite))
 		in := checkInfo(t, c, srv.URL, "/x/y", "fastcgi-stdin")
 		// lighttpd started max-procs copies, all ours.
 		lpid := lighttpdPID(t, srv)
-		peer.Eventually(t, 10*time.Second, "2 mysite.fcgi processes under lighttpd", func() bool { return len(children(lpid)) == 2 })
+		peertest.Eventually(t, 10*time.Second, "2 mysite.fcgi processes under lighttpd", func() bool { return len(children(lpid)) == 2 })
 		for _, p := range children(lpid) {
 			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p))
 			if exe != bin {
@@ -88,10 +88,10 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "bin-path" => "%s", "socket" 
 	})
 }
 
-func lighttpdPID(t *testing.T, srv *peer.Server) int {
+func lighttpdPID(t *testing.T, srv *peertest.Server) int {
 	t.Helper()
 	var pid int
-	peer.Eventually(t, 5*time.Second, "lighttpd's pidfile", func() bool {
+	peertest.Eventually(t, 5*time.Second, "lighttpd's pidfile", func() bool {
 		b, err := os.ReadFile(filepath.Join(srv.Dir, "lighttpd.pid"))
 		if err != nil {
 			return false
@@ -114,16 +114,16 @@ func contains(s []int, v int) bool {
 // Apache mod_proxy_fcgi in front of runfcgi servers: ProxyPass to TCP, and
 // SetHandler "proxy:unix:…|fcgi://localhost" to a unix socket.
 func TestApacheProxyFcgiRunfcgi(t *testing.T) {
-	peer.Need(t, "apache2")
-	dir := peer.Dir(t)
-	port := peer.FreePort(t)
+	peertest.Need(t, "apache2")
+	dir := peertest.Dir(t)
+	port := peertest.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	tcp := startExternal(t, dir, "tcp", addr, "runfcgi", "method=threaded", "host=127.0.0.1", fmt.Sprintf("port=%d", port), "daemonize=false")
-	udir := peer.Dir(t)
+	udir := peertest.Dir(t)
 	sock := filepath.Join(udir, "mysite.sock")
 	unix := startExternal(t, udir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "umask=001") // umask=000 means "unset" (0077) in serve.Options; 001 lets www-data connect
-	docroot := peer.Dir(t)
-	srv := peer.Apache(t, []string{"proxy", "proxy_fcgi"}, fmt.Sprintf(`
+	docroot := peertest.Dir(t)
+	srv := peertest.Apache(t, []string{"proxy", "proxy_fcgi"}, fmt.Sprintf(`
 DocumentRoot %[1]s
 <Directory %[1]s>
     Require all granted
@@ -157,7 +157,7 @@ ProxyPass /app/ fcgi://127.0.0.1:%[2]d/
 // passes a Variable-X-User back; Apache hands it on as an environment
 // variable (echoed here in a response header). Deny gives 403.
 func TestApacheAuthnzFcgi(t *testing.T) {
-	peer.Need(t, "apache2")
+	peertest.Need(t, "apache2")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -188,11 +188,11 @@ func TestApacheAuthnzFcgi(t *testing.T) {
 	go as.Serve(l)
 	t.Cleanup(func() { as.Close() })
 
-	dir := peer.Dir(t)
-	port := peer.FreePort(t)
+	dir := peertest.Dir(t)
+	port := peertest.FreePort(t)
 	startExternal(t, dir, "tcp", fmt.Sprintf("127.0.0.1:%d", port), "runfcgi", "method=threaded", "host=127.0.0.1", fmt.Sprintf("port=%d", port), "daemonize=false")
-	docroot := peer.Dir(t)
-	srv := peer.Apache(t, []string{"proxy", "proxy_fcgi", "authnz_fcgi", "authn_core", "auth_basic", "headers", "env"}, fmt.Sprintf(`
+	docroot := peertest.Dir(t)
+	srv := peertest.Apache(t, []string{"proxy", "proxy_fcgi", "authnz_fcgi", "authn_core", "auth_basic", "headers", "env"}, fmt.Sprintf(`
 DocumentRoot %[1]s
 AuthnzFcgiDefineProvider authn Checker fcgi://%[2]s/
 AuthnzFcgiDefineProvider authz Gate fcgi://%[2]s/
@@ -244,18 +244,18 @@ AuthnzFcgiDefineProvider authz Gate fcgi://%[2]s/
 
 // HAProxy's fcgi-app with two runfcgi servers, round robin: both answer.
 func TestHAProxyFcgiAppTwoBackends(t *testing.T) {
-	bin := peer.Need(t, "haproxy")[0]
+	bin := peertest.Need(t, "haproxy")[0]
 	var ports []int
 	var pids []int
 	for i := 0; i < 2; i++ {
-		dir := peer.Dir(t)
-		port := peer.FreePort(t)
+		dir := peertest.Dir(t)
+		port := peertest.FreePort(t)
 		cmd := startExternal(t, dir, "tcp", fmt.Sprintf("127.0.0.1:%d", port), "runfcgi", "method=threaded", "host=127.0.0.1", fmt.Sprintf("port=%d", port), "daemonize=false")
 		ports = append(ports, port)
 		pids = append(pids, cmd.Process.Pid)
 	}
-	dir := peer.Dir(t)
-	front := peer.FreePort(t)
+	dir := peertest.Dir(t)
+	front := peertest.FreePort(t)
 	conf := fmt.Sprintf(`global
     maxconn 256
 defaults

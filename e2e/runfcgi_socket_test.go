@@ -10,14 +10,14 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // [server] listen.group and listen.mode reach serve's socket; a flag
 // replaces the file's value.
 func TestServeSocketAccessFromConfig(t *testing.T) {
 	deployNeedRoot(t)
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	bin := install(t, dir, "mysite.fcgi")
 	os.WriteFile(filepath.Join(dir, "mysite.toml"), []byte("[server]\nlisten.group = \"www-data\"\nlisten.mode = \"0640\"\n"), 0o644)
 	for _, tc := range []struct {
@@ -44,7 +44,7 @@ func TestServeSocketAccessFromConfig(t *testing.T) {
 // Socket options that cannot be applied stop the server with a message
 // naming what failed, and leave no socket file behind.
 func TestServeSocketAccessErrors(t *testing.T) {
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	bin := install(t, dir, "mysite.fcgi")
 	sock := filepath.Join(dir, "s.sock")
 	for _, tc := range []struct {

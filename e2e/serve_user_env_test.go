@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // envApp answers every request with who it runs as and the HOME, USER and
@@ -45,7 +45,7 @@ S(sys.argv[1], H).serve_forever()
 // names the user (HOME from the password database, USER, LOGNAME), not
 // root's.
 func TestServeUserNamesUserInAppEnv(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
+	alice := peertest.NewUser(t, "alice")
 	site := filepath.Join(alice.Home, "site")
 	alice.Run(t, "mkdir", "-m", "0755", site)
 	data, err := os.ReadFile(binary(t))
@@ -56,7 +56,7 @@ func TestServeUserNamesUserInAppEnv(t *testing.T) {
 	alice.WriteFile(t, filepath.Join(site, "app.py"), []byte(envApp), 0o644)
 	alice.WriteFile(t, filepath.Join(site, "mysite.toml"), []byte("[app]\ncommand = [\"python3\", \"app.py\", \"{socket}\"]\n"), 0o644)
 
-	port := peer.FreePort(t)
+	port := peertest.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(filepath.Join(site, "mysite.fcgi"), "serve", "--http", addr, "--user", alice.Name)
 	cmd.Env = []string{"HOME=/root", "USER=root", "LOGNAME=root", "PATH=/usr/local/bin:/usr/bin:/bin"}
@@ -83,7 +83,7 @@ func TestServeUserNamesUserInAppEnv(t *testing.T) {
 	})
 	waitDial(t, "tcp", addr, exited, logPath)
 
-	code, body := peer.Get(t, &http.Client{Timeout: 30 * time.Second}, "http://"+addr+"/")
+	code, body := peertest.Get(t, &http.Client{Timeout: 30 * time.Second}, "http://"+addr+"/")
 	var got struct {
 		UID                 int
 		Home, User, Logname string

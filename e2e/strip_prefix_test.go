@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // An app that knows nothing of SCRIPT_NAME (Python's http.server, as many
@@ -18,8 +18,8 @@ import (
 // land back under /mysite/; with the default it gets the full paths and
 // 404s, which is why the option exists.
 func TestApacheFcgidStripPrefixPlainHTTPApp(t *testing.T) {
-	peer.Need(t, "/usr/bin/python3")
-	root := peer.Dir(t)
+	peertest.Need(t, "/usr/bin/python3")
+	root := peertest.Dir(t)
 	files := filepath.Join(root, "files")
 	os.MkdirAll(filepath.Join(files, "sub"), 0o755)
 	os.WriteFile(filepath.Join(files, "hello.txt"), []byte("hello from the app\n"), 0o644)
@@ -46,13 +46,13 @@ func TestApacheFcgidStripPrefixPlainHTTPApp(t *testing.T) {
 		return http.ErrUseLastResponse
 	}}
 
-	if code, body := peer.Get(t, c, srv.URL+"/mysite/hello.txt"); code != 200 || body != "hello from the app\n" {
+	if code, body := peertest.Get(t, c, srv.URL+"/mysite/hello.txt"); code != 200 || body != "hello from the app\n" {
 		t.Errorf("stripped /mysite/hello.txt: %d %q", code, body)
 	}
-	if code, body := peer.Get(t, c, srv.URL+"/mysite/sub/page.txt"); code != 200 || body != "a page\n" {
+	if code, body := peertest.Get(t, c, srv.URL+"/mysite/sub/page.txt"); code != 200 || body != "a page\n" {
 		t.Errorf("stripped /mysite/sub/page.txt: %d %q", code, body)
 	}
-	if code, body := peer.Get(t, c, srv.URL+"/mysite/"); code != 200 || !strings.Contains(body, `href="hello.txt"`) {
+	if code, body := peertest.Get(t, c, srv.URL+"/mysite/"); code != 200 || !strings.Contains(body, `href="hello.txt"`) {
 		t.Errorf("stripped /mysite/ (the directory listing): %d %q", code, body)
 	}
 	// http.server redirects a directory without its slash to "/sub/": the
@@ -67,7 +67,7 @@ func TestApacheFcgidStripPrefixPlainHTTPApp(t *testing.T) {
 	}
 
 	// The default (for apps that honour SCRIPT_NAME) sends the full path.
-	if code, _ := peer.Get(t, c, srv.URL+"/plain/hello.txt"); code != 404 {
+	if code, _ := peertest.Get(t, c, srv.URL+"/plain/hello.txt"); code != 404 {
 		t.Errorf("default /plain/hello.txt: %d, want the app's 404 for /plain/hello.txt", code)
 	}
 }

@@ -12,15 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // The README's recipe, followed literally by a hosting customer on a suEXEC
 // host: `./mysite.fcgi install ~/public_html/mysite` as alice, and the info
 // page answers at /~alice/mysite/ from a process that runs as alice.
 func TestSuexecInfoPage(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
-	h := peer.Suexec(t, peer.SuexecOptions{})
+	alice := peertest.NewUser(t, "alice")
+	h := peertest.Suexec(t, peertest.SuexecOptions{})
 	alice.InstallSite(t, binary(t), "mysite")
 	c := &http.Client{Timeout: 20 * time.Second}
 	in, _, err := getInfo(c, "GET", h.UserURL(alice, "/mysite/"), nil)
@@ -30,7 +30,7 @@ func TestSuexecInfoPage(t *testing.T) {
 	if in.Mode != "fastcgi-stdin" || in.ScriptName != "/~"+alice.Name+"/mysite" || in.PathInfo != "/" {
 		t.Errorf("mode=%q script_name=%q path_info=%q", in.Mode, in.ScriptName, in.PathInfo)
 	}
-	if uid, ok := peer.ProcessUID(in.PID); !ok || uid != alice.UID {
+	if uid, ok := peertest.ProcessUID(in.PID); !ok || uid != alice.UID {
 		t.Errorf("pid %d runs as uid %d (found %v), want %s's %d", in.PID, uid, ok, alice.Name, alice.UID)
 	}
 }
@@ -44,8 +44,8 @@ func TestSuexecInfoPage(t *testing.T) {
 func TestSuexecSiteFilesNotServed(t *testing.T) {
 	for _, override := range []string{"All", "FileInfo Options=ExecCGI"} {
 		t.Run(strings.ReplaceAll(override, " ", "_"), func(t *testing.T) {
-			alice := peer.NewUser(t, "alice")
-			h := peer.Suexec(t, peer.SuexecOptions{AllowOverride: override})
+			alice := peertest.NewUser(t, "alice")
+			h := peertest.Suexec(t, peertest.SuexecOptions{AllowOverride: override})
 			site := alice.InstallSite(t, binary(t), "mysite")
 			const secret = "s3cret-do-not-serve"
 			toml, err := os.ReadFile(filepath.Join(site, "mysite.toml"))
@@ -73,7 +73,7 @@ func TestSuexecSiteFilesNotServed(t *testing.T) {
 				t.Fatalf("the site: %v\n%s\n%s", err, h.Log(), h.SuexecLog())
 			}
 			for path, want := range map[string]string{"/mysite/hello.txt": "hello", "/mysite/.well-known/acme-challenge/tok": "acme-ok"} {
-				if code, body := peer.Get(t, c, h.UserURL(alice, path)); code != 200 || body != want {
+				if code, body := peertest.Get(t, c, h.UserURL(alice, path)); code != 200 || body != want {
 					t.Errorf("GET %s: %d %q, want 200 %q", path, code, body, want)
 				}
 			}
@@ -83,7 +83,7 @@ func TestSuexecSiteFilesNotServed(t *testing.T) {
 				"/mysite/restart.txt", "/mysite/app.log", "/mysite/.htaccess", "/mysite/.htaccess.bak",
 				"/mysite/sub/.htpasswd", "/mysite/sub/app.log", "/mysite/.fcgishim-mysite/state.json",
 			} {
-				code, body := peer.Get(t, c, h.UserURL(alice, path))
+				code, body := peertest.Get(t, c, h.UserURL(alice, path))
 				if (code != 403 && code != 404) || strings.Contains(body, secret) || strings.Contains(body, "BEGIN fcgishim") {
 					t.Errorf("GET %s: %d, want 403 or 404 and not the file:\n%.300s", path, code, body)
 				}
@@ -126,7 +126,7 @@ type suexecAppAnswer struct {
 
 // suexecAppSite installs alice's site as the README says and configures the
 // Python app in it, with extra [app] lines.
-func suexecAppSite(t *testing.T, alice *peer.User, extra string) string {
+func suexecAppSite(t *testing.T, alice *peertest.User, extra string) string {
 	t.Helper()
 	site := alice.InstallSite(t, binary(t), "mysite")
 	alice.WriteFile(t, "app.py", []byte(suexecApp), 0o644)
@@ -136,10 +136,10 @@ func suexecAppSite(t *testing.T, alice *peer.User, extra string) string {
 }
 
 // getApp fetches url and decodes the app's answer; any other answer fails t.
-func getApp(t *testing.T, h *peer.SuexecHost, url string) suexecAppAnswer {
+func getApp(t *testing.T, h *peertest.SuexecHost, url string) suexecAppAnswer {
 	t.Helper()
 	c := &http.Client{Timeout: 40 * time.Second}
-	code, body := peer.Get(t, c, url)
+	code, body := peertest.Get(t, c, url)
 	var a suexecAppAnswer
 	if code != 200 || json.Unmarshal([]byte(body), &a) != nil {
 		t.Fatalf("GET %s: %d %.500s\n%s\n%s", url, code, body, h.Log(), h.SuexecLog())
@@ -151,9 +151,9 @@ func getApp(t *testing.T, h *peer.SuexecHost, url string) suexecAppAnswer {
 // app under suEXEC, whose bare environment has no HOME: "~/" is the home
 // from the password database. The file in the site directory stays 403.
 func TestSuexecEnvFileReachesApp(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
-	h := peer.Suexec(t, peer.SuexecOptions{})
-	bob := peer.NewUser(t, "bob")
+	alice := peertest.NewUser(t, "alice")
+	h := peertest.Suexec(t, peertest.SuexecOptions{})
+	bob := peertest.NewUser(t, "bob")
 	site := suexecAppSite(t, alice, "env_file = \"~/.config/mysite.env\"\n")
 	alice.Run(t, "mkdir", "-m", "0700", ".config")
 	alice.WriteFile(t, ".config/mysite.env", []byte("# secrets\nDB_PASSWORD='from the env file'\n"), 0o600)
@@ -175,14 +175,14 @@ func TestSuexecEnvFileReachesApp(t *testing.T) {
 // legacyTmpRuntimeDir is the name the runtime directory had under suEXEC
 // before item 2's fix, which any local user can compute from the public
 // path of the config.
-func legacyTmpRuntimeDir(u *peer.User, site string) string {
+func legacyTmpRuntimeDir(u *peertest.User, site string) string {
 	sum := sha256.Sum256([]byte(filepath.Join(site, "mysite.toml")))
 	return fmt.Sprintf("/tmp/fcgishim-%d-%s", u.UID, hex.EncodeToString(sum[:6]))
 }
 
 // supervisorRuntimeDir finds the runtime directory the live site uses,
 // from the environment of u's app supervisor.
-func supervisorRuntimeDir(t *testing.T, u *peer.User) string {
+func supervisorRuntimeDir(t *testing.T, u *peertest.User) string {
 	t.Helper()
 	for _, pid := range u.Processes() {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -206,8 +206,8 @@ func supervisorRuntimeDir(t *testing.T, u *peer.User) string {
 // whose directory was cleaned away.
 func TestSuexecNeighbourCannotTakeSiteDown(t *testing.T) {
 	t.Run("cold start", func(t *testing.T) {
-		alice, bob := peer.NewUser(t, "alice"), peer.NewUser(t, "bob")
-		h := peer.Suexec(t, peer.SuexecOptions{})
+		alice, bob := peertest.NewUser(t, "alice"), peertest.NewUser(t, "bob")
+		h := peertest.Suexec(t, peertest.SuexecOptions{})
 		site := suexecAppSite(t, alice, "")
 		squat := legacyTmpRuntimeDir(alice, site)
 		bob.Run(t, "mkdir", "-m", "0700", squat)
@@ -233,8 +233,8 @@ func TestSuexecNeighbourCannotTakeSiteDown(t *testing.T) {
 		}
 	})
 	t.Run("live site", func(t *testing.T) {
-		alice, bob := peer.NewUser(t, "alice"), peer.NewUser(t, "bob")
-		h := peer.Suexec(t, peer.SuexecOptions{})
+		alice, bob := peertest.NewUser(t, "alice"), peertest.NewUser(t, "bob")
+		h := peertest.Suexec(t, peertest.SuexecOptions{})
 		site := suexecAppSite(t, alice, "")
 		url := h.UserURL(alice, "/mysite/")
 		first := getApp(t, h, url)

@@ -8,15 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // On the suEXEC host, alice uploads a new build and installs it with the
 // README's command: the app's supervisor is then the new binary (not the
 // deleted old one), runs as alice, and no request fails meanwhile.
 func TestSuexecBinaryUpgrade(t *testing.T) {
-	alice := peer.NewUser(t, "alice")
-	h := peer.Suexec(t, peer.SuexecOptions{})
+	alice := peertest.NewUser(t, "alice")
+	h := peertest.Suexec(t, peertest.SuexecOptions{})
 	site := suexecAppSite(t, alice, "")
 	cfgPath := filepath.Join(site, "mysite.toml")
 	bin := filepath.Join(site, "mysite.fcgi")
@@ -69,7 +69,7 @@ func TestSuexecBinaryUpgrade(t *testing.T) {
 	alice.WriteFile(t, "mysite.fcgi", append(data, "\nnew build\n"...), 0o755)
 	alice.Shell(t, "./mysite.fcgi install ~/public_html/mysite")
 	var now map[int]string
-	peer.Eventually(t, 60*time.Second, "one supervisor, running the new binary", func() bool {
+	peertest.Eventually(t, 60*time.Second, "one supervisor, running the new binary", func() bool {
 		now = supervisors(cfgPath)
 		if len(now) != 1 {
 			return false
@@ -86,7 +86,7 @@ func TestSuexecBinaryUpgrade(t *testing.T) {
 		t.Errorf("%d of %d requests failed; first: %s\n%s", len(failures), n, failures[0], h.Log())
 	}
 	for pid := range now {
-		if uid, ok := peer.ProcessUID(pid); !ok || uid != alice.UID {
+		if uid, ok := peertest.ProcessUID(pid); !ok || uid != alice.UID {
 			t.Errorf("the new supervisor %d runs as uid %d, want alice's %d", pid, uid, alice.UID)
 		}
 	}

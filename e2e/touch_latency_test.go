@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // BenchmarkTouchLatency measures what a visitor waits for right after
@@ -53,7 +53,7 @@ urlpatterns += [path('master/', master)]
 	if old := os.Getenv("FCGISHIM_MEASURE_OLD"); old != "" {
 		bins["old"] = old
 	}
-	root := peer.Dir(t)
+	root := peertest.Dir(t)
 	var sites []*site
 	for _, which := range []string{"old", "new"} {
 		src, ok := bins[which]
@@ -87,7 +87,7 @@ urlpatterns += [path('master/', master)]
 	c := &http.Client{Timeout: 60 * time.Second}
 	master := func(s *site) (m, w string, d time.Duration) {
 		start := time.Now()
-		code, body := peer.Get(t, c, srv.URL+"/"+s.name+"/master/")
+		code, body := peertest.Get(t, c, srv.URL+"/"+s.name+"/master/")
 		if code != 200 {
 			t.Fatalf("%s: %d %s", s.name, code, body)
 		}

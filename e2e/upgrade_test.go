@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // supervisors returns the PIDs of the supervisors running for configPath,
@@ -39,8 +39,8 @@ func supervisors(configPath string) map[int]string {
 // afterwards exactly one supervisor runs, and it runs the new file, not the
 // deleted old one; no request fails meanwhile.
 func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
-	peer.Need(t, "/usr/bin/python3")
-	root := peer.Dir(t)
+	peertest.Need(t, "/usr/bin/python3")
+	root := peertest.Dir(t)
 	files := filepath.Join(root, "files")
 	os.MkdirAll(files, 0o755)
 	os.WriteFile(filepath.Join(files, "hello.txt"), []byte("hello\n"), 0o644)
@@ -51,7 +51,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 	cfgPath := filepath.Join(site, "mysite.toml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[app]\ncommand = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\nworkdir = %q\nstrip_prefix = true\nidle_stop = \"1s\"\n", files)), 0o644)
 	t.Cleanup(func() { // runs after Apache has stopped
-		peer.Eventually(t, 30*time.Second, "the supervisors to stop", func() bool { return len(supervisors(cfgPath)) == 0 })
+		peertest.Eventually(t, 30*time.Second, "the supervisors to stop", func() bool { return len(supervisors(cfgPath)) == 0 })
 	})
 	srv := sharedHost(t, filepath.Join(root, "public_html"), "")
 	t.Cleanup(func() {
@@ -60,7 +60,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 		}
 	})
 	c := &http.Client{Timeout: 30 * time.Second}
-	if code, body := peer.Get(t, c, srv.URL+"/mysite/hello.txt"); code != 200 || body != "hello\n" {
+	if code, body := peertest.Get(t, c, srv.URL+"/mysite/hello.txt"); code != 200 || body != "hello\n" {
 		t.Fatalf("before the upgrade: %d %q", code, body)
 	}
 	before := supervisors(cfgPath)
@@ -111,7 +111,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 	if err := os.Rename(bin+".new", bin); err != nil {
 		t.Fatal(err)
 	}
-	peer.Eventually(t, 60*time.Second, "one supervisor, running the new binary", func() bool {
+	peertest.Eventually(t, 60*time.Second, "one supervisor, running the new binary", func() bool {
 		now := supervisors(cfgPath)
 		if len(now) != 1 {
 			return false

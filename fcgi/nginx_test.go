@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 	"io"
 	"net"
 	"net/http"
@@ -32,7 +32,7 @@ var peerEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func TestNginxKeepAlive(t *testing.T) {
-	nginx := peer.Need(t, "nginx")[0]
+	nginx := peertest.Need(t, "nginx")[0]
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "app.sock")
@@ -182,7 +182,7 @@ http {
 }
 
 func TestCgiFcgi(t *testing.T) {
-	bin := peer.Need(t, "cgi-fcgi")[0]
+	bin := peertest.Need(t, "cgi-fcgi")[0]
 	path := startServer(t, &Server{Handler: peerEcho})
 	body := []byte("posted via libfcgi")
 	cmd := exec.Command(bin, "-bind", "-connect", path)

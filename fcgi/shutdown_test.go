@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // mod_fcgid connects, then writes its request. A connection accepted
@@ -23,7 +23,7 @@ func TestShutdownServesAcceptedConnectionsFirstRequest(t *testing.T) {
 	})}
 	s.init()
 	tc := serve(t, s)
-	peer.Eventually(t, 10*time.Second, "the connection accepted", func() bool {
+	peertest.Eventually(t, 10*time.Second, "the connection accepted", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.conns) == 1

@@ -20,7 +20,7 @@ import (
 
 	"github.com/fcgishim/fcgishim/appctl"
 	"github.com/fcgishim/fcgishim/config"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // testSite is one configured site: its files, and handlers built from it.
@@ -338,7 +338,7 @@ func TestProxyCrashMidResponseIsBroken(t *testing.T) {
 		t.Fatal("a response cut by the app's death was read as complete")
 	}
 	// The app is restarted and answers again.
-	peer.Eventually(t, 20*time.Second, "the app to be back", func() bool {
+	peertest.Eventually(t, 20*time.Second, "the app to be back", func() bool {
 		resp, err := http.Get(srv.URL + "/mysite/")
 		if err != nil {
 			return false
@@ -391,7 +391,7 @@ func TestProxyCrashLoop503(t *testing.T) {
 		t.Errorf("page: %s", body)
 	}
 	// Backoff: the gaps between starts grow.
-	peer.Eventually(t, 20*time.Second, "four starts", func() bool { return len(s.startPIDs()) >= 4 })
+	peertest.Eventually(t, 20*time.Second, "four starts", func() bool { return len(s.startPIDs()) >= 4 })
 	if n := strings.Count(s.logText(), "exited right after it started"); n < 3 || n > len(s.startPIDs())+1 {
 		t.Errorf("%d cause lines for %d starts:\n%s", n, len(s.startPIDs()), s.logText())
 	}
@@ -430,7 +430,7 @@ func TestProxyNeverListens(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Errorf("status %d, want 503", resp.StatusCode)
 	}
-	peer.Eventually(t, 10*time.Second, "the log line", func() bool {
+	peertest.Eventually(t, 10*time.Second, "the log line", func() bool {
 		return strings.Contains(s.logText(), "never opened its socket")
 	})
 }
@@ -512,7 +512,7 @@ func TestReplacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second echo
-	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peertest.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		for _, srv := range []*httptest.Server{srv1, srv2} {
 			req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 			second, _ = getEcho(t, req)
@@ -522,7 +522,7 @@ func TestReplacement(t *testing.T) {
 		}
 		return true
 	})
-	peer.Eventually(t, 10*time.Second, "SIGTERM to the old app", func() bool {
+	peertest.Eventually(t, 10*time.Second, "SIGTERM to the old app", func() bool {
 		b, _ := os.ReadFile(s.events)
 		return strings.Contains(string(b), "term "+strconv.Itoa(first.PID))
 	})
@@ -539,7 +539,7 @@ func TestReplacementKillsStubbornApp(t *testing.T) {
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 	first, _ := getEcho(t, req)
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	peer.Eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
+	peertest.Eventually(t, 20*time.Second, "the stubborn app to be killed", func() bool {
 		return !appctl.Alive(first.PID) || isZombie(first.PID)
 	})
 }
@@ -569,7 +569,7 @@ func TestNoOrphansAfterSIGKILL(t *testing.T) {
 	for _, p := range clients {
 		p.Signal(syscall.SIGKILL)
 	}
-	peer.Eventually(t, 30*time.Second, "the app to be gone", func() bool {
+	peertest.Eventually(t, 30*time.Second, "the app to be gone", func() bool {
 		return !appctl.Alive(appPID) || isZombie(appPID)
 	})
 	if !strings.Contains(s.logText(), "no client left") {
@@ -583,7 +583,7 @@ func TestNoisyAppIsRateLimited(t *testing.T) {
 	_, srv := s.handler()
 	req, _ := http.NewRequest("GET", srv.URL+"/mysite/", nil)
 	getEcho(t, req)
-	peer.Eventually(t, 10*time.Second, "the drop notice", func() bool {
+	peertest.Eventually(t, 10*time.Second, "the drop notice", func() bool {
 		return strings.Contains(s.logText(), "lines dropped")
 	})
 	if n := strings.Count(s.logText(), "noise line"); n > appctl.OutputBurst+appctl.OutputRate*5 {
@@ -738,7 +738,7 @@ func TestReadyMeansAnswered(t *testing.T) {
 	}
 	first := get()
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
+	peertest.Eventually(t, 20*time.Second, "a new app pid", func() bool { return get().PID != first.PID })
 	b, _ := os.ReadFile(s.events)
 	colds := 0
 	for _, l := range strings.Split(string(b), "\n") {
@@ -834,12 +834,12 @@ func TestBinaryUpgradeRunsNewSupervisor(t *testing.T) {
 	}()
 	copyFile(t, os.Args[0], exe)
 	var now *appctl.State
-	peer.Eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
+	peertest.Eventually(t, 30*time.Second, "a supervisor running the new binary", func() bool {
 		var ok bool
 		now, ok = supervisorRuns(s.runDir, exe)
 		return ok && now.Supervisor != old.Supervisor
 	})
-	peer.Eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
+	peertest.Eventually(t, 20*time.Second, "the old supervisor to exit", func() bool {
 		return !appctl.Alive(old.Supervisor) || isZombie(old.Supervisor)
 	})
 	close(stop)
@@ -876,7 +876,7 @@ func TestDeletedBinaryIsNoChange(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(s.dir, "restart.txt"), nil, 0o600)
-	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peertest.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})
@@ -952,7 +952,7 @@ func TestBinaryUpgradeThatCannotRun(t *testing.T) {
 	broken := filepath.Join(s.dir, "broken")
 	os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755)
 	copyFile(t, broken, exe)
-	peer.Eventually(t, 20*time.Second, "a new app pid", func() bool {
+	peertest.Eventually(t, 20*time.Second, "a new app pid", func() bool {
 		e, _ := getEcho(t, req)
 		return e.PID != first.PID
 	})

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/fcgishim/fcgishim/appctl"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,7 +23,7 @@ def application(environ, start_response):
 // WSGI SCRIPT_NAME, PATH_INFO is the path below it, and the master and its
 // workers are gone once the site is idle.
 func TestGunicornScriptName(t *testing.T) {
-	gunicorn := peer.Need(t, "gunicorn")[0]
+	gunicorn := peertest.Need(t, "gunicorn")[0]
 	wd := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(wd, "wsgi.py"), []byte(testWSGI), 0o644))
 	s := newTestSite(t, "", fmt.Sprintf("command = [%q, \"--bind\", \"unix:{socket}\", \"--workers\", \"2\", \"wsgi:application\"]\nworkdir = %q\n", gunicorn, wd))

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/fcgishim/fcgishim/appctl"
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // The app's lifecycle seen through the proxy: these tests need a copy
@@ -59,8 +59,8 @@ func TestRuntimeDirRemovedRecovers(t *testing.T) {
 	if fi, err := os.Stat(s.runDir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("runtime dir not re-created 0700: %v %v", fi, err)
 	}
-	peer.Eventually(t, 10*time.Second, "the old supervisor to stop", func() bool { return !appctl.Alive(st.Supervisor) || isZombie(st.Supervisor) })
-	peer.Eventually(t, 10*time.Second, "the old app to stop", func() bool { return !appctl.Alive(first.PID) || isZombie(first.PID) })
+	peertest.Eventually(t, 10*time.Second, "the old supervisor to stop", func() bool { return !appctl.Alive(st.Supervisor) || isZombie(st.Supervisor) })
+	peertest.Eventually(t, 10*time.Second, "the old app to stop", func() bool { return !appctl.Alive(first.PID) || isZombie(first.PID) })
 }
 
 // [app] env_file reaches the app, under [app] env (which wins on a clash);
@@ -86,7 +86,7 @@ func TestEnvFile(t *testing.T) {
 	// Saving the env file restarts the app with the new values.
 	os.WriteFile(envFile+".new", []byte("DB_PASSWORD=changed\n"), 0o600)
 	os.Rename(envFile+".new", envFile)
-	peer.Eventually(t, 20*time.Second, "the app to see the edited env_file", func() bool {
+	peertest.Eventually(t, 20*time.Second, "the app to see the edited env_file", func() bool {
 		r, _ := http.NewRequest("GET", srv.URL+"/mysite/?env=1", nil)
 		e, _ := getEcho(t, r)
 		return slices.Contains(e.Env, "DB_PASSWORD=changed")

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 func TestListenAccessMode(t *testing.T) {
@@ -108,7 +108,7 @@ func TestListenAccessHandsSocketToWebServer(t *testing.T) {
 	needRoot(t)
 	wwwUID, wwwGID := userIDs(t, "www-data")
 	nobodyUID, _ := userIDs(t, "nobody")
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 
 	private := filepath.Join(dir, "private.sock")
 	l, err := ListenAccess("unix:"+private, 0o022, SocketAccess{})
@@ -162,7 +162,7 @@ func TestListenAccessFailureLeavesNoSocket(t *testing.T) {
 func TestListenAccessChownNeedsRoot(t *testing.T) {
 	needRoot(t)
 	nobodyUID, nobodyGID := userIDs(t, "nobody")
-	dir := peer.Dir(t)
+	dir := peertest.Dir(t)
 	os.Chown(dir, nobodyUID, nobodyGID)
 	path := filepath.Join(dir, "s.sock")
 	errc := make(chan error, 1)

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fcgishim/fcgishim/internal/peer"
+	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
 // peerHandler answers what a front end's tests check: the request line as
@@ -128,17 +128,17 @@ func TestNginx(t *testing.T) {
 	t.Run("tcp", func(t *testing.T) {
 		l, addr := listenTCP(t)
 		serveOn(t, l)
-		s := peer.Nginx(t, "", "location / { include /etc/nginx/scgi_params; scgi_pass "+addr+"; }")
+		s := peertest.Nginx(t, "", "location / { include /etc/nginx/scgi_params; scgi_pass "+addr+"; }")
 		exercise(t, s.URL, s.Log)
 	})
 	t.Run("unix", func(t *testing.T) {
-		sock := filepath.Join(peer.Dir(t), "scgi.sock")
+		sock := filepath.Join(peertest.Dir(t), "scgi.sock")
 		l, err := net.Listen("unix", sock)
 		if err != nil {
 			t.Fatal(err)
 		}
 		serveOn(t, l)
-		s := peer.Nginx(t, "", "location / { include /etc/nginx/scgi_params; scgi_pass unix:"+sock+"; }")
+		s := peertest.Nginx(t, "", "location / { include /etc/nginx/scgi_params; scgi_pass unix:"+sock+"; }")
 		exercise(t, s.URL, s.Log)
 	})
 }
@@ -146,7 +146,7 @@ func TestNginx(t *testing.T) {
 func TestApacheProxySCGI(t *testing.T) {
 	l, addr := listenTCP(t)
 	serveOn(t, l)
-	s := peer.Apache(t, []string{"proxy", "proxy_scgi"}, "ProxyPass / scgi://"+addr+"/\n")
+	s := peertest.Apache(t, []string{"proxy", "proxy_scgi"}, "ProxyPass / scgi://"+addr+"/\n")
 	exercise(t, s.URL, s.Log)
 }
 
@@ -157,7 +157,7 @@ func TestLighttpdSCGI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := peer.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_scgi" )
+	s := peertest.Lighttpd(t, fmt.Sprintf(`server.modules += ( "mod_scgi" )
 scgi.server = ( "/" => (( "host" => "%s", "port" => %s, "check-local" => "disable" )) )
 `, host, port))
 	exercise(t, s.URL, s.Log)
