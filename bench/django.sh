@@ -25,8 +25,9 @@
 # DJANGO_APPS: "name=gunicorn args;name2=args…" (after --bind unix:{socket},
 # before mysite.wsgi); default: the README's recommended command (gthread,
 # one worker per CPU, 4 threads, keep-alive longer than our 30 s idle
-# pool) and gunicorn's documented starting point, (2 x CPUs) + 1 sync
-# workers.
+# pool, --proxy-protocol with [app] proxy_protocol so Django sees the
+# visitor's address) and gunicorn's documented starting point, (2 x CPUs)
+# + 1 sync workers, with the same address setting.
 set -euo pipefail
 rounds=${1:-5}
 secs=${2:-5}
@@ -44,7 +45,7 @@ for p in /usr/bin/python3 django-admin gunicorn apache2 wrk; do
   command -v "$p" >/dev/null || { echo "SKIP: $p not installed"; exit 0; }
 done
 cpus=$(nproc)
-apps=${DJANGO_APPS:-"gthread=--worker-class gthread --workers $cpus --threads 4 --keep-alive 60;sync=--workers $((2*cpus+1))"}
+apps=${DJANGO_APPS:-"gthread=--worker-class gthread --workers $cpus --threads 4 --keep-alive 60 --proxy-protocol;sync=--workers $((2*cpus+1)) --proxy-protocol"}
 
 main() {
 bench_workdir django
@@ -99,9 +100,14 @@ for e in "${entries[@]}"; do
   cmd='"gunicorn", "--bind", "unix:{socket}"'
   for a in $args; do cmd+=", \"$a\""; done
   cmd+=', "mysite.wsgi"'
+  # gunicorn's --proxy-protocol goes with ours: the app then sees the
+  # visitor's address, as the README's command has it.
+  pp=false
+  case " $args " in *" --proxy-protocol "*) pp=true ;; esac
   cat > "$docroot/ours-$name/mysite.toml" <<TOML
 [app]
 command = [$cmd]
+proxy_protocol = $pp
 workdir = "$project"
 runtime_dir = "$work/run/$name"
 idle_stop = "1s"   # only so that the run ends promptly
