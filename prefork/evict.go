@@ -139,33 +139,31 @@ func (w *Worker) longestIdleLocked(except *workerConn, check bool) *workerConn {
 
 // unread reports whether bytes wait in c's receive queue.
 func unread(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	n := 0
-	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	withFD(c, func(fd int) { n, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
 	return n > 0
 }
 
 // waiting reports whether connections wait in l's backlog: no worker has
 // taken them.
 func waiting(l net.Listener) bool {
-	sc, ok := l.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	n := 0
-	rc.Control(func(fd uintptr) {
+	withFD(l, func(fd int) {
 		n, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
 	})
 	return n > 0
+}
+
+// withFD runs f on the descriptor of a connection or listener, if it has
+// one; f must not keep it.
+func withFD(x any, f func(fd int)) {
+	sc, ok := x.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { f(int(fd)) })
 }
