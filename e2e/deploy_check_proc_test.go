@@ -263,21 +263,8 @@ func serveLive(t *testing.T, site string, env []string) string {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		waitAppsGone(t, site)
-	})
+	t.Cleanup(func() { waitAppsGone(t, site) }) // runs after the stop below
+	exited := startUntilCleanup(t, cmd, nil)
 	waitDial(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port), exited, logf.Name())
 	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }

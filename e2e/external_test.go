@@ -28,6 +28,18 @@ func startExternal(t *testing.T, dir string, network, addr string, args ...strin
 		t.Fatal(err)
 	}
 	cmd.Stderr = stderr
+	exited := startUntilCleanup(t, cmd, func() {
+		t.Errorf("mysite.fcgi did not stop on SIGTERM within 10s\n%s", fileText(stderr.Name()))
+	})
+	waitDial(t, network, addr, exited, stderr.Name())
+	return cmd
+}
+
+// startUntilCleanup starts cmd and, when t ends, stops it with SIGTERM,
+// then SIGKILL after 10 s (calling onKill, if set, once it is gone). The
+// channel is closed when cmd has exited.
+func startUntilCleanup(t *testing.T, cmd *exec.Cmd, onKill func()) <-chan struct{} {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -40,11 +52,12 @@ func startExternal(t *testing.T, dir string, network, addr string, args ...strin
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			<-exited
-			t.Errorf("mysite.fcgi did not stop on SIGTERM within 10s\n%s", fileText(stderr.Name()))
+			if onKill != nil {
+				onKill()
+			}
 		}
 	})
-	waitDial(t, network, addr, exited, stderr.Name())
-	return cmd
+	return exited
 }
 
 func fileText(path string) string {
