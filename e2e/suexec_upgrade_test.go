@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,38 +27,7 @@ func TestSuexecBinaryUpgrade(t *testing.T) {
 	}
 
 	c := &http.Client{Timeout: 40 * time.Second}
-	var mu sync.Mutex
-	var failures []string
-	n := 0
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			resp, err := c.Get(url)
-			msg := ""
-			if err != nil {
-				msg = err.Error()
-			} else {
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					msg = resp.Status
-				}
-			}
-			mu.Lock()
-			n++
-			if msg != "" {
-				failures = append(failures, msg)
-			}
-			mu.Unlock()
-		}
-	}()
+	ld := startLoad(c, url, 1)
 	// A new build: the same program with bytes appended (the ELF loader
 	// ignores them), so install sees new content and renames it in.
 	data, err := os.ReadFile(binary(t))
@@ -79,8 +47,7 @@ func TestSuexecBinaryUpgrade(t *testing.T) {
 		}
 		return false
 	})
-	close(stop)
-	wg.Wait()
+	n, failures := ld.finish()
 	t.Logf("%d requests during the upgrade", n)
 	if len(failures) > 0 {
 		t.Errorf("%d of %d requests failed; first: %s\n%s", len(failures), n, failures[0], h.Log())

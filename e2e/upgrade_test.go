@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,40 +67,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 		t.Fatalf("supervisors before the upgrade: %v, want one", before)
 	}
 
-	var mu sync.Mutex
-	var failures []string
-	n := 0
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := c.Get(srv.URL + "/mysite/hello.txt")
-				msg := ""
-				if err != nil {
-					msg = err.Error()
-				} else {
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						msg = resp.Status
-					}
-				}
-				mu.Lock()
-				n++
-				if msg != "" {
-					failures = append(failures, msg)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	ld := startLoad(c, srv.URL+"/mysite/hello.txt", 2)
 	// The upload, as the README says: a new file renamed over the old.
 	b, err := os.ReadFile(binary(t))
 	if err != nil {
@@ -121,8 +87,7 @@ func TestApacheFcgidBinaryUpgradeReplacesSupervisor(t *testing.T) {
 		}
 		return false
 	})
-	close(stop)
-	wg.Wait()
+	n, failures := ld.finish()
 	t.Logf("%d requests during the upgrade", n)
 	if len(failures) > 0 {
 		t.Errorf("%d of %d requests failed; first: %s", len(failures), n, failures[0])
