@@ -136,13 +136,16 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // response header. A reused connection that the app had closed while idle
 // is retried on a new one when o can be sent again.
 func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upConn, *http.Response, error) {
-	key, proxyLine := target, ""
+	key := target
 	if a.cfg.ProxyProtocol {
 		// The PROXY line names one visitor for the connection's life: it
-		// is reused only for that visitor's requests.
-		var ip string
-		proxyLine, ip = proxyProtocolLine(o.in.RemoteAddr)
-		key = target + " " + ip
+		// is reused only for that visitor's requests. The line itself is
+		// built only for a new connection.
+		host, _, err := net.SplitHostPort(o.in.RemoteAddr)
+		if err != nil {
+			host = o.in.RemoteAddr
+		}
+		key = target + " " + host
 	}
 	for attempt := 0; ; attempt++ {
 		var uc *upConn
@@ -155,7 +158,9 @@ func (a *app) roundTrip(ctx context.Context, target string, o *outRequest) (*upC
 				return nil, nil, err
 			}
 			uc = newUpConn(c, key)
-			uc.bw.WriteString(proxyLine)
+			if a.cfg.ProxyProtocol {
+				uc.bw.WriteString(proxyProtocolLine(o.in.RemoteAddr))
+			}
 		}
 		res, err := a.exchange(ctx, uc, o)
 		if err == nil {
@@ -622,17 +627,17 @@ func prefixCookiePath(c, prefix string) string {
 
 // proxyProtocolLine is the PROXY protocol v1 header that starts a
 // connection to the app for apps (gunicorn --proxy-protocol) that take
-// REMOTE_ADDR from it, naming the client at remoteAddr, and that client's IP.
-// For an address that is not an IP (a unix-socket front end) both are empty:
-// the app sees no address, as without.
-func proxyProtocolLine(remoteAddr string) (line, ip string) {
+// REMOTE_ADDR from it, naming the client at remoteAddr. For an address that
+// is not an IP (a unix-socket front end) it is empty: the app sees no
+// address, as without.
+func proxyProtocolLine(remoteAddr string) string {
 	host, port, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
 		host, port = remoteAddr, "0"
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
-		return "", ""
+		return ""
 	}
 	addr = addr.WithZone("").Unmap()
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
@@ -641,7 +646,7 @@ func proxyProtocolLine(remoteAddr string) (line, ip string) {
 		port = strconv.FormatUint(p, 10)
 	}
 	if addr.Is4() {
-		return "PROXY TCP4 " + addr.String() + " 127.0.0.1 " + port + " 0\r\n", addr.String()
+		return "PROXY TCP4 " + addr.String() + " 127.0.0.1 " + port + " 0\r\n"
 	}
-	return "PROXY TCP6 " + addr.String() + " ::1 " + port + " 0\r\n", addr.String()
+	return "PROXY TCP6 " + addr.String() + " ::1 " + port + " 0\r\n"
 }

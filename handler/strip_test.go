@@ -99,7 +99,7 @@ func TestProxyProtocolLine(t *testing.T) {
 		{"1.2.3.4 PROXY:1", ""},
 	}
 	for _, tc := range cases {
-		if got, _ := proxyProtocolLine(tc.remote); got != tc.want {
+		if got := proxyProtocolLine(tc.remote); got != tc.want {
 			t.Errorf("%q: %q, want %q", tc.remote, got, tc.want)
 		}
 	}
