@@ -133,27 +133,7 @@ func TestPreforkMaxRequestsRecycling(t *testing.T) {
 			srv := peertest.Nginx(t, strings.ReplaceAll(upstream, "{{SOCK}}", sock), fmt.Sprintf(
 				`location / { include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $uri; fastcgi_pass %s; %s }`, target, pass))
 			c := &http.Client{Timeout: 20 * time.Second}
-			var mu sync.Mutex
-			perPID := map[int]int{}
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, clients)
-			for i := 0; i < total; i++ {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
-					if err != nil {
-						t.Errorf("request %d: %v", i, err)
-						return
-					}
-					mu.Lock()
-					perPID[in.PID]++
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
+			perPID := requestsPerPID(t, c, srv.URL, total, clients)
 			if t.Failed() {
 				t.Fatal(srv.Log())
 			}
@@ -563,17 +543,28 @@ func TestPreforkOneWorkerAccepts(t *testing.T) {
 	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(cmd.Process.Pid)) == 3 })
 	srv := peertest.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
 	c := &http.Client{Timeout: 20 * time.Second}
+	perPID := requestsPerPID(t, c, srv.URL, 200, 8)
+	if len(perPID) != 1 {
+		t.Errorf("200 requests were served by %d workers %v; want one", len(perPID), perPID)
+	}
+}
+
+// requestsPerPID sends total info-page requests to base, clients at a
+// time, and counts how many each worker (by the PID it reports) answered.
+// A failed request fails t.
+func requestsPerPID(t *testing.T, c *http.Client, base string, total, clients int) map[int]int {
+	t.Helper()
 	var mu sync.Mutex
 	perPID := map[int]int{}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i := 0; i < 200; i++ {
+	sem := make(chan struct{}, clients)
+	for i := 0; i < total; i++ {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", srv.URL, i), nil)
+			in, _, err := getInfo(c, "GET", fmt.Sprintf("%s/r/%d", base, i), nil)
 			if err != nil {
 				t.Errorf("request %d: %v", i, err)
 				return
@@ -584,7 +575,5 @@ func TestPreforkOneWorkerAccepts(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(perPID) != 1 {
-		t.Errorf("200 requests were served by %d workers %v; want one", len(perPID), perPID)
-	}
+	return perPID
 }
