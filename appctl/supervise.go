@@ -673,6 +673,9 @@ func (s *supervisor) launch(inst *instance) error {
 	for i, arg := range a.Command {
 		argv[i] = strings.NewReplacer("{socket}", sock, "{port}", port).Replace(arg)
 	}
+	if err := expandWSGI(a, s.dir, argv); err != nil {
+		return err
+	}
 	workdir := s.cfg.Resolve(a.Workdir)
 	if workdir == "" {
 		workdir = s.cfg.Resolve(".")

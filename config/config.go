@@ -27,12 +27,23 @@ type Config struct {
 	Limits Limits            `toml:"limits"`
 }
 
-// App describes the HTTP application behind mysite.fcgi. Command and Upstream
-// are exclusive; with neither, the built-in info page is served.
+// App describes the HTTP application behind mysite.fcgi. WSGI, Command and
+// Upstream are exclusive; with none, the built-in info page is served.
 type App struct {
 	// Command is the child app's argv; "{socket}" and "{port}" are replaced
-	// with a private unix socket path or a free loopback port.
+	// with a private unix socket path or a free loopback port. With WSGI set,
+	// Parse fills it with the built-in runner's command (see WSGICommand).
 	Command []string `toml:"command"`
+	// WSGI is a Python WSGI application, "module" or "module:callable"
+	// (callable "application" by default), served by the built-in runner
+	// on a private unix socket; the workdir goes first on sys.path. "" =
+	// none.
+	WSGI string `toml:"wsgi"`
+	// Python is the interpreter that runs the WSGI runner: a name looked up
+	// on the app's PATH or a path (a virtualenv's bin/python). "" = python3.
+	Python string `toml:"python"`
+	// Workers is how many processes the WSGI runner forks; 0 = one per CPU.
+	Workers int `toml:"workers"`
 	// Upstream is an app that is already running: "http://host:port" or
 	// "unix:/path/to.sock".
 	Upstream string            `toml:"upstream"`
@@ -248,7 +259,29 @@ func Parse(path string, data []byte) (*Config, error) {
 	if err := c.validate(data); err != nil {
 		return nil, err
 	}
+	if c.App.WSGI != "" {
+		c.App.Command = c.App.WSGICommand()
+	}
 	return &c, nil
+}
+
+// WSGIRunnerArg is the argument of WSGICommand that the supervisor replaces
+// with the path of the runner it writes (a placeholder of ours only: it is
+// not replaced in a command the user wrote).
+const WSGIRunnerArg = "{wsgi_runner}"
+
+// WSGICommand is the runner's argv for a WSGI app: the interpreter, the
+// runner (WSGIRunnerArg), the socket, the app and the worker count.
+func (a App) WSGICommand() []string {
+	python := a.Python
+	if python == "" {
+		python = "python3"
+	}
+	argv := []string{python, WSGIRunnerArg, "--socket", "{socket}", "--app", a.WSGI, "--workers", strconv.Itoa(a.Workers)}
+	if a.StripPrefix {
+		argv = append(argv, "--strip-prefix")
+	}
+	return argv
 }
 
 func (c *Config) validate(data []byte) error {
@@ -257,6 +290,9 @@ func (c *Config) validate(data []byte) error {
 		return &Error{File: c.File, Line: lineOf(data, toml.Key(parts)), Key: key, Msg: fmt.Sprintf(format, args...)}
 	}
 	a := c.App
+	if err := validateWSGI(a, bad); err != nil {
+		return err
+	}
 	if len(a.Command) > 0 && a.Upstream != "" {
 		return bad("app.upstream", "set either app.command or app.upstream, not both")
 	}
@@ -311,6 +347,38 @@ func (c *Config) validate(data []byte) error {
 		if len(c.Server.StatusToken) < 16 {
 			return bad("server.status_path", "needs server.status_token, at least 16 characters (the status is for operators only)")
 		}
+	}
+	return nil
+}
+
+// wsgiModuleRe is a dotted Python module path, optionally ":callable" (a
+// dotted attribute path).
+var wsgiModuleRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)?$`)
+
+// validateWSGI checks app.wsgi and the keys that go with it.
+func validateWSGI(a App, bad func(key, format string, args ...any) error) error {
+	if a.WSGI == "" {
+		switch {
+		case a.Python != "":
+			return bad("app.python", "only used with app.wsgi, which is not set")
+		case a.Workers != 0:
+			return bad("app.workers", "only used with app.wsgi, which is not set")
+		}
+		return nil
+	}
+	switch {
+	case len(a.Command) > 0:
+		return bad("app.wsgi", "set one of app.wsgi, app.command and app.upstream, not both wsgi and command")
+	case a.Upstream != "":
+		return bad("app.wsgi", "set one of app.wsgi, app.command and app.upstream, not both wsgi and upstream")
+	case !wsgiModuleRe.MatchString(a.WSGI):
+		return bad("app.wsgi", "want a Python module path, optionally with :callable (\"mysite.wsgi\", \"app:server\"), got %q", a.WSGI)
+	case a.Workers < 0:
+		return bad("app.workers", "must not be negative (0 = one per CPU)")
+	case a.Workers > 1024:
+		return bad("app.workers", "%d processes is more than any site needs (at most 1024)", a.Workers)
+	case a.Python != "" && strings.TrimSpace(a.Python) != a.Python:
+		return bad("app.python", "the interpreter %q has leading or trailing spaces", a.Python)
 	}
 	return nil
 }
@@ -419,7 +487,7 @@ func lineOf(data []byte, k toml.Key) int {
 
 var known = []string{
 	"app", "static", "server", "limits",
-	"command", "upstream", "workdir", "env", "env_allow", "ready_path", "ready_timeout",
+	"command", "wsgi", "python", "workers", "upstream", "workdir", "env", "env_allow", "ready_path", "ready_timeout",
 	"stop_grace", "timeout", "log", "runtime_dir", "idle_stop", "pass_sendfile", "strip_prefix", "proxy_protocol",
 	"force_script_name", "maxrequests", "watch", "poll_interval", "grace", "protocol",
 	"host", "port", "socket", "method", "maxchildren", "minspare", "maxspare",

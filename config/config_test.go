@@ -33,6 +33,11 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"both mode spellings", "[server]\nlisten.mode = \"0660\"\nchmod-socket = \"660\"\n", 3, "server.chmod-socket", "not both"},
 		{"chown-socket form", "[server]\nchown-socket = \"a:b:c\"\n", 2, "server.chown-socket", "user:group"},
 		{"both owner spellings", "[server]\nlisten.group = \"www-data\"\nchown-socket = \":www-data\"\n", 3, "server.chown-socket", "not both"},
+		{"wsgi and command", "[app]\nwsgi = \"mysite.wsgi\"\ncommand = [\"x\"]\n", 2, "app.wsgi", "not both wsgi and command"},
+		{"wsgi and upstream", "[app]\nupstream = \"http://127.0.0.1:1\"\n\nwsgi = \"mysite.wsgi\"\n", 4, "app.wsgi", "not both wsgi and upstream"},
+		{"wsgi not a module", "[app]\nwsgi = \"mysite/wsgi.py\"\n", 2, "app.wsgi", "Python module path"},
+		{"negative workers", "[app]\nwsgi = \"mysite.wsgi\"\nworkers = -1\n", 3, "app.workers", "negative"},
+		{"python without wsgi", "[app]\ncommand = [\"x\"]\npython = \"python3\"\n", 3, "app.python", "only used with app.wsgi"},
 		{"unknown listen key", "[server]\nlisten.onwer = \"www-data\"\n", 2, "server.listen.onwer", `did you mean "owner"`},
 	}
 	for _, tc := range cases {
@@ -49,6 +54,26 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 				t.Fatalf("message %q does not start with the file", err)
 			}
 		})
+	}
+}
+
+// [app] wsgi becomes the runner's command, which the supervisor runs like
+// any other: interpreter, runner, socket, app, workers.
+func TestWSGIBecomesCommand(t *testing.T) {
+	c, err := Parse("/site/mysite.toml", []byte("[app]\nwsgi = \"mysite.wsgi:application\"\npython = \"venv/bin/python\"\nworkers = 3\nstrip_prefix = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"venv/bin/python", WSGIRunnerArg, "--socket", "{socket}", "--app", "mysite.wsgi:application", "--workers", "3", "--strip-prefix"}
+	if strings.Join(c.App.Command, " ") != strings.Join(want, " ") {
+		t.Fatalf("command %q, want %q", c.App.Command, want)
+	}
+	c, err = Parse("/site/mysite.toml", []byte("[app]\nwsgi = \"mysite.wsgi\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.App.Command, " "); got != "python3 "+WSGIRunnerArg+" --socket {socket} --app mysite.wsgi --workers 0" {
+		t.Fatalf("default command %q", got)
 	}
 }
 

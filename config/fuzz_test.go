@@ -18,6 +18,7 @@ func FuzzParse(f *testing.F) {
 		"[limits]\nmax_params_bytes = 1024\nheader_timeout = \"1s\"\nrequest_timeout = \"-1s\"\n",
 		"[app]\ncomand = [\"x\"]\n",
 		"[app\n",
+		"[app]\nwsgi = \"mysite.wsgi:app\"\npython = \"venv/bin/python\"\nworkers = 2\n",
 		"[server]\numask = \"9\"\n",
 	} {
 		f.Add([]byte(s))

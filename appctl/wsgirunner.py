@@ -1,0 +1,593 @@
+"""fcgishim's WSGI runner: serves one WSGI application over HTTP/1.1 on a
+private unix socket, for mysite.fcgi's proxy and nothing else.
+
+It trusts the forwarding headers our proxy writes (X-Real-Ip,
+X-Forwarded-Proto, X-Forwarded-Prefix): the proxy removes the client's own
+copies. That is why it listens on a unix socket only, never on TCP.
+
+The master imports the app, binds the socket, then forks the workers (the
+app's modules are shared copy-on-write) and restarts a worker that dies.
+Each worker is one thread: a selector loop over the listening socket and its
+keep-alive connections, one request at a time. SIGTERM: the master passes it
+on; a worker finishes the request in hand, then exits.
+
+Standard library only, Python 3.7 or later.
+"""
+
+import errno
+import gc
+import importlib
+import io
+import os
+import selectors
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from urllib.parse import unquote_to_bytes
+
+MAX_HEADER = 1 << 20  # the proxy's own default limit on a request header
+MEMORY_BODY = 1 << 20  # larger bodies are spooled to a temporary file
+IO_TIMEOUT = 60.0  # one read or write of a request in progress
+IDLE_TIMEOUT = 300.0  # an idle keep-alive connection
+HEADER_TIMEOUT = 30.0  # a request header that never completes
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                        "proxy-connection", "proxy-authenticate", "proxy-authorization"))
+# Byte classes for bytes.translate(None, ok): what is left over is not ok.
+TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+TARGET = bytes(range(33, 127))
+VALUE = bytes([9]) + bytes(range(32, 127)) + bytes(range(128, 256))
+NO_BODY_STATUS = ("1", "204", "304")
+
+
+def log(msg):
+    sys.stderr.write("wsgi[%d]: %s\n" % (os.getpid(), msg))
+    sys.stderr.flush()
+
+
+class BadRequest(Exception):
+    """The request cannot be understood: answer 400 and close."""
+
+
+class Closed(Exception):
+    """The peer went away or timed out mid-request: close quietly."""
+
+
+def parse_args(argv):
+    opts = {"socket": "", "app": "", "workers": 0, "strip_prefix": False}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--strip-prefix":
+            opts["strip_prefix"] = True
+            i += 1
+            continue
+        if a not in ("--socket", "--app", "--workers") or i + 1 >= len(argv):
+            raise SystemExit("wsgi runner: unknown or incomplete argument %r" % a)
+        opts[a[2:]] = argv[i + 1]
+        i += 2
+    if not opts["socket"].startswith("/"):
+        raise SystemExit("wsgi runner: --socket wants the absolute path of a unix socket (TCP is refused: "
+                         "the runner trusts its peer's forwarding headers)")
+    if not opts["app"]:
+        raise SystemExit("wsgi runner: --app module[:callable] is required")
+    try:
+        opts["workers"] = int(opts["workers"])
+    except ValueError:
+        raise SystemExit("wsgi runner: --workers wants a number, got %r" % opts["workers"])
+    if opts["workers"] <= 0:
+        try:
+            opts["workers"] = len(os.sched_getaffinity(0))
+        except AttributeError:
+            opts["workers"] = os.cpu_count() or 1
+    return opts
+
+
+def load_app(spec):
+    module, _, name = spec.partition(":")
+    obj = importlib.import_module(module)
+    for part in (name or "application").split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SystemExit("wsgi runner: %s is not callable" % spec)
+    return obj
+
+
+class Conn:
+    """One keep-alive connection from the proxy and its unread bytes."""
+
+    __slots__ = ("sock", "buf", "last")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.last = time.monotonic()
+
+    def fill(self):
+        """Reads once (the caller knows data or EOF is waiting, or may wait
+        IO_TIMEOUT); returns False at EOF."""
+        try:
+            data = self.sock.recv(65536)
+        except (socket.timeout, OSError) as e:
+            raise Closed() from e
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def read(self, n):
+        """Exactly n bytes, or Closed."""
+        while len(self.buf) < n:
+            if not self.fill():
+                raise Closed()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def readline(self, limit):
+        """One CRLF-terminated line without its CRLF."""
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            if len(self.buf) > limit:
+                raise BadRequest("line too long")
+            if not self.fill():
+                raise Closed()
+
+
+def parse_head(head):
+    """The request line and header fields (bytes without the blank line) →
+    (method, target, version, [(NAME, value)]). Names with "_" are dropped."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise BadRequest("malformed request line")
+    method, target, version = parts
+    if not method or method.translate(None, TOKEN):
+        raise BadRequest("malformed method")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise BadRequest("unsupported version")
+    if not target.startswith(b"/") or target.translate(None, TARGET):
+        raise BadRequest("malformed target")
+    fields = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            raise BadRequest("malformed header line")
+        if name.translate(None, TOKEN):
+            raise BadRequest("malformed header name")  # also obs-fold: a leading space or tab
+        value = value.strip(b" \t")
+        if value.translate(None, VALUE):
+            raise BadRequest("control byte in a header value")
+        if b"_" in name:
+            continue
+        fields.append((name.decode("latin-1").upper().replace("-", "_"), value.decode("latin-1")))
+    return method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), fields
+
+
+class Worker:
+    def __init__(self, app, listener, opts):
+        self.app = app
+        self.listener = listener
+        self.strip_prefix = opts["strip_prefix"]
+        self.stopping = False
+        self.sel = selectors.DefaultSelector()
+        self.conns = {}
+        self.base = {
+            "wsgi.version": (1, 0), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+            "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.input_terminated": True,
+            "SERVER_SOFTWARE": "fcgishim-wsgi",
+        }
+
+    def stop(self, signum, frame):
+        self.stopping = True
+
+    def run(self):
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        self.sel.register(rfd, selectors.EVENT_READ)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        parent = os.getppid()
+        last_sweep = time.monotonic()
+        while not self.stopping:
+            for key, _ in self.sel.select(1.0):
+                if key.fileobj is self.listener:
+                    self.accept()
+                elif key.fileobj == rfd:
+                    try:
+                        os.read(rfd, 512)
+                    except OSError:
+                        pass
+                else:
+                    self.serve(key.data)
+                if self.stopping:
+                    break
+            now = time.monotonic()
+            if now - last_sweep >= 1.0:
+                last_sweep = now
+                if os.getppid() != parent:
+                    break  # the master is gone
+                self.sweep(now)
+        for c in list(self.conns.values()):
+            self.drop(c)
+
+    def accept(self):
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker won it
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log("accept: %s" % e)
+                return
+            raise
+        sock.settimeout(IO_TIMEOUT)
+        c = Conn(sock)
+        self.conns[sock.fileno()] = c
+        self.sel.register(sock, selectors.EVENT_READ, c)
+
+    def sweep(self, now):
+        for c in list(self.conns.values()):
+            limit = HEADER_TIMEOUT if c.buf else IDLE_TIMEOUT
+            if now - c.last > limit:
+                self.drop(c)
+
+    def drop(self, c):
+        fd = c.sock.fileno()
+        if self.conns.pop(fd, None) is not None:
+            self.sel.unregister(c.sock)
+        c.sock.close()
+
+    def serve(self, c):
+        """Reads what is waiting on c, then answers every complete request
+        in its buffer; keeps c for the next one unless it must close."""
+        try:
+            if not c.fill():
+                self.drop(c)
+                return
+            c.last = time.monotonic()
+            while True:
+                end = c.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(c.buf) > MAX_HEADER:
+                        raise BadRequest("request header too large")
+                    return  # wait for the rest of the header
+                if end > MAX_HEADER:
+                    raise BadRequest("request header too large")
+                head, c.buf = c.buf[:end], c.buf[end + 4:]
+                if not self.handle(c, head) or self.stopping:
+                    self.drop(c)
+                    return
+                if not c.buf:
+                    return
+        except BadRequest as e:
+            self.reject(c, str(e))
+        except Closed:
+            self.drop(c)
+        except Exception:
+            log("serving a connection failed:\n" + traceback.format_exc())
+            self.drop(c)
+
+    def reject(self, c, why):
+        body = ("Bad Request: %s\n" % why).encode()
+        try:
+            c.sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                           b"Connection: close\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        self.drop(c)
+
+    def handle(self, c, head):
+        """Answers one request; returns whether the connection stays open."""
+        method, target, version, fields = parse_head(head)
+        env = self.environ(method, target, version, fields)
+        keep = version == "HTTP/1.1"
+        conn_hdr = env.get("HTTP_CONNECTION", "").lower()
+        if "close" in conn_hdr:
+            keep = False
+        elif "keep-alive" in conn_hdr and version == "HTTP/1.0":
+            keep = True
+        env["wsgi.input"] = self.read_body(c, env)
+        return Response(c.sock, env, keep).run(self.app)
+
+    def environ(self, method, target, version, fields):
+        env = dict(self.base)
+        path, _, query = target.partition("?")
+        env["REQUEST_METHOD"] = method
+        env["RAW_URI"] = env["REQUEST_URI"] = target
+        env["QUERY_STRING"] = query
+        env["SERVER_PROTOCOL"] = version
+        for name, value in fields:
+            if name in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+                if name in env and env[name] != value:
+                    raise BadRequest("conflicting " + name.replace("_", "-"))
+                env[name] = value
+                continue
+            key = "HTTP_" + name
+            if key in env:
+                value = env[key] + ("; " if name == "COOKIE" else ",") + value
+            env[key] = value
+        env["REMOTE_ADDR"] = env.get("HTTP_X_REAL_IP", "")
+        scheme = env.get("HTTP_X_FORWARDED_PROTO", "http")
+        env["wsgi.url_scheme"] = scheme if scheme in ("http", "https") else "http"
+        if env["wsgi.url_scheme"] == "https":
+            env["HTTPS"] = "on"
+        host = env.get("HTTP_HOST", "")
+        name, port = host, ""
+        if host.startswith("["):
+            end = host.find("]")
+            name, port = host[:end + 1], host[end + 2:] if host[end + 1:end + 2] == ":" else ""
+        elif ":" in host:
+            name, _, port = host.rpartition(":")
+        env["SERVER_NAME"] = name or "localhost"
+        env["SERVER_PORT"] = port or ("443" if env["wsgi.url_scheme"] == "https" else "80")
+        path = unquote_to_bytes(path).decode("latin-1")
+        prefix = "" if self.strip_prefix else env.get("HTTP_X_FORWARDED_PREFIX", "").rstrip("/")
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            env["SCRIPT_NAME"], env["PATH_INFO"] = prefix, path[len(prefix):]
+        else:
+            env["SCRIPT_NAME"], env["PATH_INFO"] = "", path
+        return env
+
+    def read_body(self, c, env):
+        if "HTTP_TRANSFER_ENCODING" in env:
+            if env["HTTP_TRANSFER_ENCODING"].lower() != "chunked" or "CONTENT_LENGTH" in env:
+                raise BadRequest("unsupported Transfer-Encoding")
+            body = self.read_chunked(c)
+            env["CONTENT_LENGTH"] = str(body.seek(0, io.SEEK_END))
+            body.seek(0)
+            return body
+        cl = env.get("CONTENT_LENGTH", "")
+        if not cl:
+            return io.BytesIO(b"")
+        if not cl.isdigit() or not cl.isascii() or len(cl) > 18:
+            raise BadRequest("malformed Content-Length")
+        n = int(cl)
+        if n <= MEMORY_BODY:
+            return io.BytesIO(c.read(n))
+        body = tempfile.TemporaryFile()
+        while n > 0:
+            piece = c.read(min(n, 65536))
+            body.write(piece)
+            n -= len(piece)
+        body.seek(0)
+        return body
+
+    def read_chunked(self, c):
+        body = io.BytesIO()
+        total = 0
+        while True:
+            line = c.readline(4096)
+            size = line.split(b";", 1)[0].strip(b" \t")
+            if not size or len(size) > 15 or any(ch not in b"0123456789abcdefABCDEF" for ch in size):
+                raise BadRequest("malformed chunk size")
+            n = int(size, 16)
+            if n == 0:
+                break
+            if total + n > MEMORY_BODY and isinstance(body, io.BytesIO):
+                spool = tempfile.TemporaryFile()
+                spool.write(body.getvalue())
+                body = spool
+            body.write(c.read(n))
+            total += n
+            if c.read(2) != b"\r\n":
+                raise BadRequest("malformed chunk")
+        while c.readline(8192):  # trailer fields: ignored
+            pass
+        return body
+
+
+class Response:
+    """One response: start_response, the body's framing, the writes."""
+
+    def __init__(self, sock, env, keep):
+        self.sock = sock
+        self.env = env
+        self.keep = keep
+        self.head_only = env["REQUEST_METHOD"] == "HEAD"
+        self.status = None
+        self.headers = None
+        self.sent = False
+        self.chunked = False
+        self.length = None  # the app's Content-Length, if any
+        self.written = 0
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise ValueError("malformed status %r" % (status,))
+        self.status, self.headers = status, headers
+        return self.write
+
+    def head(self, body_len):
+        """The response header; body_len is the length when known here."""
+        out = ["HTTP/1.1 ", self.status, "\r\n"]
+        no_body = self.status.startswith(NO_BODY_STATUS)
+        for name, value in self.headers:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError("header %r: name and value must be str" % (name,))
+            if any(ch in "\r\n:" for ch in name) or "\r" in value or "\n" in value or not name:
+                raise ValueError("header %r: malformed" % (name,))
+            low = name.lower()
+            if low in HOP_BY_HOP:
+                continue
+            if low == "content-length":
+                if not value.strip().isdigit():
+                    raise ValueError("Content-Length %r is not a number" % (value,))
+                self.length = int(value)
+            out += (name, ": ", value, "\r\n")
+        if self.length is None and not no_body:
+            if body_len is not None:
+                self.length = body_len
+                out += ("Content-Length: ", str(body_len), "\r\n")
+            elif self.env["SERVER_PROTOCOL"] == "HTTP/1.1" and not self.head_only:
+                self.chunked = True
+                out.append("Transfer-Encoding: chunked\r\n")
+            elif not self.head_only:
+                self.keep = False  # the end of the body is the end of the connection
+        if not self.keep:
+            out.append("Connection: close\r\n")
+        out.append("\r\n")
+        return "".join(out).encode("latin-1")
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+        except (socket.timeout, OSError) as e:
+            raise Closed() from e
+
+    def write(self, data, body_len=None):
+        """Sends a piece of the body (and the header before the first)."""
+        if self.status is None:
+            raise AssertionError("write before start_response")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("the body must be bytes, got %s" % type(data).__name__)
+        out = b""
+        if not self.sent:
+            out = self.head(body_len)
+            self.sent = True
+        if data and not self.head_only:
+            if self.length is not None and self.written + len(data) > self.length:
+                data = data[:self.length - self.written]
+                self.keep = False
+            self.written += len(data)
+            if self.chunked:
+                out += b"%x\r\n%s\r\n" % (len(data), data)
+            else:
+                out += data
+        if out:
+            self.send(out)
+
+    def run(self, app):
+        """Calls the app and sends its answer; returns whether to keep the
+        connection. An exception before the header went out is a 500."""
+        body = None
+        try:
+            body = app(self.env, self.start_response)
+            if isinstance(body, (list, tuple)) and len(body) <= 1:
+                data = body[0] if body else b""
+                self.write(data, len(data))
+            else:
+                for data in body:
+                    if data:
+                        self.write(data)
+                if not self.sent:
+                    self.write(b"", 0 if self.env["SERVER_PROTOCOL"] == "HTTP/1.1" else None)
+            if self.chunked:
+                self.send(b"0\r\n\r\n")
+            if self.length is not None and self.written != self.length and not self.head_only:
+                self.keep = False  # the app sent less than it announced
+        except Closed:
+            return False
+        except Exception:
+            self.fail()
+            return False
+        finally:
+            if hasattr(body, "close"):
+                try:
+                    body.close()
+                except Exception:
+                    log("close() of the response failed:\n" + traceback.format_exc())
+        return self.keep
+
+    def fail(self):
+        env = self.env
+        log("%s %s: the app raised:\n%s" % (env["REQUEST_METHOD"], env["SCRIPT_NAME"] + env["PATH_INFO"],
+                                            traceback.format_exc()))
+        if self.sent:
+            return  # too late for a 500: closing the connection tells the proxy
+        body = b"Internal Server Error\n"
+        try:
+            self.sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+
+
+class Master:
+    def __init__(self, app, listener, opts):
+        self.app, self.listener, self.opts = app, listener, opts
+        self.children = {}  # pid → start time
+        self.stopping = False
+
+    def stop(self, signum, frame):
+        self.stopping = True
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    def spawn(self):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                Worker(self.app, self.listener, self.opts).run()
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = time.monotonic()
+
+    def run(self):
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if hasattr(gc, "freeze"):
+            gc.freeze()  # the app's objects stay shared with the workers
+        for _ in range(self.opts["workers"]):
+            self.spawn()
+        failures = 0
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            started = self.children.pop(pid, None)
+            if started is None or self.stopping:
+                continue
+            log("worker %d exited (status %d); starting another" % (pid, status))
+            failures = failures + 1 if time.monotonic() - started < 5 else 0
+            if failures:
+                time.sleep(min(0.1 * (2 ** min(failures, 6)), 5.0))
+            if not self.stopping:
+                self.spawn()
+
+
+def main(argv):
+    opts = parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    app = load_app(opts["app"])
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.unlink(opts["socket"])
+    except FileNotFoundError:
+        pass
+    listener.bind(opts["socket"])
+    listener.listen(1024)
+    log("serving %s on %s with %d worker(s)" % (opts["app"], opts["socket"], opts["workers"]))
+    Master(app, listener, opts).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
