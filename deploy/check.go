@@ -327,17 +327,25 @@ func (c *checker) checkApp(cfg *config.Config) {
 // puts gunicorn) fails, naming the file and what to write instead.
 func (c *checker) checkCommand(cfg *config.Config, workdir string, fileVars map[string]string) {
 	prog := cfg.App.Command[0]
-	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, "command"), cfg.File)
+	// With [app] wsgi the program is the runner's interpreter, [app] python.
+	key, what, fullPath := "command", "app command", "command = [%q, ...]"
+	if cfg.App.WSGI != "" {
+		key, what, fullPath = "python", "app python (runs the WSGI runner)", "python = %q"
+		if cfg.App.Python == "" {
+			key = "wsgi"
+		}
+	}
+	line := fmt.Sprintf("line %d of %s", lineOfKey(cfg.File, key), cfg.File)
 	if strings.ContainsRune(prog, '/') {
 		path := prog
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(workdir, prog)
 		}
 		if err := isExecutable(path); err != nil {
-			c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line), "install it, or fix the path in app.command")
+			c.fail(fmt.Sprintf("%s %q: %v (%s)", what, prog, err, line), "install it, or fix the path in app."+key)
 			return
 		}
-		c.ok("app command %s found, workdir %s", path, workdir)
+		c.ok("%s %s found, workdir %s", what, path, workdir)
 		return
 	}
 	pathEnv, from := c.env.getenv("PATH"), c.env.desc
@@ -349,16 +357,19 @@ func (c *checker) checkCommand(cfg *config.Config, workdir string, fileVars map[
 	}
 	path, err := lookPath(prog, pathEnv)
 	if err == nil {
-		c.ok("app command %s found (%s) with the PATH the app gets (%s), workdir %s", prog, path, pathEnv, workdir)
+		c.ok("%s %s found (%s) with the PATH the app gets (%s), workdir %s", what, prog, path, pathEnv, workdir)
 		return
 	}
 	if login, lerr := lookPath(prog, c.o.Getenv("PATH")); lerr == nil {
-		c.fail(fmt.Sprintf("app command %q is %s in your login shell's PATH, but the app gets PATH=%s (%s): the site would answer \"the app's command was not found\" (%s)", prog, login, pathEnv, from, line),
-			fmt.Sprintf("give the full path: command = [%q, ...]; or add its directory: [app] env = { PATH = \"%s:%s\" }", login, filepath.Dir(login), c.env.getenv("PATH")))
+		c.fail(fmt.Sprintf("%s %q is %s in your login shell's PATH, but the app gets PATH=%s (%s): the site would answer \"the app's command was not found\" (%s)", what, prog, login, pathEnv, from, line),
+			fmt.Sprintf("give the full path: "+fullPath+"; or add its directory: [app] env = { PATH = \"%s:%s\" }", login, filepath.Dir(login), c.env.getenv("PATH")))
 		return
 	}
-	c.fail(fmt.Sprintf("app command %q: %v (%s)", prog, err, line),
-		"install it, or give its full path in app.command (the app gets PATH="+pathEnv+")")
+	fix := "install it, or give its full path in app.command"
+	if cfg.App.WSGI != "" {
+		fix = "install Python 3, or give the interpreter's full path in app.python (a virtualenv's bin/python)"
+	}
+	c.fail(fmt.Sprintf("%s %q: %v (%s)", what, prog, err, line), fix+" (the app gets PATH="+pathEnv+")")
 }
 
 // checkProxyProtocol warns when [app] proxy_protocol and gunicorn's

@@ -202,9 +202,13 @@ func ConfigTemplate(name string) string {
 
 # The app, started once and shared by every copy of ` + name + `:
 # [app]
+# wsgi = "mysite.wsgi"     # a WSGI app (Django, Flask: "module:callable"), served by the built-in runner
+# python = "python3"       # its interpreter; a virtualenv's: "/home/user/venv/bin/python"
+# workers = 0              # runner processes; 0 = one per CPU
+# Or any command, e.g. gunicorn (instead of wsgi):
 # command = ["gunicorn", "--bind", "unix:{socket}", "--proxy-protocol", "mysite.wsgi"]  # {socket} / {port} are filled in
 # proxy_protocol = true   # with gunicorn's --proxy-protocol: the app sees the visitor's address
-# workdir = "/home/user/myproject"
+# workdir = "/home/user/myproject"   # the app's directory (first on sys.path for wsgi)
 # env = { DJANGO_SETTINGS_MODULE = "mysite.settings" }
 # Secrets (passwords, API keys) do not belong in this file: it lies in a
 # public directory that other users on the machine can often read. Put

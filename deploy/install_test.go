@@ -52,3 +52,22 @@ func TestInstallNeverLoosensAndIsIdempotent(t *testing.T) {
 		t.Errorf("temporary files left: %v", ents)
 	}
 }
+
+// The template's wsgi lines, uncommented as a user would, make a valid
+// config that runs the built-in WSGI runner.
+func TestConfigTemplateWSGILinesLoad(t *testing.T) {
+	var lines []string
+	for _, l := range strings.Split(ConfigTemplate("mysite.fcgi"), "\n") {
+		for _, k := range []string{"# [app]", "# wsgi =", "# python =", "# workers =", "# workdir ="} {
+			if strings.HasPrefix(l, k) {
+				lines = append(lines, strings.TrimPrefix(l, "# "))
+			}
+		}
+	}
+	path := filepath.Join(t.TempDir(), "mysite.toml")
+	os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
+	cfg, err := config.Load(path)
+	if err != nil || len(lines) != 5 || cfg.App.WSGI != "mysite.wsgi" || cfg.App.Command[0] != "python3" {
+		t.Fatalf("template's wsgi lines %q: %v %+v", lines, err, cfg)
+	}
+}

@@ -237,6 +237,8 @@ func TestCheckCommandUnderServerEnv(t *testing.T) {
 	os.MkdirAll(local, 0o755)
 	gunicorn := filepath.Join(local, "gunicorn-fcgishim-test")
 	os.WriteFile(gunicorn, []byte("#!/bin/sh\n"), 0o755)
+	python := filepath.Join(local, "python-fcgishim-test")
+	os.WriteFile(python, []byte("#!/bin/sh\n"), 0o755)
 	loginPath := local + ":/usr/local/bin:/usr/bin:/bin"
 	cases := []struct {
 		toml string
@@ -253,6 +255,16 @@ env = { PATH = "` + local + `:/usr/bin:/bin" }
 		{`[app]
 command = ["` + gunicorn + `", "--bind", "unix:{socket}"]
 `, []string{"[ok]   app command " + gunicorn + " found"}},
+		// [app] wsgi: the program checked is the runner's interpreter.
+		{`[app]
+wsgi = "mysite.wsgi"
+python = "python-fcgishim-test"
+`, []string{"[FAIL] app python (runs the WSGI runner) \"python-fcgishim-test\" is " + python + " in your login shell's PATH",
+			"line 3 of", "fix: give the full path: python = \"" + python + "\""}},
+		{`[app]
+wsgi = "mysite.wsgi"
+python = "` + python + `"
+`, []string{"[ok]   app python (runs the WSGI runner) " + python + " found"}},
 	}
 	for _, tc := range cases {
 		cfgPath := filepath.Join(dir, "mysite.toml")
