@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,7 +24,7 @@ import (
 
 // wsgiTestApp is the WSGI app the runner serves in these tests.
 const wsgiTestApp = `
-import json, os
+import json, os, time
 
 class Closing:
     """An iterable whose close() is recorded in closed.txt."""
@@ -38,6 +41,12 @@ class Closing:
 
 def application(env, start_response):
     path = env["PATH_INFO"]
+    if path == "/wait":
+        open("started", "w").close()
+        while not os.path.exists("go"):
+            time.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"finished"]
     if path == "/boom":
         raise RuntimeError("boom")
     if path == "/stream":
@@ -367,5 +376,84 @@ func TestWSGIRunnerSlowBodyLeavesOtherWorker(t *testing.T) {
 	resp, body2 := roundTrip(t, slow, bufio.NewReader(slow), "fghij")
 	if e := decodeEnv(t, body2); resp.StatusCode != 200 || e.Body != "abcdefghij" || e.PID == decodeEnv(t, body).PID {
 		t.Fatalf("slow request: %d %+v, served by the fast one's worker %d", resp.StatusCode, e, decodeEnv(t, body).PID)
+	}
+}
+
+// children returns the PIDs of pid's children.
+func children(t *testing.T, pid int) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Skipf("cannot list children: %v", err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		n, _ := strconv.Atoi(f)
+		pids = append(pids, n)
+	}
+	return pids
+}
+
+// SIGTERM to the process group (what the supervisor sends): the request in
+// hand is finished and answered, then every process exits.
+func TestWSGIRunnerGracefulStop(t *testing.T) {
+	r := startWSGIRunner(t, "2")
+	c := r.dial(t)
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: h\r\n\r\n")
+	peertest.Eventually(t, 10*time.Second, "the app to start the request", func() bool {
+		_, err := os.Stat(filepath.Join(r.dir, "started"))
+		return err == nil
+	})
+	if err := syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(r.dir, "go"), nil, 0o600)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the request in hand at SIGTERM: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "finished" {
+		t.Fatalf("the request in hand at SIGTERM: %d %q", resp.StatusCode, b)
+	}
+	peertest.Eventually(t, 10*time.Second, "the runner to exit after SIGTERM", func() bool {
+		return syscall.Kill(r.cmd.Process.Pid, 0) != nil || processState(r.cmd.Process.Pid) == "Z"
+	})
+}
+
+// processState is the state letter of pid from /proc ("" when gone).
+func processState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// A worker that dies is replaced, and the others serve meanwhile.
+func TestWSGIRunnerRestartsDeadWorker(t *testing.T) {
+	r := startWSGIRunner(t, "2")
+	master := r.cmd.Process.Pid
+	var before []int
+	peertest.Eventually(t, 10*time.Second, "two workers", func() bool {
+		before = children(t, master)
+		return len(before) == 2
+	})
+	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	peertest.Eventually(t, 10*time.Second, "a new worker in place of the killed one", func() bool {
+		now := children(t, master)
+		return len(now) == 2 && !slices.Contains(now, before[0])
+	})
+	for range 4 {
+		c := r.dial(t)
+		if resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET /env HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("after a worker died: %d", resp.StatusCode)
+		}
 	}
 }
