@@ -39,6 +39,12 @@ class Closing:
         with open("closed.txt", "a") as f:
             f.write(self.path + "\n")
 
+def echo(env, start_response):
+    """Never fails: for the fuzz target."""
+    body = json.dumps({"PATH_INFO": env["PATH_INFO"], "body": env["wsgi.input"].read().decode("latin-1")}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
 def application(env, start_response):
     path = env["PATH_INFO"]
     if path == "/wait":
@@ -88,7 +94,7 @@ func (r *wsgiRunnerProc) log() string {
 // startWSGIRunner runs the embedded runner with python3 on wsgiTestApp,
 // as the supervisor would (written into a private directory, its own
 // process group), and waits until it answers.
-func startWSGIRunner(t *testing.T, workers string, extra ...string) *wsgiRunnerProc {
+func startWSGIRunner(t testing.TB, app, workers string, extra ...string) *wsgiRunnerProc {
 	t.Helper()
 	python := peertest.Need(t, "python3")[0]
 	dir := t.TempDir()
@@ -103,7 +109,7 @@ func startWSGIRunner(t *testing.T, workers string, extra ...string) *wsgiRunnerP
 		t.Fatalf("runner file %s: %v %v, want mode 0600", runner, fi.Mode(), err)
 	}
 	r := &wsgiRunnerProc{sock: filepath.Join(dir, "app.sock"), dir: dir}
-	args := append([]string{runner, "--socket", r.sock, "--app", "wsgitestapp", "--workers", workers}, extra...)
+	args := append([]string{runner, "--socket", r.sock, "--app", app, "--workers", workers}, extra...)
 	r.cmd = exec.Command(python, args...)
 	r.cmd.Dir = dir
 	r.cmd.Stdout, r.cmd.Stderr = r, r
@@ -137,7 +143,7 @@ func startWSGIRunner(t *testing.T, workers string, extra ...string) *wsgiRunnerP
 	return r
 }
 
-func (r *wsgiRunnerProc) dial(t *testing.T) net.Conn {
+func (r *wsgiRunnerProc) dial(t testing.TB) net.Conn {
 	t.Helper()
 	c, err := net.Dial("unix", r.sock)
 	if err != nil {
@@ -196,7 +202,7 @@ func decodeEnv(t *testing.T, body string) wsgiEnv {
 // Content-Length and chunked, HEAD without a body, streaming chunked, a
 // header name with "_" dropped.
 func TestWSGIRunnerEnvironAndFraming(t *testing.T) {
-	r := startWSGIRunner(t, "1")
+	r := startWSGIRunner(t, "wsgitestapp", "1")
 	c := r.dial(t)
 	br := bufio.NewReader(c)
 
@@ -239,7 +245,7 @@ func TestWSGIRunnerEnvironAndFraming(t *testing.T) {
 // strip_prefix: the proxy already sent the path below the prefix, so the
 // prefix is not SCRIPT_NAME (else the app would put it in URLs twice).
 func TestWSGIRunnerStripPrefix(t *testing.T) {
-	r := startWSGIRunner(t, "1", "--strip-prefix")
+	r := startWSGIRunner(t, "wsgitestapp", "1", "--strip-prefix")
 	c := r.dial(t)
 	_, body := roundTrip(t, c, bufio.NewReader(c), "GET /mysite/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-Prefix: /mysite\r\n\r\n")
 	if e := decodeEnv(t, body); e.ScriptName != "" || e.PathInfo != "/mysite/x" {
@@ -251,7 +257,7 @@ func TestWSGIRunnerStripPrefix(t *testing.T) {
 // to the log, and the next connection is served; the iterable's close() is
 // called when the body ends and when it fails half-way.
 func TestWSGIRunnerAppErrors(t *testing.T) {
-	r := startWSGIRunner(t, "1")
+	r := startWSGIRunner(t, "wsgitestapp", "1")
 	c := r.dial(t)
 	br := bufio.NewReader(c)
 	resp, _ := roundTrip(t, c, br, "GET /boom HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -289,7 +295,7 @@ func TestWSGIRunnerAppErrors(t *testing.T) {
 // Hostile input straight on the socket: each malformed request gets a 400
 // and a closed connection, and the runner goes on serving.
 func TestWSGIRunnerRejectsMalformed(t *testing.T) {
-	r := startWSGIRunner(t, "1")
+	r := startWSGIRunner(t, "wsgitestapp", "1")
 	cases := []struct{ name, raw string }{
 		{"obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n"},
 		{"tab fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\tfolded\r\n\r\n"},
@@ -335,7 +341,7 @@ func TestWSGIRunnerRejectsMalformed(t *testing.T) {
 // reads headers without blocking), and the slow request is answered once
 // complete.
 func TestWSGIRunnerSlowHeaderDoesNotBlock(t *testing.T) {
-	r := startWSGIRunner(t, "1")
+	r := startWSGIRunner(t, "wsgitestapp", "1")
 	slow := r.dial(t)
 	io.WriteString(slow, "GET /slow HTTP/1.1\r\nHost: h\r\n")
 	fast := r.dial(t)
@@ -351,7 +357,7 @@ func TestWSGIRunnerSlowHeaderDoesNotBlock(t *testing.T) {
 // read to its end before the app is called); the other worker serves the
 // next connection.
 func TestWSGIRunnerSlowBodyLeavesOtherWorker(t *testing.T) {
-	r := startWSGIRunner(t, "2")
+	r := startWSGIRunner(t, "wsgitestapp", "2")
 	slow := r.dial(t)
 	io.WriteString(slow, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabcde")
 	// The stalled worker may have accepted a connection just before it
@@ -397,7 +403,7 @@ func children(t *testing.T, pid int) []int {
 // SIGTERM to the process group (what the supervisor sends): the request in
 // hand is finished and answered, then every process exits.
 func TestWSGIRunnerGracefulStop(t *testing.T) {
-	r := startWSGIRunner(t, "2")
+	r := startWSGIRunner(t, "wsgitestapp", "2")
 	c := r.dial(t)
 	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: h\r\n\r\n")
 	peertest.Eventually(t, 10*time.Second, "the app to start the request", func() bool {
@@ -436,7 +442,7 @@ func processState(pid int) string {
 
 // A worker that dies is replaced, and the others serve meanwhile.
 func TestWSGIRunnerRestartsDeadWorker(t *testing.T) {
-	r := startWSGIRunner(t, "2")
+	r := startWSGIRunner(t, "wsgitestapp", "2")
 	master := r.cmd.Process.Pid
 	var before []int
 	peertest.Eventually(t, 10*time.Second, "two workers", func() bool {
