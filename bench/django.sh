@@ -7,9 +7,10 @@
 #   recipe: mysite.fcgi is the guide's Python script, flup's threaded
 #           WSGIServer around get_wsgi_application() (flup from
 #           ../shared/peers/flup, or $FLUP_DIR; skipped when absent)
-#   ours:   mysite.fcgi is our binary, [app] command = gunicorn on a unix
-#           socket (one site per entry of $DJANGO_APPS, so gunicorn
-#           settings can be compared in the same run)
+#   ours:   mysite.fcgi is our binary, [app] wsgi = "mysite.wsgi" (the
+#           built-in WSGI runner) or [app] command = gunicorn on a unix
+#           socket (one site per entry of $DJANGO_APPS, so app servers and
+#           their settings can be compared in the same run)
 # Pages: /hello/ (a one-line view) and /admin/login/ (Django's template-heavy
 # admin login form). After each round: the resident memory of all the
 # site's processes (every process started for it and their descendants:
@@ -23,11 +24,13 @@
 # (otherwise the side with more processes gets more of a loaded machine).
 # Usage: bench/django.sh [ROUNDS] [SECONDS]   (root: Apache runs the sites as www-data)
 # DJANGO_APPS: "name=gunicorn args;name2=args…" (after --bind unix:{socket},
-# before mysite.wsgi); default: the README's recommended command (gthread,
-# one worker per CPU, 4 threads, keep-alive longer than our 30 s idle
-# pool, --proxy-protocol with [app] proxy_protocol so Django sees the
-# visitor's address) and gunicorn's documented starting point, (2 x CPUs)
-# + 1 sync workers, with the same address setting.
+# before mysite.wsgi), or "name=WSGI" / "name=WSGI N" for the built-in
+# runner (with N workers; default one per CPU); default: the runner as the
+# README recommends it, and the README's gunicorn command (gthread, one
+# worker per CPU, 4 threads, keep-alive longer than our 30 s idle pool,
+# --proxy-protocol with [app] proxy_protocol so Django sees the visitor's
+# address). gunicorn's documented starting point, (2 x CPUs) + 1 sync
+# workers, is one entry away: "sync=--workers 5 --proxy-protocol".
 set -euo pipefail
 rounds=${1:-5}
 secs=${2:-5}
@@ -45,7 +48,7 @@ for p in /usr/bin/python3 django-admin gunicorn apache2 wrk; do
   command -v "$p" >/dev/null || { echo "SKIP: $p not installed"; exit 0; }
 done
 cpus=$(nproc)
-apps=${DJANGO_APPS:-"gthread=--worker-class gthread --workers $cpus --threads 4 --keep-alive 60 --proxy-protocol;sync=--workers $((2*cpus+1)) --proxy-protocol"}
+apps=${DJANGO_APPS:-"wsgi=WSGI;gthread=--worker-class gthread --workers $cpus --threads 4 --keep-alive 60 --proxy-protocol"}
 
 main() {
 bench_workdir django
@@ -97,6 +100,20 @@ for e in "${entries[@]}"; do
   names+=("$name")
   mkdir -p "$docroot/ours-$name"
   cp "$work/mysite.fcgi" "$docroot/ours-$name/mysite.fcgi"
+  if [ "${args%% *}" = WSGI ]; then
+    workers=0
+    [ "$args" != WSGI ] && workers=${args#WSGI }
+    cat > "$docroot/ours-$name/mysite.toml" <<TOML
+[app]
+wsgi = "mysite.wsgi"
+python = "/usr/bin/python3"
+workers = $workers
+workdir = "$project"
+runtime_dir = "$work/run/$name"
+idle_stop = "1s"   # only so that the run ends promptly
+TOML
+    continue
+  fi
   cmd='"gunicorn", "--bind", "unix:{socket}"'
   for a in $args; do cmd+=", \"$a\""; done
   cmd+=', "mysite.wsgi"'
