@@ -38,7 +38,7 @@ HOP_BY_HOP = frozenset(("connection", "keep-alive", "transfer-encoding", "te", "
 # Byte classes for bytes.translate(None, ok): what is left over is not ok.
 TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TARGET = bytes(range(33, 127))
-VALUE = bytes([9]) + bytes(range(32, 127)) + bytes(range(128, 256))
+HEAD = b"\t\r\n" + bytes(range(32, 127)) + bytes(range(128, 256))
 NO_BODY_STATUS = ("1", "204", "304")
 
 
@@ -141,6 +141,11 @@ class Conn:
 def parse_head(head):
     """The request line and header fields (bytes without the blank line) →
     (method, target, version, [(NAME, value)]). Names with "_" are dropped."""
+    # Control bytes, and a CR or LF that is not part of a CRLF, anywhere in
+    # the header: checked once for all lines.
+    crlf = head.count(b"\r\n")
+    if head.translate(None, HEAD) or head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        raise BadRequest("control byte in the request header")
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3:
@@ -160,8 +165,6 @@ def parse_head(head):
         if name.translate(None, TOKEN):
             raise BadRequest("malformed header name")  # also obs-fold: a leading space or tab
         value = value.strip(b" \t")
-        if value.translate(None, VALUE):
-            raise BadRequest("control byte in a header value")
         if b"_" in name:
             continue
         fields.append((name.decode("latin-1").upper().replace("-", "_"), value.decode("latin-1")))
@@ -421,7 +424,7 @@ class Response:
         for name, value in self.headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("header %r: name and value must be str" % (name,))
-            if any(ch in "\r\n:" for ch in name) or "\r" in value or "\n" in value or not name:
+            if not name or ":" in name or "\r" in name or "\n" in name or "\r" in value or "\n" in value:
                 raise ValueError("header %r: malformed" % (name,))
             low = name.lower()
             if low in HOP_BY_HOP:

@@ -371,6 +371,8 @@ func validateWSGI(a App, bad func(key, format string, args ...any) error) error 
 		return bad("app.wsgi", "set one of app.wsgi, app.command and app.upstream, not both wsgi and command")
 	case a.Upstream != "":
 		return bad("app.wsgi", "set one of app.wsgi, app.command and app.upstream, not both wsgi and upstream")
+	case a.ProxyProtocol:
+		return bad("app.proxy_protocol", "not with app.wsgi: the WSGI runner takes the visitor's address from our X-Real-Ip header and would refuse a PROXY line")
 	case !wsgiModuleRe.MatchString(a.WSGI):
 		return bad("app.wsgi", "want a Python module path, optionally with :callable (\"mysite.wsgi\", \"app:server\"), got %q", a.WSGI)
 	case a.Workers < 0:

@@ -37,6 +37,7 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"wsgi and upstream", "[app]\nupstream = \"http://127.0.0.1:1\"\n\nwsgi = \"mysite.wsgi\"\n", 4, "app.wsgi", "not both wsgi and upstream"},
 		{"wsgi not a module", "[app]\nwsgi = \"mysite/wsgi.py\"\n", 2, "app.wsgi", "Python module path"},
 		{"negative workers", "[app]\nwsgi = \"mysite.wsgi\"\nworkers = -1\n", 3, "app.workers", "negative"},
+		{"wsgi with proxy_protocol", "[app]\nwsgi = \"mysite.wsgi\"\nproxy_protocol = true\n", 3, "app.proxy_protocol", "X-Real-Ip"},
 		{"python without wsgi", "[app]\ncommand = [\"x\"]\npython = \"python3\"\n", 3, "app.python", "only used with app.wsgi"},
 		{"unknown listen key", "[server]\nlisten.onwer = \"www-data\"\n", 2, "server.listen.onwer", `did you mean "owner"`},
 	}
