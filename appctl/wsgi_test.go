@@ -58,6 +58,14 @@ def application(env, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"part%d;" % i for i in range(3))
+    if path == "/file":
+        f = open(__file__, "rb")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(os.path.getsize(__file__)))])
+        return env["wsgi.file_wrapper"](f, 4096)
+    if path == "/sys-path":
+        import sys
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["\n".join(sys.path).encode()]
     if path in ("/closing", "/closing-fail"):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Closing(path, path == "/closing-fail")
@@ -101,14 +109,18 @@ func startWSGIRunner(t testing.TB, app, workers string, extra ...string) *wsgiRu
 	if err := os.WriteFile(filepath.Join(dir, "wsgitestapp.py"), []byte(wsgiTestApp), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runner, err := writeWSGIRunner(dir)
+	run := filepath.Join(dir, "run") // the runtime directory, apart from the app's
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	runner, err := writeWSGIRunner(run)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(runner); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("runner file %s: %v %v, want mode 0600", runner, fi.Mode(), err)
 	}
-	r := &wsgiRunnerProc{sock: filepath.Join(dir, "app.sock"), dir: dir}
+	r := &wsgiRunnerProc{sock: filepath.Join(run, "app.sock"), dir: dir}
 	args := append([]string{runner, "--socket", r.sock, "--app", app, "--workers", workers}, extra...)
 	r.cmd = exec.Command(python, args...)
 	r.cmd.Dir = dir
@@ -239,6 +251,26 @@ func TestWSGIRunnerEnvironAndFraming(t *testing.T) {
 	resp, body = roundTrip(t, c, br, "GET /after-head HTTP/1.1\r\nHost: h\r\n\r\n")
 	if e2 := decodeEnv(t, body); resp.StatusCode != 200 || e2.PathInfo != "/after-head" {
 		t.Fatalf("after HEAD: %d %q", resp.StatusCode, body)
+	}
+}
+
+// wsgi.file_wrapper sends a file whole; the app's directory is first on
+// sys.path, and the runner's (the private runtime directory) is not on it.
+func TestWSGIRunnerFileAndSysPath(t *testing.T) {
+	r := startWSGIRunner(t, "wsgitestapp", "1")
+	c := r.dial(t)
+	br := bufio.NewReader(c)
+	want, err := os.ReadFile(filepath.Join(r.dir, "wsgitestapp.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := roundTrip(t, c, br, "GET /file HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || body != string(want) {
+		t.Fatalf("file_wrapper: %d, %d bytes, want %d", resp.StatusCode, len(body), len(want))
+	}
+	_, body := roundTrip(t, c, br, "GET /sys-path HTTP/1.1\r\nHost: h\r\n\r\n")
+	path := strings.Split(body, "\n")
+	if path[0] != r.dir || slices.Contains(path, filepath.Join(r.dir, "run")) {
+		t.Fatalf("sys.path = %q, want the app's directory %q first and not the runtime directory", path, r.dir)
 	}
 }
 

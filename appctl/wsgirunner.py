@@ -95,6 +95,26 @@ def load_app(spec):
     return obj
 
 
+class FileWrapper:
+    """wsgi.file_wrapper: a file sent in blocks of at least 64 KiB (Django
+    asks for 4 KiB), closed with the response."""
+
+    def __init__(self, f, block_size=65536):
+        self.f = f
+        self.block_size = max(block_size, 65536)
+
+    def __iter__(self):
+        while True:
+            data = self.f.read(self.block_size)
+            if not data:
+                return
+            yield data
+
+    def close(self):
+        if hasattr(self.f, "close"):
+            self.f.close()
+
+
 class Conn:
     """One keep-alive connection from the proxy and its unread bytes."""
 
@@ -182,6 +202,7 @@ class Worker:
         self.base = {
             "wsgi.version": (1, 0), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
             "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
             "SERVER_SOFTWARE": "fcgishim-wsgi",
         }
 
@@ -579,7 +600,9 @@ class Master:
 
 def main(argv):
     opts = parse_args(argv)
-    sys.path.insert(0, os.getcwd())
+    # sys.path[0] is the runner's own directory (the private runtime
+    # directory); the app's directory takes its place, as gunicorn --chdir.
+    sys.path[0] = os.getcwd()
     app = load_app(opts["app"])
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
