@@ -28,6 +28,8 @@ func Status(w io.Writer, o Options) error {
 	}
 	if cfg != nil {
 		switch {
+		case cfg.App.WSGI != "":
+			fmt.Fprintf(w, "app:     the WSGI app %s, served by the built-in runner (%s)\n", cfg.App.WSGI, cfg.App.Command[0])
 		case len(cfg.App.Command) > 0:
 			fmt.Fprintf(w, "app:     runs %s\n", strings.Join(cfg.App.Command, " "))
 		case cfg.App.Upstream != "":
