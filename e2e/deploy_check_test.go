@@ -60,6 +60,8 @@ func TestDeployCheckFailures(t *testing.T) {
 			[]string{"[FAIL] config", "mysite.toml:", "fix: edit", "line "}},
 		{"missing app command", write("mysite.toml", "[app]\ncommand = [\"no-such-program-fcgishim\", \"--bind\", \"unix:{socket}\"]\n"),
 			[]string{"[FAIL] app command", "no-such-program-fcgishim", "not found in PATH", "line 2 of", "fix: install it"}},
+		{"missing WSGI interpreter", write("mysite.toml", "[app]\nwsgi = \"mysite.wsgi\"\npython = \"no-such-python-fcgishim\"\n"),
+			[]string{"[FAIL] app python (runs the WSGI runner)", "no-such-python-fcgishim", "not found in PATH", "line 3 of", "fix: install Python 3", "app.python"}},
 		{".htaccess without the handler", write(".htaccess", "RewriteEngine On\nRewriteCond %{REQUEST_FILENAME} !-f\nRewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]\n"),
 			[]string{"[FAIL]", ".htaccess has no AddHandler/SetHandler for mysite.fcgi", "fix:"}},
 		{".htaccess rewrite loop", write(".htaccess", "AddHandler fcgid-script .fcgi\nRewriteEngine On\nRewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]\n"),
