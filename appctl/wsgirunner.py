@@ -19,6 +19,7 @@ import gc
 import importlib
 import io
 import os
+import select
 import selectors
 import signal
 import socket
@@ -95,6 +96,30 @@ def load_app(spec):
     return obj
 
 
+def wait(sock, event):
+    """Waits up to IO_TIMEOUT until sock is ready for event (select.POLLIN
+    or POLLOUT), else Closed. Connections are non-blocking: a socket with a
+    timeout would make Python poll before every recv and send."""
+    p = select.poll()
+    p.register(sock, event)
+    if not p.poll(IO_TIMEOUT * 1000):
+        raise Closed()
+
+
+def send(sock, data):
+    """Sends all of data on the non-blocking sock, or Closed."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = sock.send(view)
+        except BlockingIOError:
+            wait(sock, select.POLLOUT)
+            continue
+        except OSError as e:
+            raise Closed() from e
+        view = view[n:]
+
+
 class FileWrapper:
     """wsgi.file_wrapper: a file sent in blocks of at least 64 KiB (Django
     asks for 4 KiB), closed with the response."""
@@ -125,13 +150,19 @@ class Conn:
         self.buf = b""
         self.last = time.monotonic()
 
-    def fill(self):
-        """Reads once (the caller knows data or EOF is waiting, or may wait
-        IO_TIMEOUT); returns False at EOF."""
-        try:
-            data = self.sock.recv(65536)
-        except (socket.timeout, OSError) as e:
-            raise Closed() from e
+    def fill(self, block=True):
+        """Reads what is there, waiting up to IO_TIMEOUT for it if block;
+        returns False at EOF, None when nothing came and not block."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+                break
+            except BlockingIOError:
+                if not block:
+                    return None
+                wait(self.sock, select.POLLIN)
+            except OSError as e:
+                raise Closed() from e
         if not data:
             return False
         self.buf += data
@@ -253,7 +284,7 @@ class Worker:
                 log("accept: %s" % e)
                 return
             raise
-        sock.settimeout(IO_TIMEOUT)
+        sock.setblocking(False)
         c = Conn(sock)
         self.conns[sock.fileno()] = c
         self.sel.register(sock, selectors.EVENT_READ, c)
@@ -274,7 +305,10 @@ class Worker:
         """Reads what is waiting on c, then answers every complete request
         in its buffer; keeps c for the next one unless it must close."""
         try:
-            if not c.fill():
+            got = c.fill(block=False)
+            if got is None:
+                return  # woken for nothing
+            if not got:
                 self.drop(c)
                 return
             c.last = time.monotonic()
@@ -303,9 +337,9 @@ class Worker:
     def reject(self, c, why):
         body = ("Bad Request: %s\n" % why).encode()
         try:
-            c.sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                           b"Connection: close\r\n\r\n%s" % (len(body), body))
-        except OSError:
+            send(c.sock, b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (len(body), body))
+        except Closed:
             pass
         self.drop(c)
 
@@ -469,12 +503,6 @@ class Response:
         out.append("\r\n")
         return "".join(out).encode("latin-1")
 
-    def send(self, data):
-        try:
-            self.sock.sendall(data)
-        except (socket.timeout, OSError) as e:
-            raise Closed() from e
-
     def write(self, data, body_len=None):
         """Sends a piece of the body (and the header before the first)."""
         if self.status is None:
@@ -495,7 +523,7 @@ class Response:
             else:
                 out += data
         if out:
-            self.send(out)
+            send(self.sock, out)
 
     def run(self, app):
         """Calls the app and sends its answer; returns whether to keep the
@@ -513,7 +541,7 @@ class Response:
                 if not self.sent:
                     self.write(b"", 0 if self.env["SERVER_PROTOCOL"] == "HTTP/1.1" else None)
             if self.chunked:
-                self.send(b"0\r\n\r\n")
+                send(self.sock, b"0\r\n\r\n")
             if self.length is not None and self.written != self.length and not self.head_only:
                 self.keep = False  # the app sent less than it announced
         except Closed:
@@ -537,9 +565,9 @@ class Response:
             return  # too late for a 500: closing the connection tells the proxy
         body = b"Internal Server Error\n"
         try:
-            self.sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
-                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-        except OSError:
+            send(self.sock, b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        except Closed:
             pass
 
 
