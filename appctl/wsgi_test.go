@@ -495,3 +495,45 @@ func TestWSGIRunnerRestartsDeadWorker(t *testing.T) {
 		}
 	}
 }
+
+// An app that cannot be imported stops the runner before it listens, with
+// the traceback in its output: the supervisor then sees a failed start, not
+// a socket that answers nothing.
+func TestWSGIRunnerImportFailure(t *testing.T) {
+	python := peertest.Need(t, "python3")[0]
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "brokenapp.py"), []byte("import no_such_module_fcgishim\n"), 0o600)
+	runner, err := writeWSGIRunner(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "app.sock")
+	cmd := exec.Command(python, runner, "--socket", sock, "--app", "brokenapp", "--workers", "1")
+	cmd.Dir = dir
+	out, err := runWithDeadline(cmd, 20*time.Second)
+	if err == nil || !strings.Contains(out, "No module named 'no_such_module_fcgishim'") {
+		t.Fatalf("runner with a broken app: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Fatal("the socket exists although the app was never loaded")
+	}
+}
+
+// runWithDeadline runs cmd and returns its output; past d it is killed.
+func runWithDeadline(cmd *exec.Cmd, d time.Duration) (string, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return out.String(), fmt.Errorf("still running after %s", d)
+	}
+}
