@@ -53,6 +53,9 @@ def application(env, start_response):
             time.sleep(0.01)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"finished"]
+    if path == "/nocontent":
+        start_response("204 No Content", [])
+        return [b"a body a 204 must not have"]
     if path == "/boom":
         raise RuntimeError("boom")
     if path == "/stream":
@@ -246,8 +249,13 @@ func TestWSGIRunnerEnvironAndFraming(t *testing.T) {
 	if resp.StatusCode != 200 || body != "" || resp.ContentLength <= 0 {
 		t.Fatalf("HEAD: %d %q, Content-Length %d (want the GET's, no body)", resp.StatusCode, body, resp.ContentLength)
 	}
-	// The HEAD response had no body: the next request on the connection
-	// is read from the right place.
+	// A 204 has no body, whatever the app returns.
+	resp, body = roundTrip(t, c, br, "GET /nocontent HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp.StatusCode != 204 || body != "" {
+		t.Fatalf("204: %d %q", resp.StatusCode, body)
+	}
+	// The HEAD and 204 responses had no body: the next request on the
+	// connection is read from the right place.
 	resp, body = roundTrip(t, c, br, "GET /after-head HTTP/1.1\r\nHost: h\r\n\r\n")
 	if e2 := decodeEnv(t, body); resp.StatusCode != 200 || e2.PathInfo != "/after-head" {
 		t.Fatalf("after HEAD: %d %q", resp.StatusCode, body)
@@ -451,8 +459,8 @@ func TestWSGIRunnerGracefulStop(t *testing.T) {
 		t.Fatalf("the request in hand at SIGTERM: %v", err)
 	}
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || string(b) != "finished" {
-		t.Fatalf("the request in hand at SIGTERM: %d %q", resp.StatusCode, b)
+	if resp.StatusCode != 200 || string(b) != "finished" || !resp.Close {
+		t.Fatalf("the request in hand at SIGTERM: %d %q, Connection: close %v (want 200, finished, true)", resp.StatusCode, b, resp.Close)
 	}
 	peertest.Eventually(t, 10*time.Second, "the runner to exit after SIGTERM", func() bool {
 		return syscall.Kill(r.cmd.Process.Pid, 0) != nil || processState(r.cmd.Process.Pid) == "Z"

@@ -354,7 +354,7 @@ class Worker:
         elif "keep-alive" in conn_hdr and version == "HTTP/1.0":
             keep = True
         env["wsgi.input"] = self.read_body(c, env)
-        return Response(c.sock, env, keep).run(self.app)
+        return Response(c.sock, env, keep, self).run(self.app)
 
     def environ(self, method, target, version, fields):
         env = dict(self.base)
@@ -446,8 +446,9 @@ class Worker:
 class Response:
     """One response: start_response, the body's framing, the writes."""
 
-    def __init__(self, sock, env, keep):
+    def __init__(self, sock, env, keep, worker):
         self.sock = sock
+        self.worker = worker  # its stopping flag: the last response says Connection: close
         self.env = env
         self.keep = keep
         self.head_only = env["REQUEST_METHOD"] == "HEAD"
@@ -476,6 +477,10 @@ class Response:
         """The response header; body_len is the length when known here."""
         out = ["HTTP/1.1 ", self.status, "\r\n"]
         no_body = self.status.startswith(NO_BODY_STATUS)
+        if no_body:
+            self.head_only = True  # 1xx, 204 and 304 have no body, whatever the app gives
+        if self.worker.stopping:
+            self.keep = False
         for name, value in self.headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("header %r: name and value must be str" % (name,))
