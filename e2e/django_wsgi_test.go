@@ -175,13 +175,16 @@ idle_stop = "1s"
 		t.Fatalf("runner masters: %v, want exactly one", masters)
 	}
 
-	// New code, touch mysite.fcgi: a new runner serves it.
-	writeViews("hello v2")
+	// New code, touch mysite.fcgi: a new runner serves it. (A different
+	// length: Python's .pyc is reused when a source's size and mtime in
+	// whole seconds are unchanged, and this edit may come within the second
+	// the first version was compiled in.)
+	writeViews("hello, version 2")
 	now := time.Now()
 	os.Chtimes(bin, now, now)
 	peertest.Eventually(t, 30*time.Second, "the new code to be served after touch", func() bool {
 		code, body := peertest.Get(t, c, base+"/hello/")
-		return code == 200 && body == "hello v2"
+		return code == 200 && body == "hello, version 2"
 	})
 	peertest.Eventually(t, 30*time.Second, "one runner, a new one", func() bool {
 		m := wsgiRunners(project)
