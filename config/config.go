@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -245,7 +246,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		}
 		// Type mismatches come as plain errors: "toml: line N (last key
 		// "k"): msg"; lift the line and key out of the text.
-		if m := typeErrRe.FindStringSubmatch(err.Error()); m != nil {
+		if m := typeErrRe().FindStringSubmatch(err.Error()); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			return nil, &Error{File: path, Line: line, Key: m[2], Msg: m[3]}
 		}
@@ -448,9 +449,15 @@ func (c *Config) StaticPrefixes() []string {
 	return ps
 }
 
-var typeErrRe = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+// The two patterns are compiled on first use: a spawned copy that loads a
+// valid config never runs the regexp compiler.
+var typeErrRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+})
 
-var tableRe = regexp.MustCompile(`^\s*\[+\s*([^\]]+?)\s*\]+\s*(#.*)?$`)
+var tableRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^\s*\[+\s*([^\]]+?)\s*\]+\s*(#.*)?$`)
+})
 
 // lineOf finds the line where key is written: the last component assigned
 // inside the table named by the other components. 0 when not found.
@@ -462,7 +469,7 @@ func lineOf(data []byte, k toml.Key) int {
 	name := k[len(k)-1]
 	cur := ""
 	for i, line := range strings.Split(string(data), "\n") {
-		if m := tableRe.FindStringSubmatch(line); m != nil {
+		if m := tableRe().FindStringSubmatch(line); m != nil {
 			cur = strings.ReplaceAll(m[1], `"`, "")
 			cur = strings.ReplaceAll(cur, " ", "")
 			if cur == strings.Join(k, ".") {

@@ -521,11 +521,11 @@ func (c *checker) checkStatic(cfg *config.Config) {
 }
 
 var (
-	reHandler = regexp.MustCompile(`(?i)^\s*(AddHandler|SetHandler)\s+"?(fcgid-script|fastcgi-script|cgi-script)"?\s*(.*)$`)
-	reFiles   = regexp.MustCompile(`(?i)^\s*<Files(Match)?\s+"?([^">]*)"?\s*>`)
-	reRule    = regexp.MustCompile(`(?i)^\s*RewriteRule\s+(\S+)\s+(\S+)`)
-	reCond    = regexp.MustCompile(`(?i)^\s*RewriteCond\s+(\S+)\s+(\S+)`)
-	reEngine  = regexp.MustCompile(`(?i)^\s*RewriteEngine\s+on\b`)
+	reHandler = lazyRegexp(`(?i)^\s*(AddHandler|SetHandler)\s+"?(fcgid-script|fastcgi-script|cgi-script)"?\s*(.*)$`)
+	reFiles   = lazyRegexp(`(?i)^\s*<Files(Match)?\s+"?([^">]*)"?\s*>`)
+	reRule    = lazyRegexp(`(?i)^\s*RewriteRule\s+(\S+)\s+(\S+)`)
+	reCond    = lazyRegexp(`(?i)^\s*RewriteCond\s+(\S+)\s+(\S+)`)
+	reEngine  = lazyRegexp(`(?i)^\s*RewriteEngine\s+on\b`)
 )
 
 // checkHtaccess looks for a handler for the binary, a rewrite to it, and a
@@ -562,23 +562,23 @@ func scanHtaccess(text, name string) htaccessScan {
 	var conds []string
 	for i, raw := range strings.Split(text, "\n") {
 		l := strings.TrimSpace(raw)
-		switch m := reHandler.FindStringSubmatch(l); {
+		switch m := reHandler().FindStringSubmatch(l); {
 		case strings.HasPrefix(l, "#") || l == "":
-		case reFiles.MatchString(l):
-			files = reFiles.FindStringSubmatch(l)[2]
+		case reFiles().MatchString(l):
+			files = reFiles().FindStringSubmatch(l)[2]
 		case strings.HasPrefix(strings.ToLower(l), "</files"):
 			files = ""
 		case m != nil:
 			if s.handlerLine == 0 && handlerApplies(m, files, name) {
 				s.handler, s.handlerLine = m[2], i+1
 			}
-		case reEngine.MatchString(l):
+		case reEngine().MatchString(l):
 			s.engine = true
-		case reCond.MatchString(l):
-			m := reCond.FindStringSubmatch(l)
+		case reCond().MatchString(l):
+			m := reCond().FindStringSubmatch(l)
 			conds = append(conds, m[1]+" "+m[2])
-		case reRule.MatchString(l):
-			m := reRule.FindStringSubmatch(l)
+		case reRule().MatchString(l):
+			m := reRule().FindStringSubmatch(l)
 			if strings.Contains(m[2], name) && s.ruleLine == 0 {
 				s.ruleLine = i + 1
 				if re, err := regexp.Compile(m[1]); !guarded(conds, name) && err == nil && re.MatchString(name+"/x") {
@@ -799,11 +799,11 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-var reTags = regexp.MustCompile(`(?s)<(script|style|title).*?</(script|style|title)>|<[^>]*>`)
+var reTags = lazyRegexp(`(?s)<(script|style|title).*?</(script|style|title)>|<[^>]*>`)
 
 // firstLine is the first line of text in a response body, HTML tags removed.
 func firstLine(b []byte) string {
-	text := reTags.ReplaceAllString(string(b), "\n")
+	text := reTags().ReplaceAllString(string(b), "\n")
 	s := ""
 	for _, l := range strings.Split(text, "\n") {
 		if s = strings.TrimSpace(l); s != "" {

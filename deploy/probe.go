@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fcgishim/fcgishim/config"
@@ -55,8 +56,8 @@ const (
 )
 
 var (
-	reOurErrorPage = regexp.MustCompile(`^<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>50[234] `)
-	reTOMLSection  = regexp.MustCompile(`(?m)^\s*\[(app|server|static|limits)\]`)
+	reOurErrorPage = lazyRegexp(`^<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>50[234] `)
+	reTOMLSection  = lazyRegexp(`(?m)^\s*\[(app|server|static|limits)\]`)
 )
 
 func (a answer) kind() string {
@@ -71,7 +72,7 @@ func (a answer) kind() string {
 		return kindInfo
 	case bytes.Contains(a.body, []byte("<title>Site misconfigured</title>")):
 		return kindMisconfig
-	case reOurErrorPage.Match(a.body):
+	case reOurErrorPage().Match(a.body):
 		return kindAppError
 	case a.status == 403:
 		return kindForbidden
@@ -235,7 +236,7 @@ func (c *checker) reportConfig(p probeSet) {
 	a := p.conf
 	local, err := os.ReadFile(c.configPath())
 	served := a.status == 200 && len(a.body) > 0 && (err == nil && len(local) > 0 && bytes.Equal(a.body, local[:min(len(local), len(a.body))]) ||
-		reTOMLSection.Match(a.body))
+		reTOMLSection().Match(a.body))
 	if served {
 		c.fail(fmt.Sprintf("live: %s is served to anyone (%s, %d bytes): the config, and any secret in it, is public", a.url, a, len(a.body)),
 			"run install again (its .htaccess block refuses the config), or add to .htaccess: RewriteRule ^"+regexp.QuoteMeta(filepath.Base(c.configPath()))+" - [F]; keep secrets in [app] env_file outside the document root")
@@ -383,7 +384,7 @@ func (h htaccessLines) find(pattern string, outsideFiles bool) (int, string) {
 	for i, l := range h {
 		t := strings.TrimSpace(l)
 		switch {
-		case reFiles.MatchString(t):
+		case reFiles().MatchString(t):
 			depth++
 		case strings.HasPrefix(strings.ToLower(t), "</files"):
 			depth--
@@ -397,7 +398,7 @@ func (h htaccessLines) find(pattern string, outsideFiles bool) (int, string) {
 // pageMessage is the text of one of our error pages without its heading.
 func pageMessage(b []byte) string {
 	var lines []string
-	for _, l := range strings.Split(reTags.ReplaceAllString(string(b), "\n"), "\n") {
+	for _, l := range strings.Split(reTags().ReplaceAllString(string(b), "\n"), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
 			lines = append(lines, l)
 		}
@@ -438,4 +439,11 @@ func (c *checker) localIndex(a answer) string {
 		}
 	}
 	return ""
+}
+
+// lazyRegexp compiles pattern on first use. The deploy checks run only from
+// the command line, but this package is linked into every copy the web
+// server spawns, where compiling them at start-up would be wasted work.
+func lazyRegexp(pattern string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(pattern) })
 }

@@ -9,30 +9,43 @@ import (
 const bodyBufSize = 64 << 10
 
 // body is a request body fed by the connection's reader goroutine from
-// FCGI_STDIN and read by the handler. It buffers at most bodyBufSize bytes;
-// beyond that put blocks until the handler reads or the body is closed.
+// FCGI_STDIN and read by the handler (through bodyReader). It buffers at
+// most bodyBufSize bytes; beyond that put blocks until the handler reads or
+// the body is closed. It lives inside the request, so it is kept small.
 type body struct {
-	s         *Server
 	mu        sync.Mutex
-	cond      sync.Cond
-	buf       []byte   // pooled once data arrives
-	off       int      // read offset in buf
-	remaining int64    // bytes still due per CONTENT_LENGTH; -1 unknown
-	received  int64    // bytes accepted so far, for MaxBodyBytes
-	eof       bool     // all input arrived
-	err       error    // terminal error once buf is drained
-	closed    bool     // the handler is done: discard input
-	pull      *request // inline: Read fetches input from the connection
+	wake      chan struct{} // made by a waiter, closed by the next broadcast
+	bufp      *[]byte       // pooled once data arrives; unread from off on
+	off       int32         // < bodyBufSize; beside the flags to save a word
+	eof       bool          // all input arrived
+	closed    bool          // the handler is done: discard input
+	remaining int64         // bytes still due per CONTENT_LENGTH; -1 unknown
+	received  int64         // bytes accepted so far, for MaxBodyBytes
+	err       error         // terminal error once the buffer is drained
 }
 
-func (b *body) init(s *Server) {
-	b.s = s
-	b.cond.L = &b.mu
-	b.remaining = -1
+// wait releases b.mu until the next broadcast; b.mu is held. Callers
+// re-check their condition after it, as with a sync.Cond.
+func (b *body) wait() {
+	if b.wake == nil {
+		b.wake = make(chan struct{})
+	}
+	wake := b.wake
+	b.mu.Unlock()
+	<-wake
+	b.mu.Lock()
+}
+
+// broadcast wakes every waiter; b.mu is held.
+func (b *body) broadcast() {
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 }
 
 // put appends STDIN content, waiting for room if the buffer is full.
-func (b *body) put(p []byte) {
+func (b *body) put(s *Server, p []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed || b.eof || b.err != nil {
@@ -43,7 +56,7 @@ func (b *body) put(p []byte) {
 		if int64(len(p)) > b.remaining {
 			p = p[:b.remaining] // extra bytes are never exposed
 		}
-	} else if max := b.s.cfg.maxBody; max >= 0 && b.received+int64(len(p)) > max {
+	} else if max := s.cfg.maxBody; max >= 0 && b.received+int64(len(p)) > max {
 		p = p[:max-b.received]
 		after = &http.MaxBytesError{Limit: max}
 	}
@@ -51,34 +64,35 @@ func (b *body) put(p []byte) {
 		if b.closed || b.err != nil {
 			return
 		}
-		if b.buf == nil {
-			b.buf = b.s.getBodyBuf()
+		if b.bufp == nil {
+			b.bufp = s.getBodyBuf()
 		}
-		if len(b.buf) == cap(b.buf) {
+		buf := *b.bufp
+		if len(buf) == cap(buf) {
 			if b.off > 0 {
-				n := copy(b.buf, b.buf[b.off:])
-				b.buf, b.off = b.buf[:n], 0
+				n := copy(buf, buf[b.off:])
+				*b.bufp, b.off = buf[:n], 0
 				continue
 			}
-			b.cond.Wait()
+			b.wait()
 			continue
 		}
-		n := copy(b.buf[len(b.buf):cap(b.buf)], p)
-		b.buf = b.buf[:len(b.buf)+n]
+		n := copy(buf[len(buf):cap(buf)], p)
+		*b.bufp = buf[:len(buf)+n]
 		p = p[n:]
 		b.received += int64(n)
 		if b.remaining > 0 {
 			b.remaining -= int64(n)
 		}
-		b.cond.Broadcast()
+		b.broadcast()
 	}
 	if after != nil {
 		b.err = after
-		b.cond.Broadcast()
+		b.broadcast()
 	}
 	if b.remaining == 0 {
 		b.eof = true
-		b.cond.Broadcast()
+		b.broadcast()
 	}
 }
 
@@ -92,7 +106,7 @@ func (b *body) endInput() {
 			b.eof = true
 		}
 	}
-	b.cond.Broadcast()
+	b.broadcast()
 	b.mu.Unlock()
 }
 
@@ -103,24 +117,27 @@ func (b *body) fail() {
 	if !b.eof && b.err == nil {
 		b.err = io.ErrUnexpectedEOF
 	}
-	b.cond.Broadcast()
+	b.broadcast()
 	b.mu.Unlock()
 }
 
-func (b *body) Read(p []byte) (int, error) {
+// read is Read. Inline, pull is the request, whose connection read
+// fetches more input when the buffer is empty: nothing else reads it.
+func (b *body) read(p []byte, pull *request) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
 		if b.closed {
 			return 0, http.ErrBodyReadAfterClose
 		}
-		if b.off < len(b.buf) {
-			n := copy(p, b.buf[b.off:])
-			b.off += n
-			if b.off == len(b.buf) {
-				b.buf, b.off = b.buf[:0], 0
+		if b.bufp != nil && int(b.off) < len(*b.bufp) {
+			buf := *b.bufp
+			n := copy(p, buf[b.off:])
+			b.off += int32(n)
+			if int(b.off) == len(buf) {
+				*b.bufp, b.off = buf[:0], 0
 			}
-			b.cond.Broadcast()
+			b.broadcast()
 			return n, nil
 		}
 		if b.err != nil {
@@ -129,45 +146,67 @@ func (b *body) Read(p []byte) (int, error) {
 		if b.eof {
 			return 0, io.EOF
 		}
-		if b.pull != nil {
-			// Inline: nothing else reads the connection. The buffer is
-			// empty, so the next STDIN record (at most 65535 bytes)
-			// fits and put does not wait.
+		if pull != nil {
+			// The buffer is empty, so the next STDIN record (at most
+			// 65535 bytes) fits and put does not wait.
 			b.mu.Unlock()
-			err := b.pull.c.fillBody(b.pull)
+			err := pull.c.fillBody(pull)
 			b.mu.Lock()
-			if err != nil && !b.eof && b.err == nil && b.off == len(b.buf) {
+			if err != nil && !b.eof && b.err == nil && (b.bufp == nil || int(b.off) == len(*b.bufp)) {
 				b.err = io.ErrUnexpectedEOF
 			}
 			continue
 		}
-		b.cond.Wait()
+		b.wait()
 	}
 }
 
-// Close discards the rest of the body; later input is dropped.
-func (b *body) Close() error {
+// close discards the rest of the body; later input is dropped.
+func (b *body) close(s *Server) {
 	b.mu.Lock()
-	if b.s != nil && !b.closed {
+	if !b.closed {
 		b.closed = true
-		if b.buf != nil {
-			b.s.putBodyBuf(b.buf)
-			b.buf = nil
+		if b.bufp != nil {
+			s.putBodyBuf(b.bufp)
+			b.bufp = nil
 		}
-		b.cond.Broadcast()
+		b.broadcast()
 	}
 	b.mu.Unlock()
+}
+
+// bodyReader is a request seen as its http.Request.Body: the request
+// itself, so that the body needs no allocation of its own.
+type bodyReader request
+
+func (br *bodyReader) Read(p []byte) (int, error) {
+	r := (*request)(br)
+	if r.c.inline {
+		return r.body.read(p, r)
+	}
+	return r.body.read(p, nil)
+}
+
+func (br *bodyReader) Close() error {
+	r := (*request)(br)
+	r.body.close(r.c.s)
 	return nil
 }
 
-func (s *Server) getBodyBuf() []byte {
+func (s *Server) getBodyBuf() *[]byte {
 	if p, ok := s.bodyPool.Get().(*[]byte); ok {
-		return (*p)[:0]
+		return p
 	}
-	return make([]byte, 0, bodyBufSize)
+	b := make([]byte, 0, bodyBufSize)
+	return &b
 }
 
-func (s *Server) putBodyBuf(b []byte) { s.bodyPool.Put(&b) }
+// putBodyBuf returns p to the pool emptied; the entry is reused, so that
+// putting allocates nothing.
+func (s *Server) putBodyBuf(p *[]byte) {
+	*p = (*p)[:0]
+	s.bodyPool.Put(p)
+}
 
 func (s *Server) getParamsBuf() *[]byte {
 	if p, ok := s.paramsPool.Get().(*[]byte); ok {
@@ -177,10 +216,10 @@ func (s *Server) getParamsBuf() *[]byte {
 	return &b
 }
 
-// putParamsBuf returns p to the pool with b, its grown contents.
-func (s *Server) putParamsBuf(p *[]byte, b []byte) {
-	if cap(b) <= 64<<10 {
-		*p = b[:0]
+// putParamsBuf returns p, holding the grown contents, to the pool.
+func (s *Server) putParamsBuf(p *[]byte) {
+	if cap(*p) <= 64<<10 {
+		*p = (*p)[:0]
 		s.paramsPool.Put(p)
 	}
 }

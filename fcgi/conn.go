@@ -424,7 +424,11 @@ func (c *conn) params(id uint16, n int) error {
 	if n == 0 {
 		return c.endParams(r)
 	}
-	if len(r.pbuf)+n > c.s.cfg.maxParams {
+	var have int
+	if r.pbufp != nil {
+		have = len(*r.pbufp)
+	}
+	if have+n > c.s.cfg.maxParams {
 		if err := c.skip(n); err != nil {
 			return err
 		}
@@ -434,14 +438,13 @@ func (c *conn) params(id uint16, n int) error {
 	}
 	if r.pbufp == nil {
 		r.pbufp = c.s.getParamsBuf()
-		r.pbuf = (*r.pbufp)[:0]
 	}
 	for n > 0 {
 		b, err := c.chunk(n)
 		if err != nil {
 			return err
 		}
-		r.pbuf = append(r.pbuf, b...)
+		*r.pbufp = append(*r.pbufp, b...)
 		n -= len(b)
 	}
 	return nil
@@ -449,17 +452,21 @@ func (c *conn) params(id uint16, n int) error {
 
 func (c *conn) endParams(r *request) error {
 	// One allocation holds the params and, after them, RemoteAddr.
-	buf := make([]byte, len(r.pbuf), len(r.pbuf)+addrRoom)
-	copy(buf, r.pbuf)
+	var pooled []byte
 	if r.pbufp != nil {
-		c.s.putParamsBuf(r.pbufp, r.pbuf)
-		r.pbuf, r.pbufp = nil, nil
+		pooled = *r.pbufp
+	}
+	buf := make([]byte, len(pooled), len(pooled)+addrRoom)
+	copy(buf, pooled)
+	if r.pbufp != nil {
+		c.s.putParamsBuf(r.pbufp)
+		r.pbufp = nil
 	}
 	status, err := r.build(buf)
 	c.mu.Lock()
 	r.inHeader = false
 	c.inHeader--
-	if err == nil && r.req.Body != http.NoBody {
+	if err == nil && r.hreq.Body != http.NoBody {
 		r.inBody = true
 		c.inBody++
 	}
@@ -473,7 +480,7 @@ func (c *conn) endParams(r *request) error {
 		}
 		return nil
 	}
-	if r.req.Body == http.NoBody {
+	if r.hreq.Body == http.NoBody {
 		r.state = stateDone
 	} else {
 		r.state = stateBody
@@ -513,7 +520,7 @@ func (c *conn) stdin(id uint16, n int) error {
 		if err != nil {
 			return err
 		}
-		r.body.put(b) // may wait for the handler to read
+		r.body.put(c.s, b) // may wait for the handler to read
 		n -= len(b)
 	}
 	// The body timeout counts from now: waiting in put for a slow handler

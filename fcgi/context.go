@@ -3,18 +3,20 @@ package fcgi
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // reqContext is a request's context. It is done when the request ends or
 // is aborted, or when its parent (the connection's context, or the
-// request-timeout context under it) is done; its Value finds the request
-// for Params. It lives inside the request and allocates nothing until a
-// handler asks for Done or derives a cancellable context from it: only
-// then does it watch its parent.
+// request-timeout context under it) is done. It holds the PARAMS stream,
+// and its Value finds it for Params. It lives inside the request and
+// allocates nothing until a handler asks for Done or derives a cancellable
+// context from it: only then does it watch its parent.
 type reqContext struct {
 	parent context.Context
-	r      *request
+	raw    string                            // the whole PARAMS stream
+	params atomic.Pointer[map[string]string] // built by the first Params
 
 	mu    sync.Mutex
 	done  chan struct{} // made by the first Done, or closedChan
@@ -37,7 +39,7 @@ func (x *reqContext) Deadline() (time.Time, bool) { return x.parent.Deadline() }
 
 func (x *reqContext) Value(key any) any {
 	if _, ok := key.(paramsKey); ok {
-		return x.r
+		return x
 	}
 	return x.parent.Value(key)
 }

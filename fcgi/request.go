@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -23,41 +22,36 @@ const (
 	stateDone          // further FCGI_STDIN is discarded
 )
 
-// request is one FastCGI request id's lifetime.
+// request is one FastCGI request id's lifetime. It is allocated fresh for
+// every request, and the handler may keep what it reaches (the
+// http.Request, its URL, body and context all live here) after returning:
+// nothing in it is reused.
 type request struct {
-	c        *conn
+	hreq http.Request // what the handler gets, with ctx as its context
+	url  url.URL
+	ctx  reqContext
+	w    response
+	body body // read through bodyReader when there is one
+
+	c           *conn
+	pbufp       *[]byte            // PARAMS accumulated so far (pooled)
+	stopTimeout context.CancelFunc // releases the request timeout's context
+
 	id       uint16
 	role     uint16
+	ended    atomic.Bool
+	state    uint8 // reader goroutine only
 	keepConn bool
-	state    int  // reader goroutine only
 	started  bool // handler goroutine launched; set before launch
 	inHeader bool // guarded by c.mu
 	inBody   bool // guarded by c.mu: FCGI_STDIN expected
-	ended    atomic.Bool
-
-	pbuf  []byte  // PARAMS accumulated so far (pooled)
-	pbufp *[]byte // pbuf's pool entry
-	raw   string  // the whole PARAMS stream
-
-	req         *http.Request
-	url         url.URL
-	ctx         reqContext
-	stopTimeout context.CancelFunc // releases the request timeout's context
-	body        body
-	w           response
-
-	paramsOnce sync.Once
-	params     map[string]string
 }
 
 type paramsKey struct{}
 
 func (s *Server) newRequest(c *conn, id, role uint16, keep bool) *request {
 	r := &request{c: c, id: id, role: role, keepConn: keep, inHeader: true}
-	r.body.init(s)
-	if c.inline {
-		r.body.pull = r
-	}
+	r.body.remaining = -1
 	r.w.r = r
 	return r
 }
@@ -68,10 +62,10 @@ func (r *request) claim() bool { return r.ended.CompareAndSwap(false, true) }
 // release returns pooled buffers. Called once, when nothing else uses r.
 func (r *request) release() {
 	if r.pbufp != nil {
-		r.c.s.putParamsBuf(r.pbufp, r.pbuf)
-		r.pbuf, r.pbufp = nil, nil
+		r.c.s.putParamsBuf(r.pbufp)
+		r.pbufp = nil
 	}
-	r.body.Close()
+	r.body.close(r.c.s)
 	r.cancel()
 }
 
@@ -91,14 +85,14 @@ func (r *request) run() {
 	if r.role == roleAuthorizer {
 		h = c.s.Authorizer
 	}
-	r.w.start(r.req.Method == http.MethodHead)
+	r.w.start(r.hreq.Method == http.MethodHead)
 	panicked := false
 	if h == nil {
 		r.w.WriteHeader(http.StatusInternalServerError)
 	} else {
 		panicked = r.serve(h)
 	}
-	r.body.Close() // from here on, input for r is discarded
+	r.body.close(c.s) // from here on, input for r is discarded
 	if c.inline {
 		c.drainBuffered(r)
 	}
@@ -121,12 +115,12 @@ func (r *request) serve(h http.Handler) (panicked bool) {
 			if v != http.ErrAbortHandler {
 				buf := make([]byte, 64<<10)
 				buf = buf[:runtime.Stack(buf, false)]
-				r.c.s.log.Error("fcgi: handler panic", "id", r.id, "uri", r.req.RequestURI,
+				r.c.s.log.Error("fcgi: handler panic", "id", r.id, "uri", r.hreq.RequestURI,
 					"panic", fmt.Sprint(v), "stack", string(buf))
 			}
 		}
 	}()
-	h.ServeHTTP(&r.w, r.req)
+	h.ServeHTTP(&r.w, &r.hreq)
 	return false
 }
 
@@ -135,30 +129,34 @@ func (r *request) serve(h http.Handler) (panicked bool) {
 // if r was not received by this package. If a name was sent twice the last
 // value is kept. The map is shared: callers must not modify it.
 func Params(r *http.Request) map[string]string {
-	st, _ := r.Context().Value(paramsKey{}).(*request)
+	st, _ := r.Context().Value(paramsKey{}).(*reqContext)
 	if st == nil {
 		return nil
 	}
-	st.paramsOnce.Do(func() {
-		m := make(map[string]string, 32)
-		for s := st.raw; len(s) > 0; {
-			name, value, rest, err := nextPair(s)
-			if err != nil {
-				break
-			}
-			m[name] = value
-			s = rest
+	if m := st.params.Load(); m != nil {
+		return *m
+	}
+	m := make(map[string]string, 32)
+	for s := st.raw; len(s) > 0; {
+		name, value, rest, err := nextPair(s)
+		if err != nil {
+			break
 		}
-		st.params = m
-	})
-	return st.params
+		m[name] = value
+		s = rest
+	}
+	// Callers racing here build equal maps; all get the one stored first.
+	if !st.params.CompareAndSwap(nil, &m) {
+		return *st.params.Load()
+	}
+	return m
 }
 
 // Param returns the CGI variable name as the web server sent it for r (the
 // last value if it was sent twice), or "" if it was not sent or r was not
 // received by this package. Unlike Params, it builds no map.
 func Param(r *http.Request, name string) string {
-	st, _ := r.Context().Value(paramsKey{}).(*request)
+	st, _ := r.Context().Value(paramsKey{}).(*reqContext)
 	if st == nil {
 		return ""
 	}
@@ -236,8 +234,8 @@ func (e badRequest) Error() string { return "fcgi: " + string(e) }
 // raw holds the stream; build keeps it and may append to it within its
 // capacity, so it must not be modified afterwards.
 func (r *request) build(raw []byte) (int, error) {
-	r.raw = unsafe.String(unsafe.SliceData(raw), len(raw))
-	status, err := r.parse(r.raw, raw[len(raw):])
+	r.ctx.raw = unsafe.String(unsafe.SliceData(raw), len(raw))
+	status, err := r.parse(r.ctx.raw, raw[len(raw):])
 	return status, err
 }
 
@@ -299,8 +297,10 @@ func (r *request) parse(raw string, spare []byte) (int, error) {
 	if v.https == "on" || v.https == "ON" || v.https == "1" {
 		req.TLS = &tls.ConnectionState{}
 	}
-	r.req = req.WithContext(&r.ctx)
-	if r.c.s.cfg.requestTimeout > 0 {
+	// The context can only be set by WithContext, which copies; inlined,
+	// its copy stays on the stack and only r.hreq is kept.
+	r.hreq = *req.WithContext(&r.ctx)
+	if body != nil && r.c.s.cfg.requestTimeout > 0 {
 		context.AfterFunc(ctx, r.body.fail)
 	}
 	return 0, nil
@@ -481,7 +481,7 @@ func (v *cgiVars) header(raw string) http.Header {
 // attachBody returns the body to read FCGI_STDIN from and the content
 // length: none, and 0, for an authorizer or an empty body. It rejects a
 // length over MaxBodyBytes.
-func (r *request) attachBody(cl int64) (*body, int64, error) {
+func (r *request) attachBody(cl int64) (*bodyReader, int64, error) {
 	if r.role == roleAuthorizer || cl == 0 {
 		return nil, 0, nil
 	}
@@ -489,7 +489,7 @@ func (r *request) attachBody(cl int64) (*body, int64, error) {
 		return nil, cl, badRequest("CONTENT_LENGTH over MaxBodyBytes")
 	}
 	r.body.remaining = cl
-	return &r.body, cl, nil
+	return (*bodyReader)(r), cl, nil
 }
 
 // startContext sets up the request's context on the connection's, with the
@@ -499,7 +499,7 @@ func (r *request) startContext() context.Context {
 	if r.c.s.cfg.requestTimeout > 0 {
 		ctx, r.stopTimeout = context.WithTimeout(ctx, r.c.s.cfg.requestTimeout)
 	}
-	r.ctx.parent, r.ctx.r = ctx, r
+	r.ctx.parent = ctx
 	return ctx
 }
 

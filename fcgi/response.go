@@ -31,7 +31,7 @@ type response struct {
 	r           *request
 	ob          *outBuf
 	header      http.Header
-	status      int
+	status      int32 // beside the flags: response lives in the request
 	head        bool
 	wroteHeader bool
 	committed   bool  // header serialized into ob.rec
@@ -87,7 +87,7 @@ func (w *response) WriteHeader(code int) {
 		return // no interim responses over CGI
 	}
 	w.wroteHeader = true
-	w.status = code
+	w.status = int32(code)
 	if cl := w.header.Get("Content-Length"); cl != "" {
 		if n, ok := parseContentLength(strings.TrimSpace(cl)); ok {
 			w.declared = n
@@ -122,7 +122,7 @@ func (w *response) write(p []byte, s string) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	if !bodyAllowed(w.status) {
+	if !bodyAllowed(int(w.status)) {
 		return 0, errBodyNotAllowed
 	}
 	var tooLong bool
@@ -252,7 +252,7 @@ func (w *response) commit(final bool) error {
 	b := append(ob.rec, "Status: "...)
 	b = strconv.AppendInt(b, int64(w.status), 10)
 	b = append(b, ' ')
-	if text := http.StatusText(w.status); text != "" {
+	if text := http.StatusText(int(w.status)); text != "" {
 		b = append(b, text...)
 	} else {
 		b = append(b, "status code "...)
@@ -260,7 +260,7 @@ func (w *response) commit(final bool) error {
 	}
 	b = append(b, "\r\n"...)
 
-	allowed := bodyAllowed(w.status)
+	allowed := bodyAllowed(int(w.status))
 	if _, set := w.header["Content-Type"]; !set && allowed && (w.written > 0 || (!final && !w.head)) {
 		// Never let the front end or browser guess text/html.
 		b = append(b, "Content-Type: application/octet-stream\r\n"...)
@@ -330,7 +330,7 @@ func (w *response) finish() {
 		w.abrupt()
 		return
 	}
-	if w.declared >= 0 && w.written < w.declared && !w.head && bodyAllowed(w.status) {
+	if w.declared >= 0 && w.written < w.declared && !w.head && bodyAllowed(int(w.status)) {
 		r.c.s.log.Warn("fcgi: handler wrote less than its Content-Length", "id", r.id,
 			"declared", w.declared, "written", w.written)
 		w.abrupt()

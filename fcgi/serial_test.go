@@ -53,6 +53,7 @@ func TestServeFDConformance(t *testing.T) {
 		{"Authorizer", TestAuthorizer},
 		{"NilHandler", TestNilHandler},
 		{"RequestContextCancelledAfterHandler", TestRequestContextCancelledAfterHandler},
+		{"HandlerKeepsRequest", TestHandlerKeepsRequest},
 		{"RequestContextEndsWithRequest", TestRequestContextEndsWithRequest},
 		{"RequestContextFollowsBase", TestRequestContextFollowsBase},
 		{"RequestFromParams", TestRequestFromParams},

@@ -2,12 +2,13 @@ package handler
 
 import (
 	"encoding/json"
-	"html/template"
+	"html"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -97,7 +98,7 @@ func (p *InfoPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	_ = infoTemplate.Execute(w, in)
+	_ = writeInfoHTML(w, &in)
 }
 
 func wantsJSON(r *http.Request) bool {
@@ -110,7 +111,56 @@ func wantsJSON(r *http.Request) bool {
 	return r.URL.Query().Get("format") == "json"
 }
 
-var infoTemplate = template.Must(template.New("info").Parse(`<!doctype html>
+// writeInfoHTML writes the info page for in. It is written out by hand, not
+// with html/template: text/template looks methods up by name through
+// reflect, which makes the linker keep every exported method of every type in
+// the binary (3 MB more), and every spawned copy maps part of that at start.
+// Every value is escaped with html.EscapeString; all of them sit in element
+// content.
+func writeInfoHTML(w io.Writer, in *info) error {
+	var b strings.Builder
+	b.WriteString(infoHead)
+	b.WriteString("<h2>This process</h2>\n<table>\n")
+	infoRow(&b, "mode", in.Mode)
+	infoRow(&b, "protocol", in.Protocol)
+	infoRow(&b, "pid", strconv.Itoa(in.PID))
+	infoRow(&b, "started", in.Started)
+	infoRow(&b, "uptime", strconv.FormatFloat(in.UptimeSeconds, 'f', 1, 64)+" s")
+	infoRow(&b, "requests served", strconv.FormatInt(in.RequestsServed, 10))
+	infoRow(&b, "version", in.Version)
+	b.WriteString("</table>\n<h2>This request, as your app would see it</h2>\n<table>\n")
+	infoRow(&b, "method", in.Method)
+	infoRow(&b, "SCRIPT_NAME (mount prefix)", in.ScriptName)
+	infoRow(&b, "PATH_INFO", in.PathInfo)
+	infoRow(&b, "REQUEST_URI", in.RequestURI)
+	infoRow(&b, "QUERY_STRING", in.QueryString)
+	infoRow(&b, "REMOTE_ADDR", in.RemoteAddr)
+	infoRow(&b, "REMOTE_USER", in.RemoteUser)
+	infoRow(&b, "HTTPS", strconv.FormatBool(in.HTTPS))
+	infoRow(&b, "Host", in.Host)
+	infoRow(&b, "body bytes read", strconv.FormatInt(in.BodyBytes, 10))
+	b.WriteString("</table>\n")
+	if len(in.VarNames) > 0 {
+		b.WriteString("<h2>CGI variables sent by the web server (names only)</h2>\n<p>")
+		for i, n := range in.VarNames {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("<code>" + html.EscapeString(n) + "</code>")
+		}
+		b.WriteString("</p>")
+	}
+	b.WriteString("\n<p>JSON: send <code>Accept: application/json</code>.</p>\n</body></html>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// infoRow writes one row of a table: a fixed heading and an escaped value.
+func infoRow(b *strings.Builder, name, value string) {
+	b.WriteString("<tr><th>" + name + "</th><td>" + html.EscapeString(value) + "</td></tr>\n")
+}
+
+const infoHead = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fcgishim is running</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em;color:#222}
@@ -119,31 +169,4 @@ code{background:#f2f2f2;padding:0 .2em}</style></head><body>
 <h1>fcgishim is running</h1>
 <p>This is the built-in info page: no <code>[app]</code> is configured in the
 <code>.toml</code> file beside the binary. Add one to serve your application.</p>
-<h2>This process</h2>
-<table>
-<tr><th>mode</th><td>{{.Mode}}</td></tr>
-<tr><th>protocol</th><td>{{.Protocol}}</td></tr>
-<tr><th>pid</th><td>{{.PID}}</td></tr>
-<tr><th>started</th><td>{{.Started}}</td></tr>
-<tr><th>uptime</th><td>{{printf "%.1f" .UptimeSeconds}} s</td></tr>
-<tr><th>requests served</th><td>{{.RequestsServed}}</td></tr>
-<tr><th>version</th><td>{{.Version}}</td></tr>
-</table>
-<h2>This request, as your app would see it</h2>
-<table>
-<tr><th>method</th><td>{{.Method}}</td></tr>
-<tr><th>SCRIPT_NAME (mount prefix)</th><td>{{.ScriptName}}</td></tr>
-<tr><th>PATH_INFO</th><td>{{.PathInfo}}</td></tr>
-<tr><th>REQUEST_URI</th><td>{{.RequestURI}}</td></tr>
-<tr><th>QUERY_STRING</th><td>{{.QueryString}}</td></tr>
-<tr><th>REMOTE_ADDR</th><td>{{.RemoteAddr}}</td></tr>
-<tr><th>REMOTE_USER</th><td>{{.RemoteUser}}</td></tr>
-<tr><th>HTTPS</th><td>{{.HTTPS}}</td></tr>
-<tr><th>Host</th><td>{{.Host}}</td></tr>
-<tr><th>body bytes read</th><td>{{.BodyBytes}}</td></tr>
-</table>
-{{with .VarNames}}<h2>CGI variables sent by the web server (names only)</h2>
-<p>{{range $i, $n := .}}{{if $i}}, {{end}}<code>{{$n}}</code>{{end}}</p>{{end}}
-<p>JSON: send <code>Accept: application/json</code>.</p>
-</body></html>
-`))
+`
