@@ -352,9 +352,27 @@ func (c *Config) validate(data []byte) error {
 	return nil
 }
 
-// wsgiModuleRe is a dotted Python module path, optionally ":callable" (a
-// dotted attribute path).
-var wsgiModuleRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)?$`)
+// validWSGISpec reports whether s is a dotted Python module path,
+// optionally ":callable" (a dotted attribute path), in ASCII identifiers.
+func validWSGISpec(s string) bool {
+	module, callable, hasCallable := strings.Cut(s, ":")
+	return dottedName(module) && (!hasCallable || dottedName(callable))
+}
+
+func dottedName(s string) bool {
+	for _, id := range strings.Split(s, ".") {
+		if id == "" || id[0] >= '0' && id[0] <= '9' {
+			return false
+		}
+		for i := 0; i < len(id); i++ {
+			c := id[i]
+			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // validateWSGI checks app.wsgi and the keys that go with it.
 func validateWSGI(a App, bad func(key, format string, args ...any) error) error {
@@ -374,7 +392,7 @@ func validateWSGI(a App, bad func(key, format string, args ...any) error) error 
 		return bad("app.wsgi", "set one of app.wsgi, app.command and app.upstream, not both wsgi and upstream")
 	case a.ProxyProtocol:
 		return bad("app.proxy_protocol", "not with app.wsgi: the WSGI runner takes the visitor's address from our X-Real-Ip header and would refuse a PROXY line")
-	case !wsgiModuleRe.MatchString(a.WSGI):
+	case !validWSGISpec(a.WSGI):
 		return bad("app.wsgi", "want a Python module path, optionally with :callable (\"mysite.wsgi\", \"app:server\"), got %q", a.WSGI)
 	case a.Workers < 0:
 		return bad("app.workers", "must not be negative (0 = one per CPU)")

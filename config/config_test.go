@@ -58,6 +58,18 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 	}
 }
 
+func TestValidWSGISpec(t *testing.T) {
+	for s, want := range map[string]bool{
+		"mysite.wsgi": true, "app": true, "app:server": true, "pkg.mod:obj.attr": true, "_x.y2:_z": true,
+		"": false, "mysite/wsgi.py": false, "mysite.wsgi:": false, ":app": false, "a..b": false, "2fa.wsgi": false,
+		"a:b:c": false, "a.b c": false, "mysite.wsgi:app()": false, "a.-b": false,
+	} {
+		if got := validWSGISpec(s); got != want {
+			t.Errorf("validWSGISpec(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
 // [app] wsgi becomes the runner's command, which the supervisor runs like
 // any other: interpreter, runner, socket, app, workers.
 func TestWSGIBecomesCommand(t *testing.T) {
