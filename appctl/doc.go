@@ -38,6 +38,11 @@
 // Client.Close, with Instance, UnavailableError (which handler turns into a
 // 503 with Retry-After), SplitAddr and RuntimeDir (static never serves it).
 //
+// [app] wsgi is one more command: config turns it into the argv of the
+// built-in WSGI runner (wsgirunner.py, Python 3, embedded in the binary),
+// and launch writes the runner into the runtime directory before starting
+// it (wsgi.go). Supervision does not know the difference.
+//
 // When a watched file counts as changed is decided once, by package reload:
 // the supervisor watches through a reload.Watcher (supervisor.watch), the
 // same rule a copy uses to restart itself.
