@@ -73,7 +73,7 @@ def application(env, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Closing(path, path == "/closing-fail")
     keys = ("REMOTE_ADDR", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "wsgi.url_scheme", "SERVER_NAME",
-            "SERVER_PORT", "CONTENT_LENGTH", "HTTP_X_ODD", "HTTP_X_GOOD", "REQUEST_METHOD")
+            "SERVER_PORT", "CONTENT_LENGTH", "HTTP_X_ODD", "HTTP_X_GOOD", "REQUEST_METHOD", "REMOTE_USER")
     out = {k: env[k] for k in keys if k in env}
     out["body"] = env["wsgi.input"].read().decode("latin-1")
     out["pid"] = os.getpid()
@@ -199,6 +199,7 @@ type wsgiEnv struct {
 	Odd        *string `json:"HTTP_X_ODD"`
 	Good       string  `json:"HTTP_X_GOOD"`
 	Body       string  `json:"body"`
+	RemoteUser string  `json:"REMOTE_USER"`
 	PID        int     `json:"pid"`
 }
 
@@ -222,10 +223,10 @@ func TestWSGIRunnerEnvironAndFraming(t *testing.T) {
 	br := bufio.NewReader(c)
 
 	resp, body := roundTrip(t, c, br, "GET /mysite/a%20b/?x=1&y=2 HTTP/1.1\r\nHost: example.test:8443\r\nX-Real-Ip: 192.0.2.7\r\n"+
-		"X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /mysite\r\nX_Odd: forged\r\nX-Good: yes\r\n\r\n")
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /mysite\r\nX_Odd: forged\r\nX-Good: yes\r\nX-Remote-User: alice\r\n\r\n")
 	e := decodeEnv(t, body)
 	want := wsgiEnv{RemoteAddr: "192.0.2.7", ScriptName: "/mysite", PathInfo: "/a b/", Query: "x=1&y=2", Scheme: "https",
-		ServerName: "example.test", ServerPort: "8443", Good: "yes", PID: e.PID}
+		ServerName: "example.test", ServerPort: "8443", Good: "yes", RemoteUser: "alice", PID: e.PID}
 	if resp.StatusCode != 200 || e != want {
 		t.Fatalf("environ %+v (status %d), want %+v", e, resp.StatusCode, want)
 	}

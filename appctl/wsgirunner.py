@@ -2,8 +2,8 @@
 private unix socket, for mysite.fcgi's proxy and nothing else.
 
 It trusts the forwarding headers our proxy writes (X-Real-Ip,
-X-Forwarded-Proto, X-Forwarded-Prefix): the proxy removes the client's own
-copies. That is why it listens on a unix socket only, never on TCP.
+X-Forwarded-Proto, X-Forwarded-Prefix, X-Remote-User): the proxy removes the
+client's own copies. That is why it listens on a unix socket only, never on TCP.
 
 The master imports the app, binds the socket, then forks the workers (the
 app's modules are shared copy-on-write) and restarts a worker that dies.
@@ -374,6 +374,8 @@ class Worker:
                 value = env[key] + ("; " if name == "COOKIE" else ",") + value
             env[key] = value
         env["REMOTE_ADDR"] = env.get("HTTP_X_REAL_IP", "")
+        if "HTTP_X_REMOTE_USER" in env:  # the web server's authenticated user
+            env["REMOTE_USER"] = env["HTTP_X_REMOTE_USER"]
         scheme = env.get("HTTP_X_FORWARDED_PROTO", "http")
         env["wsgi.url_scheme"] = scheme if scheme in ("http", "https") else "http"
         if env["wsgi.url_scheme"] == "https":
@@ -584,7 +586,7 @@ class Master:
 
     def stop(self, signum, frame):
         self.stopping = True
-        for pid in self.children:
+        for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError:
