@@ -16,6 +16,11 @@
 # site's processes (every process started for it and their descendants:
 # the mysite.fcgi copies, our supervisor, gunicorn's master and workers),
 # VmRSS summed from /proc, and PSS (shared pages divided among sharers).
+# And the CPU time per request of each program on the machine during the
+# round (utime+stime from /proc/PID/stat summed by program name, over the
+# requests wrk made; "idle" is the CPUs' idle time), which shows where the
+# time goes: mysite.fcgi is the flup script on the recipe's side and our
+# binary on ours, python3 the WSGI runner, gunicorn gunicorn.
 # Prints the configuration, every round, the medians and the ratios; the
 # output is also kept in bench/results/django-<UTC time>.txt.
 #
@@ -209,6 +214,25 @@ site_mem() {
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k/1024}'; }
 
+# cpu_snap: "program ticks" for every program running (utime+stime of all
+# its processes), and "idle ticks" of the machine.
+cpu_snap() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    c = $0; sub(/^[0-9]+ \(/, "", c); sub(/\) [A-Z] .*/, "", c); gsub(/[ \/:]/, "_", c)
+    r = $0; sub(/.*\) /, "", r); split(r, f, " "); t[c] += f[12] + f[13] }
+    END { for (c in t) print c, t[c] }'
+  awk '/^cpu / {print "idle", $5 + $6}' /proc/stat
+}
+# cpu_per_req BEFORE AFTER REQUESTS: microseconds of CPU per request for the
+# programs of the path, the rest together, and idle.
+cpu_per_req() {
+  join -a2 -e0 -o 0,1.2,2.2 <(sort "$1") <(sort "$2") | awk -v n="$3" -v hz="$(getconf CLK_TCK)" '
+    { d = ($3 - $2) / hz / n * 1e6; if (d <= 0) next
+      if ($1 ~ /^(apache2|mysite.fcgi|python3|gunicorn|wrk|idle)$/) v[$1] = d; else other += d }
+    END { printf "apache2 %.0f, mysite.fcgi %.0f, python3 %.0f, gunicorn %.0f, wrk %.0f, other %.0f, idle %.0f",
+          v["apache2"], v["mysite.fcgi"], v["python3"], v["gunicorn"], v["wrk"], other, v["idle"] }'
+}
+
 # Warm-up: mod_fcgid spawns up to 8 copies of each, Django loads lazily.
 for s in "${sides[@]}"; do
   for page in hello admin/login; do nice -n -10 wrk -t2 -c8 -d2s "http://127.0.0.1:$port_apache/$s/mysite.fcgi/$page/" >/dev/null; done
@@ -218,7 +242,9 @@ done
 for r in $(seq 1 "$rounds"); do
   for page in hello admin/login; do
     for s in "${sides[@]}"; do
+      cpu_snap > "$work/cpu0"
       nice -n -10 wrk -t2 -c8 -d"${secs}s" --latency "http://127.0.0.1:$port_apache/$s/mysite.fcgi/$page/" > "$work/wrk"
+      cpu_snap > "$work/cpu1"
       rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk")
       p50=$(awk '$1=="50%" {print $2}' "$work/wrk"); p99=$(awk '$1=="99%" {print $2}' "$work/wrk")
       errs=$(awk '/Non-2xx|Socket errors/' "$work/wrk" | tr '\n' ' ')
@@ -226,6 +252,7 @@ for r in $(seq 1 "$rounds"); do
       echo "$page $s $rps $rss $pss" >> "$work/r"
       printf 'round %d %-12s %-14s %9s req/s  p50 %-8s p99 %-8s  %2d processes, RSS %4s MiB, PSS %4s MiB %s\n' \
         "$r" "$page" "$s" "$rps" "$p50" "$p99" "$n" "$(mib "$rss")" "$(mib "$pss")" "$errs"
+      echo "        CPU us/request: $(cpu_per_req "$work/cpu0" "$work/cpu1" "$(awk '/requests in/ {print $1}' "$work/wrk")")"
     done
   done
 done
