@@ -53,6 +53,10 @@ def application(env, start_response):
             time.sleep(0.01)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"finished"]
+    if path == "/spin":
+        t = time.process_time()
+        while time.process_time() - t < 0.03:
+            pass
     if path == "/nocontent":
         start_response("204 No Content", [])
         return [b"a body a 204 must not have"]
@@ -395,10 +399,11 @@ func TestWSGIRunnerSlowHeaderDoesNotBlock(t *testing.T) {
 }
 
 // A client stalled in the middle of its body holds one worker (a request is
-// read to its end before the app is called); the other worker serves the
+// read to its end before the app is called); the other worker joins (the
+// first is busy, and --spare 0 whatever the machine's load) and serves the
 // next connection.
 func TestWSGIRunnerSlowBodyLeavesOtherWorker(t *testing.T) {
-	r := startWSGIRunner(t, "wsgitestapp", "2")
+	r := startWSGIRunner(t, "wsgitestapp", "2", "--spare", "0")
 	slow := r.dial(t)
 	io.WriteString(slow, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabcde")
 	// The stalled worker may have accepted a connection just before it
@@ -555,4 +560,77 @@ func runWithDeadline(cmd *exec.Cmd, d time.Duration) (string, error) {
 		<-done
 		return out.String(), fmt.Errorf("still running after %s", d)
 	}
+}
+
+// pidOf asks for path on a new connection (Connection: close) and returns
+// the PID of the worker that answered.
+func pidOf(r *wsgiRunnerProc, path string) (int, error) {
+	c, err := net.Dial("unix", r.sock)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	var e wsgiEnv
+	err = json.NewDecoder(resp.Body).Decode(&e)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return e.PID, err
+}
+
+// Under a light load only the first worker accepts connections: one
+// Python process that stays busy serves them faster on a small machine than
+// two taking turns beside the web server.
+func TestWSGIRunnerOneWorkerWhenLight(t *testing.T) {
+	r := startWSGIRunner(t, "wsgitestapp", "2")
+	pids := map[int]int{}
+	for range 30 {
+		pid, err := pidOf(r, "/env")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[pid]++
+	}
+	if len(pids) != 1 {
+		t.Fatalf("30 light requests on new connections were answered by %d workers (%v), want 1", len(pids), pids)
+	}
+}
+
+// When the first worker is busy all the time (and, with --spare 0, however
+// loaded the machine running the test is), the second one joins.
+func TestWSGIRunnerSecondWorkerJoinsUnderLoad(t *testing.T) {
+	r := startWSGIRunner(t, "wsgitestapp", "2", "--spare", "0")
+	var mu sync.Mutex
+	pids := map[int]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pid, err := pidOf(r, "/spin")
+				mu.Lock()
+				pids[pid] = err == nil
+				mu.Unlock()
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	peertest.Eventually(t, 20*time.Second, "a second worker to answer under load", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(pids) == 2
+	})
 }

@@ -11,6 +11,14 @@ Each worker is one thread: a selector loop over the listening socket and its
 keep-alive connections, one request at a time. SIGTERM: the master passes it
 on; a worker finishes the request in hand, then exits.
 
+Workers join as the load needs them (Steering): the first always accepts
+connections; worker k accepts only while the workers before it are busy
+nearly all the time and the machine has a CPU to spare, and the busy ones
+then close a connection now and then so that the proxy's next one can land
+on it. On a small machine one Python process that never sleeps beside the
+web server serves light pages faster than two that share both CPUs with it;
+pages heavy enough to saturate it get the second.
+
 Standard library only, Python 3.7 or later.
 """
 
@@ -18,11 +26,13 @@ import errno
 import gc
 import importlib
 import io
+import mmap
 import os
 import select
 import selectors
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -57,7 +67,7 @@ class Closed(Exception):
 
 
 def parse_args(argv):
-    opts = {"socket": "", "app": "", "workers": 0, "strip_prefix": False}
+    opts = {"socket": "", "app": "", "workers": 0, "strip_prefix": False, "spare": "0.5"}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -65,7 +75,7 @@ def parse_args(argv):
             opts["strip_prefix"] = True
             i += 1
             continue
-        if a not in ("--socket", "--app", "--workers") or i + 1 >= len(argv):
+        if a not in ("--socket", "--app", "--workers", "--spare") or i + 1 >= len(argv):
             raise SystemExit("wsgi runner: unknown or incomplete argument %r" % a)
         opts[a[2:]] = argv[i + 1]
         i += 2
@@ -76,8 +86,9 @@ def parse_args(argv):
         raise SystemExit("wsgi runner: --app module[:callable] is required")
     try:
         opts["workers"] = int(opts["workers"])
+        opts["spare"] = float(opts["spare"])  # idle CPUs a worker needs to join (see Steering)
     except ValueError:
-        raise SystemExit("wsgi runner: --workers wants a number, got %r" % opts["workers"])
+        raise SystemExit("wsgi runner: --workers and --spare want numbers, got %r, %r" % (opts["workers"], opts["spare"]))
     if opts["workers"] <= 0:
         try:
             opts["workers"] = len(os.sched_getaffinity(0))
@@ -143,12 +154,13 @@ class FileWrapper:
 class Conn:
     """One keep-alive connection from the proxy and its unread bytes."""
 
-    __slots__ = ("sock", "buf", "last")
+    __slots__ = ("sock", "buf", "last", "served")
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
         self.last = time.monotonic()
+        self.served = 0
 
     def fill(self, block=True):
         """Reads what is there, waiting up to IO_TIMEOUT for it if block;
@@ -222,12 +234,105 @@ def parse_head(head):
     return method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), fields
 
 
+class Shared:
+    """What the workers know of each other, in memory shared by the fork:
+    per worker slot, the seconds it has spent answering requests, since
+    when it answers the one in hand (0: none), and whether it accepts
+    connections. Each slot is written by its worker only."""
+
+    SLOT = 24
+
+    def __init__(self, n):
+        self.n = n
+        self.mem = mmap.mmap(-1, self.SLOT * n)
+
+    def begin(self, i, now):
+        struct.pack_into("d", self.mem, self.SLOT * i + 16, now)
+
+    def end(self, i, now):
+        off = self.SLOT * i
+        total, _, since = struct.unpack_from("ddd", self.mem, off)
+        struct.pack_into("d", self.mem, off, total + now - since)
+        struct.pack_into("d", self.mem, off + 16, 0.0)
+
+    def busy(self, i, now):
+        """Seconds worker i has been busy, up to now."""
+        total, _, since = struct.unpack_from("ddd", self.mem, self.SLOT * i)
+        return total + (now - since if since else 0.0)
+
+    def set_accepting(self, i, on):
+        struct.pack_into("d", self.mem, self.SLOT * i + 8, 1.0 if on else 0.0)
+
+    def reset(self, i):
+        """Worker i is gone: not accepting, not in a request."""
+        struct.pack_into("dd", self.mem, self.SLOT * i + 8, 0.0, 0.0)
+
+    def accepting(self, i):
+        return struct.unpack_from("d", self.mem, self.SLOT * i + 8)[0] != 0.0
+
+
+def idle_cpus_counter():
+    """(idle ticks, all ticks) of the machine, from /proc/stat."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return 0, 0
+    ticks = [int(x) for x in fields]
+    return ticks[3] + (ticks[4] if len(ticks) > 4 else 0), sum(ticks)
+
+
+class Steering:
+    """When worker `index` accepts connections (see the module's doc). It
+    looks every STEP seconds at the busy time of the workers before it and
+    at the machine's idle CPUs."""
+
+    STEP = 0.2
+    SATURATED = 0.85  # busy fraction at which a worker counts as saturated
+    RECYCLE = 32  # requests on a connection before a saturated worker closes it
+
+    def __init__(self, shared, index, spare):
+        self.shared, self.index, self.spare = shared, index, spare
+        self.last = time.monotonic()
+        self.last_busy = [shared.busy(j, self.last) for j in range(shared.n)]
+        self.last_idle = idle_cpus_counter()
+        self.cpus = os.cpu_count() or 1
+        self.others_join = False  # a later worker accepts: recycle connections
+
+    def rates(self, now):
+        """Busy fractions of every worker and idle CPUs since the last look."""
+        dt = max(now - self.last, 1e-3)
+        busy = [self.shared.busy(j, now) for j in range(self.shared.n)]
+        rates = [(b - a) / dt for a, b in zip(self.last_busy, busy)]
+        idle = idle_cpus_counter()
+        d_idle, d_all = idle[0] - self.last_idle[0], idle[1] - self.last_idle[1]
+        idle_cpus = d_idle / d_all * self.cpus if d_all > 0 else 0.0
+        self.last, self.last_busy, self.last_idle = now, busy, idle
+        return rates, idle_cpus
+
+    def decide(self, now, accepting):
+        """Whether to accept from now on (worker 0: always)."""
+        rates, idle_cpus = self.rates(now)
+        self.others_join = any(self.shared.accepting(j) for j in range(self.index + 1, self.shared.n))
+        if self.index == 0:
+            return True
+        before = rates[:self.index]
+        if not accepting:
+            return all(r >= self.SATURATED for r in before) and idle_cpus >= self.spare
+        # Stop when the load would fit in the workers before it, with room.
+        return sum(rates[:self.index + 1]) >= self.index * self.SATURATED - 0.25
+
+
 class Worker:
-    def __init__(self, app, listener, opts):
+    def __init__(self, app, listener, opts, shared=None, index=0):
         self.app = app
         self.listener = listener
         self.strip_prefix = opts["strip_prefix"]
         self.stopping = False
+        self.shared = shared or Shared(1)
+        self.index = index
+        self.steering = Steering(self.shared, index, opts["spare"])
+        self.accepting = False
         self.sel = selectors.DefaultSelector()
         self.conns = {}
         self.base = {
@@ -249,13 +354,23 @@ class Worker:
         signal.set_wakeup_fd(wfd)
         self.sel.register(rfd, selectors.EVENT_READ)
         self.listener.setblocking(False)
-        self.sel.register(self.listener, selectors.EVENT_READ)
+        self.set_accepting(self.index == 0)
         parent = os.getppid()
-        last_sweep = time.monotonic()
+        last_sweep = last_steer = time.monotonic()
+        deferred = False
         while not self.stopping:
-            for key, _ in self.sel.select(1.0):
+            events = self.sel.select(Steering.STEP)
+            # A worker with requests waiting leaves a new connection, once,
+            # to a worker blocked in select (all of them are woken): the
+            # connection goes to whoever has time for it.
+            busy = len(events) > 1 and not deferred
+            deferred = False
+            for key, _ in events:
                 if key.fileobj is self.listener:
-                    self.accept()
+                    if busy:
+                        deferred = True
+                    else:
+                        self.accept()
                 elif key.fileobj == rfd:
                     try:
                         os.read(rfd, 512)
@@ -266,6 +381,9 @@ class Worker:
                 if self.stopping:
                     break
             now = time.monotonic()
+            if now - last_steer >= Steering.STEP:
+                last_steer = now
+                self.set_accepting(self.steering.decide(now, self.accepting))
             if now - last_sweep >= 1.0:
                 last_sweep = now
                 if os.getppid() != parent:
@@ -273,6 +391,21 @@ class Worker:
                 self.sweep(now)
         for c in list(self.conns.values()):
             self.drop(c)
+
+    def set_accepting(self, on):
+        """Starts or stops accepting connections. A worker that stops closes
+        its idle ones; the others end with their next response."""
+        if on == self.accepting:
+            return
+        self.accepting = on
+        self.shared.set_accepting(self.index, on)
+        if on:
+            self.sel.register(self.listener, selectors.EVENT_READ)
+            return
+        self.sel.unregister(self.listener)
+        for c in list(self.conns.values()):
+            if not c.buf:
+                self.drop(c)
 
     def accept(self):
         try:
@@ -312,20 +445,11 @@ class Worker:
                 self.drop(c)
                 return
             c.last = time.monotonic()
-            while True:
-                end = c.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(c.buf) > MAX_HEADER:
-                        raise BadRequest("request header too large")
-                    return  # wait for the rest of the header
-                if end > MAX_HEADER:
-                    raise BadRequest("request header too large")
-                head, c.buf = c.buf[:end], c.buf[end + 4:]
-                if not self.handle(c, head) or self.stopping:
-                    self.drop(c)
-                    return
-                if not c.buf:
-                    return
+            self.shared.begin(self.index, c.last)
+            try:
+                self.answer(c)
+            finally:
+                self.shared.end(self.index, time.monotonic())
         except BadRequest as e:
             self.reject(c, str(e))
         except Closed:
@@ -333,6 +457,23 @@ class Worker:
         except Exception:
             log("serving a connection failed:\n" + traceback.format_exc())
             self.drop(c)
+
+    def answer(self, c):
+        """Answers every complete request in c's buffer."""
+        while True:
+            end = c.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(c.buf) > MAX_HEADER:
+                    raise BadRequest("request header too large")
+                return  # wait for the rest of the header
+            if end > MAX_HEADER:
+                raise BadRequest("request header too large")
+            head, c.buf = c.buf[:end], c.buf[end + 4:]
+            if not self.handle(c, head) or self.stopping:
+                self.drop(c)
+                return
+            if not c.buf:
+                return
 
     def reject(self, c, why):
         body = ("Bad Request: %s\n" % why).encode()
@@ -353,6 +494,9 @@ class Worker:
             keep = False
         elif "keep-alive" in conn_hdr and version == "HTTP/1.0":
             keep = True
+        c.served += 1
+        if not self.accepting or self.steering.others_join and c.served % Steering.RECYCLE == 0:
+            keep = False  # the proxy's next connection may go to a worker with time to spare
         env["wsgi.input"] = self.read_body(c, env)
         return Response(c.sock, env, keep, self).run(self.app)
 
@@ -581,7 +725,8 @@ class Response:
 class Master:
     def __init__(self, app, listener, opts):
         self.app, self.listener, self.opts = app, listener, opts
-        self.children = {}  # pid → start time
+        self.shared = Shared(opts["workers"])
+        self.children = {}  # pid → (start time, worker index)
         self.stopping = False
 
     def stop(self, signum, frame):
@@ -592,21 +737,21 @@ class Master:
             except OSError:
                 pass
 
-    def spawn(self):
+    def spawn(self, index):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                Worker(self.app, self.listener, self.opts).run()
+                Worker(self.app, self.listener, self.opts, self.shared, index).run()
             except BaseException:
                 traceback.print_exc()
                 code = 1
             finally:
                 sys.stderr.flush()
                 os._exit(code)
-        self.children[pid] = time.monotonic()
+        self.children[pid] = (time.monotonic(), index)
 
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
@@ -614,23 +759,25 @@ class Master:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if hasattr(gc, "freeze"):
             gc.freeze()  # the app's objects stay shared with the workers
-        for _ in range(self.opts["workers"]):
-            self.spawn()
+        for index in range(self.opts["workers"]):
+            self.spawn(index)
         failures = 0
         while self.children:
             try:
                 pid, status = os.wait()
             except ChildProcessError:
                 break
-            started = self.children.pop(pid, None)
-            if started is None or self.stopping:
+            child = self.children.pop(pid, None)
+            if child is None or self.stopping:
                 continue
+            started, index = child
+            self.shared.reset(index)
             log("worker %d exited (status %d); starting another" % (pid, status))
             failures = failures + 1 if time.monotonic() - started < 5 else 0
             if failures:
                 time.sleep(min(0.1 * (2 ** min(failures, 6)), 5.0))
             if not self.stopping:
-                self.spawn()
+                self.spawn(index)
 
 
 def main(argv):

@@ -43,7 +43,9 @@ type App struct {
 	// Python is the interpreter that runs the WSGI runner: a name looked up
 	// on the app's PATH or a path (a virtualenv's bin/python). "" = python3.
 	Python string `toml:"python"`
-	// Workers is how many processes the WSGI runner forks; 0 = one per CPU.
+	// Workers is how many processes the WSGI runner forks (each takes
+	// connections only while the ones before it are saturated and a CPU is
+	// idle); 0 = one per CPU.
 	Workers int `toml:"workers"`
 	// Upstream is an app that is already running: "http://host:port" or
 	// "unix:/path/to.sock".
