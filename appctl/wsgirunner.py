@@ -312,10 +312,10 @@ class Steering:
 
     def decide(self, now, accepting):
         """Whether to accept from now on (worker 0: always)."""
-        rates, idle_cpus = self.rates(now)
         self.others_join = any(self.shared.accepting(j) for j in range(self.index + 1, self.shared.n))
         if self.index == 0:
             return True
+        rates, idle_cpus = self.rates(now)
         before = rates[:self.index]
         if not accepting:
             return all(r >= self.SATURATED for r in before) and idle_cpus >= self.spare
@@ -359,7 +359,9 @@ class Worker:
         last_sweep = last_steer = time.monotonic()
         deferred = False
         while not self.stopping:
-            events = self.sel.select(Steering.STEP)
+            # A worker waiting to join looks often; one that accepts is woken
+            # by its connections anyway.
+            events = self.sel.select(1.0 if self.accepting else Steering.STEP)
             # A worker with requests waiting leaves a new connection, once,
             # to a worker blocked in select (all of them are woken): the
             # connection goes to whoever has time for it.
@@ -393,8 +395,9 @@ class Worker:
             self.drop(c)
 
     def set_accepting(self, on):
-        """Starts or stops accepting connections. A worker that stops closes
-        its idle ones; the others end with their next response."""
+        """Starts or stops accepting connections. A worker that stops ends
+        each of its connections with its next response (closing an idle one
+        could race with a request the proxy is sending on it)."""
         if on == self.accepting:
             return
         self.accepting = on
@@ -403,9 +406,6 @@ class Worker:
             self.sel.register(self.listener, selectors.EVENT_READ)
             return
         self.sel.unregister(self.listener)
-        for c in list(self.conns.values()):
-            if not c.buf:
-                self.drop(c)
 
     def accept(self):
         try:
