@@ -252,8 +252,10 @@ class Shared:
     def end(self, i, now):
         off = self.SLOT * i
         total, _, since = struct.unpack_from("ddd", self.mem, off)
-        struct.pack_into("d", self.mem, off, total + now - since)
+        # "Not in a request" first: a reader in between sees the worker
+        # less busy than it was, never busier.
         struct.pack_into("d", self.mem, off + 16, 0.0)
+        struct.pack_into("d", self.mem, off, total + now - since)
 
     def busy(self, i, now):
         """Seconds worker i has been busy, up to now."""
