@@ -634,3 +634,50 @@ func TestWSGIRunnerSecondWorkerJoinsUnderLoad(t *testing.T) {
 		return len(pids) == 2
 	})
 }
+
+// A request that runs long does not hold up the requests queued behind it
+// on its worker's other keep-alive connections, nor new connections: its
+// worker hands the others to the free worker, which also starts accepting.
+// Without the hand-off, B's request and C's connection wait for /wait.
+func TestWSGIRunnerSlowRequestHandsOffNeighbours(t *testing.T) {
+	r := startWSGIRunner(t, "wsgitestapp", "2")
+	a, b := r.dial(t), r.dial(t)
+	ar, br := bufio.NewReader(a), bufio.NewReader(b)
+	_, bodyA := roundTrip(t, a, ar, "GET /env HTTP/1.1\r\nHost: h\r\n\r\n")
+	_, bodyB := roundTrip(t, b, br, "GET /env HTTP/1.1\r\nHost: h\r\n\r\n")
+	first := decodeEnv(t, bodyA).PID
+	if pid := decodeEnv(t, bodyB).PID; pid != first {
+		t.Fatalf("under a light load both connections should be the first worker's; got %d and %d", first, pid)
+	}
+	if _, err := io.WriteString(a, "GET /wait HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	peertest.Eventually(t, 10*time.Second, "the slow request to start", func() bool {
+		_, err := os.Stat(filepath.Join(r.dir, "started"))
+		return err == nil
+	})
+
+	b.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, body := roundTrip(t, b, br, "GET /env HTTP/1.1\r\nHost: h\r\n\r\n")
+	if pid := decodeEnv(t, body).PID; resp.StatusCode != 200 || pid == first {
+		t.Fatalf("queued request: status %d from worker %d, want 200 from the other worker than %d", resp.StatusCode, pid, first)
+	}
+	c := r.dial(t)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, body = roundTrip(t, c, bufio.NewReader(c), "GET /env HTTP/1.1\r\nHost: h\r\n\r\n")
+	if pid := decodeEnv(t, body).PID; resp.StatusCode != 200 || pid == first {
+		t.Fatalf("new connection: status %d from worker %d, want 200 from the other worker than %d", resp.StatusCode, pid, first)
+	}
+
+	if err := os.WriteFile(filepath.Join(r.dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.SetDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(ar, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(resp.Body); string(got) != "finished" {
+		t.Fatalf("slow request answered %q, want finished", got)
+	}
+}

@@ -11,6 +11,13 @@ Each worker is one thread: a selector loop over the listening socket and its
 keep-alive connections, one request at a time. SIGTERM: the master passes it
 on; a worker finishes the request in hand, then exits.
 
+A connection belongs to the worker that has it, so a slow request would
+hold up the requests queued behind it on that worker's other connections.
+Each worker therefore has a watchdog thread: once the request in hand has
+run for HANDOFF_AFTER, the worker's other connections (idle, or with a
+request waiting in the kernel's buffer) are passed (SCM_RIGHTS) to a worker
+that is free, which serves them from then on.
+
 Workers join as the load needs them (Steering): the first always accepts
 connections; worker k accepts only while the workers before it are busy
 nearly all the time and the machine has a CPU to spare, and the busy ones
@@ -22,6 +29,7 @@ pages heavy enough to saturate it get the second.
 Standard library only, Python 3.7 or later.
 """
 
+import array
 import errno
 import gc
 import importlib
@@ -35,6 +43,7 @@ import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from urllib.parse import unquote_to_bytes
@@ -44,6 +53,9 @@ MEMORY_BODY = 1 << 20  # larger bodies are spooled to a temporary file
 IO_TIMEOUT = 60.0  # one read or write of a request in progress
 IDLE_TIMEOUT = 300.0  # an idle keep-alive connection
 HEADER_TIMEOUT = 30.0  # a request header that never completes
+HANDOFF_AFTER = 0.05  # a request in hand this long: the worker's other connections move
+HANDOFF_TICK = 0.02  # how often the watchdog looks while the worker is busy
+HANDOFF_BATCH = 64  # descriptors per SCM_RIGHTS message
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                         "proxy-connection", "proxy-authenticate", "proxy-authorization"))
 # Byte classes for bytes.translate(None, ok): what is left over is not ok.
@@ -90,10 +102,12 @@ def parse_args(argv):
     except ValueError:
         raise SystemExit("wsgi runner: --workers and --spare want numbers, got %r, %r" % (opts["workers"], opts["spare"]))
     if opts["workers"] <= 0:
+        # One per CPU, and at least two, so that a slow request's neighbours
+        # have a worker to be handed to.
         try:
-            opts["workers"] = len(os.sched_getaffinity(0))
+            opts["workers"] = max(2, len(os.sched_getaffinity(0)))
         except AttributeError:
-            opts["workers"] = os.cpu_count() or 1
+            opts["workers"] = max(2, os.cpu_count() or 1)
     return opts
 
 
@@ -154,13 +168,14 @@ class FileWrapper:
 class Conn:
     """One keep-alive connection from the proxy and its unread bytes."""
 
-    __slots__ = ("sock", "buf", "last", "served")
+    __slots__ = ("sock", "buf", "last", "served", "gone")
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
         self.last = time.monotonic()
         self.served = 0
+        self.gone = False  # dropped, or handed to another worker
 
     def fill(self, block=True):
         """Reads what is there, waiting up to IO_TIMEOUT for it if block;
@@ -236,11 +251,12 @@ def parse_head(head):
 
 class Shared:
     """What the workers know of each other, in memory shared by the fork:
-    per worker slot, the seconds it has spent answering requests, since
-    when it answers the one in hand (0: none), and whether it accepts
-    connections. Each slot is written by its worker only."""
+    per worker slot, the seconds it has spent answering requests, whether
+    it accepts connections, since when it answers the one in hand (0:
+    none), and whether it is running. Each slot is written by its worker
+    only (and cleared by the master when the worker is gone)."""
 
-    SLOT = 24
+    SLOT = 32
 
     def __init__(self, n):
         self.n = n
@@ -266,8 +282,16 @@ class Shared:
         struct.pack_into("d", self.mem, self.SLOT * i + 8, 1.0 if on else 0.0)
 
     def reset(self, i):
-        """Worker i is gone: not accepting, not in a request."""
-        struct.pack_into("dd", self.mem, self.SLOT * i + 8, 0.0, 0.0)
+        """Worker i is gone: not accepting, not in a request, not running."""
+        struct.pack_into("ddd", self.mem, self.SLOT * i + 8, 0.0, 0.0, 0.0)
+
+    def set_alive(self, i):
+        struct.pack_into("d", self.mem, self.SLOT * i + 24, 1.0)
+
+    def free(self, i):
+        """Whether worker i is running and not answering a request."""
+        _, since, alive = struct.unpack_from("ddd", self.mem, self.SLOT * i + 8)
+        return alive != 0.0 and since == 0.0
 
     def accepting(self, i):
         return struct.unpack_from("d", self.mem, self.SLOT * i + 8)[0] != 0.0
@@ -326,9 +350,20 @@ class Steering:
 
 
 class Worker:
-    def __init__(self, app, listener, opts, shared=None, index=0):
+    def __init__(self, app, listener, opts, shared=None, index=0, inboxes=None):
         self.app = app
         self.listener = listener
+        # inboxes[j]: (receiving end, sending end) of worker j's datagram
+        # socket pair, over which other workers hand it connections.
+        self.inboxes = inboxes or []
+        # The main thread holds lock whenever it uses the selector or the
+        # connection table, and lets it go only while it answers a request
+        # (current); the watchdog takes it to hand connections away.
+        self.lock = threading.RLock()
+        self.current = None  # the connection whose request is in hand
+        self.current_since = 0.0
+        self.handed = 0.0  # current_since of the last request handed off
+        self.busy = threading.Event()  # set while the watchdog should look
         self.strip_prefix = opts["strip_prefix"]
         self.stopping = False
         self.shared = shared or Shared(1)
@@ -355,15 +390,25 @@ class Worker:
         os.set_blocking(wfd, False)
         signal.set_wakeup_fd(wfd)
         self.sel.register(rfd, selectors.EVENT_READ)
+        inbox = None
+        if len(self.inboxes) > 1:
+            inbox = self.inboxes[self.index][0]
+            inbox.setblocking(False)
+            self.sel.register(inbox, selectors.EVENT_READ)
+            threading.Thread(target=self.watch, name="handoff", daemon=True).start()
         self.listener.setblocking(False)
+        self.lock.acquire()
         self.set_accepting(self.index == 0)
+        self.shared.set_alive(self.index)
         parent = os.getppid()
         last_sweep = last_steer = time.monotonic()
         deferred = False
         while not self.stopping:
             # A worker waiting to join looks often; one that accepts is woken
             # by its connections anyway.
+            self.lock.release()
             events = self.sel.select(1.0 if self.accepting else Steering.STEP)
+            self.lock.acquire()
             # A worker with requests waiting leaves a new connection, once,
             # to a worker blocked in select (all of them are woken): the
             # connection goes to whoever has time for it.
@@ -380,7 +425,9 @@ class Worker:
                         os.read(rfd, 512)
                     except OSError:
                         pass
-                else:
+                elif key.fileobj is inbox:
+                    self.adopt(inbox)
+                elif not key.data.gone:
                     self.serve(key.data)
                 if self.stopping:
                     break
@@ -395,6 +442,69 @@ class Worker:
                 self.sweep(now)
         for c in list(self.conns.values()):
             self.drop(c)
+        self.lock.release()
+
+    def watch(self):
+        """The watchdog: while the worker answers a request that has run for
+        HANDOFF_AFTER, hands its other connections to a free worker. It
+        sleeps on busy while the worker is idle, so an idle site costs no
+        wake-ups."""
+        while not self.stopping:
+            self.busy.wait()
+            time.sleep(HANDOFF_TICK)
+            c, since = self.current, self.current_since
+            if c is None:
+                self.busy.clear()
+                if self.current is not None:
+                    self.busy.set()  # a request began in between
+                continue
+            if time.monotonic() - since >= HANDOFF_AFTER:
+                self.hand_off(c, since)
+
+    def hand_off(self, c, since):
+        """Once per slow request: passes every connection but c that has no
+        unread bytes of ours to the first free worker, which also starts
+        accepting (new connections would otherwise wait in the backlog for
+        this one)."""
+        with self.lock:
+            if self.current is not c or self.handed == since:
+                return  # the request ended meanwhile, or was dealt with
+            target = next((j for j in range(len(self.inboxes))
+                           if j != self.index and self.shared.free(j)), None)
+            if target is None:
+                return  # nobody is free: look again at the next tick
+            movable = [x for x in self.conns.values() if x is not c and not x.buf]
+            out = self.inboxes[target][1]
+            try:
+                if not movable:
+                    out.send(b"a")
+                for i in range(0, len(movable), HANDOFF_BATCH):
+                    batch = movable[i:i + HANDOFF_BATCH]
+                    fds = array.array("i", [x.sock.fileno() for x in batch])
+                    out.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                    for x in batch:
+                        self.drop(x)  # the other worker has its own descriptor now
+            except OSError:
+                return  # its queue is full, or it is gone: try again later
+            self.handed = since
+
+    def adopt(self, inbox):
+        """Takes the connections another worker handed over, and accepts
+        new ones until Steering says the load fits in fewer workers."""
+        self.set_accepting(True)
+        space = socket.CMSG_SPACE(HANDOFF_BATCH * array.array("i").itemsize)
+        while True:
+            try:
+                _, ancdata, _, _ = inbox.recvmsg(1, space)
+            except (BlockingIOError, InterruptedError):
+                return
+            for level, kind, data in ancdata:
+                if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
+                    continue
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                for fd in fds:
+                    self.add(socket.socket(fileno=fd))
 
     def set_accepting(self, on):
         """Starts or stops accepting connections. A worker that stops ends
@@ -419,6 +529,9 @@ class Worker:
                 log("accept: %s" % e)
                 return
             raise
+        self.add(sock)
+
+    def add(self, sock):
         sock.setblocking(False)
         c = Conn(sock)
         self.conns[sock.fileno()] = c
@@ -431,10 +544,12 @@ class Worker:
                 self.drop(c)
 
     def drop(self, c):
-        fd = c.sock.fileno()
-        if self.conns.pop(fd, None) is not None:
-            self.sel.unregister(c.sock)
-        c.sock.close()
+        with self.lock:
+            c.gone = True
+            fd = c.sock.fileno()
+            if self.conns.pop(fd, None) is not None:
+                self.sel.unregister(c.sock)
+            c.sock.close()
 
     def serve(self, c):
         """Reads what is waiting on c, then answers every complete request
@@ -448,9 +563,15 @@ class Worker:
                 return
             c.last = time.monotonic()
             self.shared.begin(self.index, c.last)
+            self.current, self.current_since = c, c.last
+            self.lock.release()
             try:
+                if not self.busy.is_set():
+                    self.busy.set()
                 self.answer(c)
             finally:
+                self.lock.acquire()
+                self.current = None
                 self.shared.end(self.index, time.monotonic())
         except BadRequest as e:
             self.reject(c, str(e))
@@ -728,6 +849,9 @@ class Master:
     def __init__(self, app, listener, opts):
         self.app, self.listener, self.opts = app, listener, opts
         self.shared = Shared(opts["workers"])
+        self.inboxes = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(opts["workers"])]
+        for _, out in self.inboxes:
+            out.setblocking(False)
         self.children = {}  # pid → (start time, worker index)
         self.stopping = False
 
@@ -746,7 +870,7 @@ class Master:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                Worker(self.app, self.listener, self.opts, self.shared, index).run()
+                Worker(self.app, self.listener, self.opts, self.shared, index, self.inboxes).run()
             except BaseException:
                 traceback.print_exc()
                 code = 1

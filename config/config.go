@@ -45,7 +45,8 @@ type App struct {
 	Python string `toml:"python"`
 	// Workers is how many processes the WSGI runner forks (each takes
 	// connections only while the ones before it are saturated and a CPU is
-	// idle); 0 = one per CPU.
+	// idle, or are handed a slow request's neighbours); 0 = one per CPU,
+	// at least 2.
 	Workers int `toml:"workers"`
 	// Upstream is an app that is already running: "http://host:port" or
 	// "unix:/path/to.sock".
@@ -397,7 +398,7 @@ func validateWSGI(a App, bad func(key, format string, args ...any) error) error 
 	case !validWSGISpec(a.WSGI):
 		return bad("app.wsgi", "want a Python module path, optionally with :callable (\"mysite.wsgi\", \"app:server\"), got %q", a.WSGI)
 	case a.Workers < 0:
-		return bad("app.workers", "must not be negative (0 = one per CPU)")
+		return bad("app.workers", "must not be negative (0 = one per CPU, at least 2)")
 	case a.Workers > 1024:
 		return bad("app.workers", "%d processes is more than any site needs (at most 1024)", a.Workers)
 	case a.Python != "" && strings.TrimSpace(a.Python) != a.Python:

@@ -204,7 +204,7 @@ func ConfigTemplate(name string) string {
 # [app]
 # wsgi = "mysite.wsgi"     # a WSGI app (Django, Flask: "module:callable"), served by the built-in runner
 # python = "python3"       # its interpreter; a virtualenv's: "/home/user/venv/bin/python"
-# workers = 0              # runner processes at most (they join as the load needs them); 0 = one per CPU
+# workers = 0              # runner processes at most (they join as the load needs them); 0 = one per CPU, at least 2
 # Or any command, e.g. gunicorn (instead of wsgi):
 # command = ["gunicorn", "--bind", "unix:{socket}", "--proxy-protocol", "mysite.wsgi"]  # {socket} / {port} are filled in
 # proxy_protocol = true   # with gunicorn's --proxy-protocol: the app sees the visitor's address
