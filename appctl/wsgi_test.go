@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -431,31 +430,6 @@ func TestWSGIRunnerSlowBodyLeavesOtherWorker(t *testing.T) {
 	}
 }
 
-// children returns the PIDs of pid's children (from every /proc/N/stat).
-func children(t *testing.T, pid int) []int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			pids = append(pids, n)
-		}
-	}
-	return pids
-}
-
 // SIGTERM to the process group (what the supervisor sends): the request in
 // hand is finished and answered, then every process exits.
 func TestWSGIRunnerGracefulStop(t *testing.T) {
@@ -502,14 +476,14 @@ func TestWSGIRunnerRestartsDeadWorker(t *testing.T) {
 	master := r.cmd.Process.Pid
 	var before []int
 	peertest.Eventually(t, 10*time.Second, "two workers", func() bool {
-		before = children(t, master)
+		before = peertest.Children(master)
 		return len(before) == 2
 	})
 	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	peertest.Eventually(t, 10*time.Second, "a new worker in place of the killed one", func() bool {
-		now := children(t, master)
+		now := peertest.Children(master)
 		return len(now) == 2 && !slices.Contains(now, before[0])
 	})
 	for range 4 {

@@ -21,28 +21,6 @@ import (
 	"github.com/fcgishim/fcgishim/internal/peertest"
 )
 
-// children returns the PIDs of pid's live child processes, from /proc.
-func children(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may contain spaces.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -72,7 +50,7 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	go func() {
 		defer close(sampled)
 		for {
-			if n := int64(len(children(sup))); n > most.Load() {
+			if n := int64(len(peertest.Children(sup))); n > most.Load() {
 				most.Store(n)
 			}
 			select {
@@ -88,7 +66,7 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	// startExternal held one of the two busy (only then are fewer than
 	// minspare idle), and it stays: three idle are within maxspare.
 	peertest.Eventually(t, 10*time.Second, "2 or 3 workers (minspare, or maxspare after the probe)", func() bool {
-		n := len(children(sup))
+		n := len(peertest.Children(sup))
 		return n == 2 || n == 3
 	})
 	// Six requests in flight need three full workers, and then the
@@ -97,11 +75,11 @@ func TestPreforkWorkerCounts(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		conns = append(conns, holdRequest(t, sock))
 	}
-	peertest.Eventually(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(children(sup)) == 4 })
+	peertest.Eventually(t, 10*time.Second, "4 workers (maxchildren)", func() bool { return len(peertest.Children(sup)) == 4 })
 	for _, c := range conns {
 		c.Close()
 	}
-	peertest.Eventually(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(children(sup)) == 3 })
+	peertest.Eventually(t, 10*time.Second, "3 workers (maxspare) after the connections close", func() bool { return len(peertest.Children(sup)) == 3 })
 	if m := most.Load(); m > 4 {
 		t.Errorf("saw %d worker processes; maxchildren=4", m)
 	}
@@ -157,8 +135,8 @@ func TestPreforkWorkersDieWithSupervisor(t *testing.T) {
 	sock := filepath.Join(dir, "mysite.sock")
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false", "minspare=3", "maxspare=3")
 	sup := cmd.Process.Pid
-	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(sup)) == 3 })
-	workers := children(sup)
+	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(peertest.Children(sup)) == 3 })
+	workers := peertest.Children(sup)
 	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +175,8 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	}
 	sup, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	t.Cleanup(func() { syscall.Kill(sup, syscall.SIGKILL) })
-	peertest.Eventually(t, 10*time.Second, "2 workers", func() bool { return len(children(sup)) == 2 })
-	workers := children(sup)
+	peertest.Eventually(t, 10*time.Second, "2 workers", func() bool { return len(peertest.Children(sup)) == 2 })
+	workers := peertest.Children(sup)
 
 	// A request whose body is half sent when the stop comes.
 	c, err := net.Dial("unix", sock)
@@ -212,7 +190,7 @@ func TestPreforkKillPidfileDrains(t *testing.T) {
 	writeRecord(c, 4, nil)
 	writeRecord(c, 5, []byte("hel"))
 	// The worker holds the connection before the stop comes.
-	peertest.Eventually(t, 10*time.Second, "a worker serving", func() bool { return len(children(sup)) == 3 })
+	peertest.Eventually(t, 10*time.Second, "a worker serving", func() bool { return len(peertest.Children(sup)) == 3 })
 
 	if err := syscall.Kill(sup, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -492,7 +470,7 @@ func TestPreforkIdleAndSlowFlood(t *testing.T) {
 			}
 			cmd := startExternal(t, dir, "unix", sock, append([]string{"runfcgi", "socket=" + sock, "daemonize=false"}, tc.args...)...)
 			sup := cmd.Process.Pid
-			peertest.Eventually(t, 10*time.Second, "workers started", func() bool { return len(children(sup)) >= 1 })
+			peertest.Eventually(t, 10*time.Second, "workers started", func() bool { return len(peertest.Children(sup)) >= 1 })
 			for i := 0; i < tc.flood; i++ {
 				c, err := net.Dial("unix", sock)
 				if err != nil {
@@ -519,7 +497,7 @@ func TestPreforkIdleAndSlowFlood(t *testing.T) {
 			if err != nil || !strings.Contains(resp, `"path_info": "/good"`) {
 				t.Fatalf("good request after %d %s connections: %v after %s\n%q", tc.flood, tc.name, err, time.Since(start), resp)
 			}
-			t.Logf("answered in %s after %d %s connections, %d workers", time.Since(start), tc.flood, tc.name, len(children(sup)))
+			t.Logf("answered in %s after %d %s connections, %d workers", time.Since(start), tc.flood, tc.name, len(peertest.Children(sup)))
 		})
 	}
 }
@@ -540,7 +518,7 @@ func TestPreforkOneWorkerAccepts(t *testing.T) {
 	sock := filepath.Join(dir, "mysite.sock")
 	cmd := startExternal(t, dir, "unix", sock, "runfcgi", "method=prefork", "socket="+sock, "daemonize=false",
 		"umask=000", "minspare=3", "maxspare=3")
-	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(children(cmd.Process.Pid)) == 3 })
+	peertest.Eventually(t, 10*time.Second, "3 workers", func() bool { return len(peertest.Children(cmd.Process.Pid)) == 3 })
 	srv := peertest.Nginx(t, "", fmt.Sprintf(`location / { include /etc/nginx/fastcgi_params; fastcgi_pass unix:%s; }`, sock))
 	c := &http.Client{Timeout: 20 * time.Second}
 	perPID := requestsPerPID(t, c, srv.URL, 200, 8)

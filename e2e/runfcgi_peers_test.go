@@ -61,8 +61,8 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "socket" => "%s", "check-loca
 fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "host" => "127.0.0.1", "port" => %d, "check-local" => "disable" ) ) )
 %s`, port, rewrite))
 		in := checkInfo(t, c, srv.URL, "/foo/bar", "external")
-		if !contains(children(cmd.Process.Pid), in.PID) {
-			t.Errorf("pid %d is not one of the prefork workers %v", in.PID, children(cmd.Process.Pid))
+		if !contains(peertest.Children(cmd.Process.Pid), in.PID) {
+			t.Errorf("pid %d is not one of the prefork workers %v", in.PID, peertest.Children(cmd.Process.Pid))
 		}
 	})
 	t.Run("bin-path", func(t *testing.T) {
@@ -74,15 +74,15 @@ fastcgi.server = ( "/mysite.fcgi" => ( "main" => ( "bin-path" => "%s", "socket" 
 		in := checkInfo(t, c, srv.URL, "/x/y", "fastcgi-stdin")
 		// lighttpd started max-procs copies, all ours.
 		lpid := lighttpdPID(t, srv)
-		peertest.Eventually(t, 10*time.Second, "2 mysite.fcgi processes under lighttpd", func() bool { return len(children(lpid)) == 2 })
-		for _, p := range children(lpid) {
+		peertest.Eventually(t, 10*time.Second, "2 mysite.fcgi processes under lighttpd", func() bool { return len(peertest.Children(lpid)) == 2 })
+		for _, p := range peertest.Children(lpid) {
 			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p))
 			if exe != bin {
 				t.Errorf("lighttpd child %d runs %s, want %s", p, exe, bin)
 			}
 		}
-		if !contains(children(lpid), in.PID) {
-			t.Errorf("answered by pid %d, not one of lighttpd's children %v", in.PID, children(lpid))
+		if !contains(peertest.Children(lpid), in.PID) {
+			t.Errorf("answered by pid %d, not one of lighttpd's children %v", in.PID, peertest.Children(lpid))
 		}
 	})
 }
@@ -145,9 +145,9 @@ ProxyPass /app/ fcgi://127.0.0.1:%[2]d/
 	if err != nil {
 		t.Fatalf("SetHandler proxy:unix: %v\n%s", err, srv.Log())
 	}
-	if !contains(children(unix.Process.Pid), in.PID) || in.Mode != "external" || in.Protocol != "fastcgi" || in.QueryString != "q=1" ||
+	if !contains(peertest.Children(unix.Process.Pid), in.PID) || in.Mode != "external" || in.Protocol != "fastcgi" || in.QueryString != "q=1" ||
 		in.ScriptName+in.PathInfo != "/sock/page" {
-		t.Errorf("SetHandler proxy:unix: %+v (workers %v)", in, children(unix.Process.Pid))
+		t.Errorf("SetHandler proxy:unix: %+v (workers %v)", in, peertest.Children(unix.Process.Pid))
 	}
 }
 
