@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -31,6 +32,7 @@ type opsStatus struct {
 	UptimeSeconds float64    `json:"uptime_seconds"`
 	Requests      int64      `json:"requests"`  // since this program started
 	InFlight      int64      `json:"in_flight"` // including this one
+	GOMAXPROCS    int        `json:"gomaxprocs"`
 	App           *appStatus `json:"app,omitempty"`
 }
 
@@ -97,7 +99,7 @@ func (h *ops) authorized(r *http.Request) bool {
 }
 
 func (h *ops) document() *opsStatus {
-	d := &opsStatus{PID: os.Getpid()}
+	d := &opsStatus{PID: os.Getpid(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
 	if p := h.proc; p != nil {
 		d.Version, d.Mode, d.Protocol = p.Version, p.Mode, p.Protocol
 		d.Started = p.Started.UTC().Format(time.RFC3339Nano)
