@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 )
@@ -32,7 +31,6 @@ type opsStatus struct {
 	UptimeSeconds float64    `json:"uptime_seconds"`
 	Requests      int64      `json:"requests"`  // since this program started
 	InFlight      int64      `json:"in_flight"` // including this one
-	GOMAXPROCS    int        `json:"gomaxprocs"`
 	App           *appStatus `json:"app,omitempty"`
 }
 
@@ -99,7 +97,7 @@ func (h *ops) authorized(r *http.Request) bool {
 }
 
 func (h *ops) document() *opsStatus {
-	d := &opsStatus{PID: os.Getpid(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
+	d := &opsStatus{PID: os.Getpid()}
 	if p := h.proc; p != nil {
 		d.Version, d.Mode, d.Protocol = p.Version, p.Mode, p.Protocol
 		d.Started = p.Started.UTC().Format(time.RFC3339Nano)

@@ -318,14 +318,6 @@ func (r *run) openListeners() error {
 		// fd 0 itself (fcgi.Server.ServeFD), as mod_fcgid sends them.
 		r.serveFD0 = true
 		o.Protocol = "fcgi"
-		// One request at a time needs one P. The web server runs many
-		// copies side by side, and a copy whose idle Ps spin and steal
-		// takes CPU from them and from the app: measured behind Apache +
-		// mod_fcgid with Django, 2-3 % more requests per second; neutral
-		// for a hello. GOMAXPROCS in the environment still wins.
-		if getenv("GOMAXPROCS") == "" {
-			runtime.GOMAXPROCS(1)
-		}
 	case r.mode == listen.ModeSocketActivation:
 		ls, err := listen.Activated(getenv)
 		if err != nil {
