@@ -414,6 +414,8 @@ class Worker:
             # connection goes to whoever has time for it.
             busy = len(events) > 1 and not deferred
             deferred = False
+            if inbox is not None:
+                self.spread(events)
             for key, _ in events:
                 if key.fileobj is self.listener:
                     if busy:
@@ -469,24 +471,46 @@ class Worker:
         with self.lock:
             if self.current is not c or self.handed == since:
                 return  # the request ended meanwhile, or was dealt with
-            target = next((j for j in range(len(self.inboxes))
-                           if j != self.index and self.shared.free(j)), None)
+            target = self.free_peer(False)
             if target is None:
                 return  # nobody is free: look again at the next tick
-            movable = [x for x in self.conns.values() if x is not c and not x.buf]
-            out = self.inboxes[target][1]
-            try:
-                if not movable:
-                    out.send(b"a")
-                for i in range(0, len(movable), HANDOFF_BATCH):
-                    batch = movable[i:i + HANDOFF_BATCH]
-                    fds = array.array("i", [x.sock.fileno() for x in batch])
-                    out.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-                    for x in batch:
-                        self.drop(x)  # the other worker has its own descriptor now
-            except OSError:
-                return  # its queue is full, or it is gone: try again later
-            self.handed = since
+            if self.pass_conns(target, [x for x in self.conns.values() if x is not c and not x.buf]):
+                self.handed = since
+
+    def spread(self, events):
+        """With requests waiting on more than one connection, all but the
+        first go to a worker that accepts connections and is free now, so
+        that a busy worker's queue does not wait while another idles."""
+        ready = [key.data for key, _ in events if isinstance(key.data, Conn) and not key.data.buf]
+        if len(ready) > 1:
+            target = self.free_peer(True)
+            if target is not None:
+                self.pass_conns(target, ready[1:])
+
+    def free_peer(self, accepting):
+        """The first other worker that is running and not answering a
+        request (and, if accepting, takes connections), or None."""
+        for j in range(len(self.inboxes)):
+            if j != self.index and self.shared.free(j) and (not accepting or self.shared.accepting(j)):
+                return j
+        return None
+
+    def pass_conns(self, target, conns):
+        """Passes conns to worker target (with none, asks it to accept);
+        returns whether it got them all."""
+        out = self.inboxes[target][1]
+        try:
+            if not conns:
+                out.send(b"a")
+            for i in range(0, len(conns), HANDOFF_BATCH):
+                batch = conns[i:i + HANDOFF_BATCH]
+                fds = array.array("i", [x.sock.fileno() for x in batch])
+                out.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                for x in batch:
+                    self.drop(x)  # the other worker has its own descriptor now
+        except OSError:
+            return False  # its queue is full, or it is gone: try again later
+        return True
 
     def adopt(self, inbox):
         """Takes the connections another worker handed over, and accepts
