@@ -19,9 +19,6 @@ var wsgiRunner []byte
 // fileWSGIRunner is the runner's name in the runtime directory.
 const fileWSGIRunner = "wsgi-runner.py"
 
-// WSGIRunner returns the runner's source, for tests that run it directly.
-func WSGIRunner() []byte { return bytes.Clone(wsgiRunner) }
-
 // writeWSGIRunner puts the runner into the runtime directory dir (private:
 // 0700, ours) as a 0600 file and returns its path. A file is run rather than
 // "python -c <source>" so that ps and /proc show a short, readable command

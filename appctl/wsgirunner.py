@@ -412,13 +412,13 @@ class Worker:
             # A worker with requests waiting leaves a new connection, once,
             # to a worker blocked in select (all of them are woken): the
             # connection goes to whoever has time for it.
-            busy = len(events) > 1 and not deferred
+            queued = len(events) > 1 and not deferred
             deferred = False
             if inbox is not None:
                 self.spread(events)
             for key, _ in events:
                 if key.fileobj is self.listener:
-                    if busy:
+                    if queued:
                         deferred = True
                     else:
                         self.accept()
